@@ -1,0 +1,207 @@
+"""The `consentry` command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Consentry: keeps the data of people who object out of AI training.")
+console = Console(stderr=True)
+
+
+@app.command()
+def up(demo: Annotated[bool, typer.Option("--demo", help="Add a synthetic load of posts and objections.")] = False) -> None:
+    """Start the broker (unless KAFKA_BOOTSTRAP_SERVERS is set), the topics and every service."""
+    from consentry.broker import EmbeddedBroker
+    from consentry.kafka import ensure_topics
+    from consentry.logs import configure
+    from consentry.settings import CommonSettings
+    from consentry.supervisor import Supervisor, wait_ready
+    from services.consent.settings import ConsentSettings
+    from services.gateway.settings import GatewaySettings
+    from services.ingest.settings import IngestSettings
+    from services.sink.settings import SinkSettings
+
+    settings = CommonSettings()
+    configure("up", settings.log_level)
+    data_dir = settings.data_dir.resolve()
+    log_dir = data_dir / "logs"
+    env = dict(os.environ)
+    broker = None
+    if settings.kafka_bootstrap_servers is None:
+        broker = EmbeddedBroker(settings.broker_port, log_path=log_dir / "broker.log")
+        broker.start()
+        env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+        env["CONSENTRY_BROKER_FLAVOR"] = "tansu"
+        console.print(f"embedded broker (Tansu) on [bold]{broker.bootstrap}[/]")
+    env["CONSENTRY_DATA_DIR"] = str(data_dir)
+    counts = asyncio.run(ensure_topics(settings))
+    console.print(f"topics ready: {len(counts)} ({settings.partitions} partitions per user-keyed topic)")
+
+    gateway, consent, ingest, sink = GatewaySettings(), ConsentSettings(), IngestSettings(), SinkSettings()
+    gateway_url = f"http://{gateway.gateway_host}:{gateway.gateway_port}"
+    urls = {
+        "consent": f"http://{consent.consent_host}:{consent.consent_port}",
+        "ingest": f"http://{ingest.ingest_host}:{ingest.ingest_port}",
+        "sink": f"http://{sink.sink_host}:{sink.sink_port}",
+        "gateway": gateway_url,
+    }
+    supervisor = Supervisor(env, log_dir)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    supervisor.start()
+    demo_thread = None
+    try:
+        wait_ready({name: f"{url}/readyz" for name, url in urls.items()}, supervisor=supervisor, stop=stop)
+        console.print(f"[bold green]Consentry is up.[/] gateway: [bold]{gateway_url}[/]  dashboard: [bold]{gateway_url}/dashboard[/]  API docs: {gateway_url}/docs")
+        console.print(f"logs: {log_dir}   training store: {sink.store_uri}")
+        console.print(f"try: TOKEN=$(consentry token alice) && curl -X POST -H \"Authorization: Bearer $TOKEN\" {gateway_url}/v1/objections")
+        if demo:
+            demo_thread = threading.Thread(target=_run_demo, args=(settings, env, gateway_url, urls, gateway.jwt_secret, stop), daemon=True)
+            demo_thread.start()
+        while not stop.is_set():
+            supervisor.check()
+            stop.wait(0.5)
+    finally:
+        console.print("stopping...")
+        stop.set()
+        if demo_thread is not None:
+            demo_thread.join(timeout=10)
+        supervisor.stop()
+        if broker is not None:
+            broker.stop()
+        console.print("stopped.")
+
+
+def _run_demo(settings, env, gateway_url, urls, secret, stop: threading.Event) -> None:  # type: ignore[no-untyped-def]
+    from consentry.demo import Demo
+    from consentry.settings import CommonSettings
+
+    demo_settings = CommonSettings(kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS"), topic_prefix=settings.topic_prefix, partitions=settings.partitions)
+
+    async def main() -> None:
+        done = asyncio.Event()
+
+        async def watch() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(0.2)
+            done.set()
+
+        watcher = asyncio.create_task(watch())
+        await Demo(demo_settings, gateway_url, {k: f"{v}/metrics" for k, v in urls.items()}, secret).run(done)
+        watcher.cancel()
+
+    asyncio.run(main())
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Argument(help="The user_id (the token's `sub`).")],
+    admin: Annotated[bool, typer.Option("--admin", help="Add the admin scope.")] = False,
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 24 * 3600,
+) -> None:
+    """Print a bearer token signed with CONSENTRY_JWT_SECRET, for trying the API."""
+    from services.gateway.auth import make_token
+    from services.gateway.settings import GatewaySettings
+
+    settings = GatewaySettings()
+    settings.warn_if_insecure()
+    print(make_token(settings.jwt_secret, user, admin=admin, ttl_seconds=ttl))
+
+
+@app.command("import")
+def import_(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines of objection events.")]) -> None:
+    """Bulk import of historical objections, with a progress bar."""
+    from aiokafka import AIOKafkaProducer
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    from consentry.importer import import_lines
+    from consentry.kafka import producer_options
+    from consentry.settings import CommonSettings
+    from consentry.timeutil import now_us
+
+    settings = CommonSettings()
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(**producer_options(settings), linger_ms=20, max_batch_size=1 << 20)
+        await producer.start()
+        try:
+            columns = (TextColumn("importing"), BarColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+            with Progress(*columns, console=console) as progress, open(file, "rb") as handle:
+                task = progress.add_task("import", total=file.stat().st_size)
+                started = time.monotonic()
+                report = await import_lines(producer, settings, handle, now_us(), lambda n: progress.advance(task, n))
+        finally:
+            await producer.stop()
+        console.print(
+            f"accepted {report.accepted}, duplicates skipped {report.duplicates}, rejected {report.rejected_count} "
+            f"in {time.monotonic() - started:.1f}s"
+        )
+        for line, reason in report.rejected[:20]:
+            console.print(f"  line {line}: {reason}")
+        if report.rejected_count > 20:
+            console.print(f"  ... and {report.rejected_count - 20} more")
+
+    asyncio.run(run())
+
+
+@app.command()
+def vacuum() -> None:
+    """Physically remove purged files from the training store (and the log that named them)."""
+    from services.sink.settings import SinkSettings
+    from services.sink.store import DeltaTrainingStore
+
+    settings = SinkSettings()
+    result = DeltaTrainingStore(settings.store_uri).vacuum()
+    console.print(f"vacuumed {settings.store_uri}: {result.files_removed} files removed, table at version {result.version}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def consent() -> None:
+    """Run the consent service alone (faust worker)."""
+    from services.consent.__main__ import main as run
+
+    sys.argv = [sys.argv[0]]
+    run()
+
+
+@app.command()
+def ingest() -> None:
+    """Run the ingest service alone."""
+    from services.ingest.__main__ import main as run
+
+    run()
+
+
+@app.command()
+def sink() -> None:
+    """Run the training sink alone."""
+    from services.sink.__main__ import main as run
+
+    run()
+
+
+@app.command()
+def gateway() -> None:
+    """Run the HTTP gateway alone."""
+    from services.gateway.__main__ import main as run
+
+    run()
+
+
+def main() -> None:
+    app()

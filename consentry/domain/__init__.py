@@ -1,0 +1,1 @@
+"""Pure decisions over plain data: no I/O, no clocks (time is an argument)."""

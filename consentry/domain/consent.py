@@ -1,0 +1,130 @@
+"""Consent-state transitions: how objections, withdrawals and receipts change a user's row.
+
+Every function is pure. A re-delivered `objection_id` changes nothing; events may arrive
+in any order (imports carry their original `received_at`), so intervals are always
+derived from the whole history sorted by time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from consentry.events import (
+    ENFORCED,
+    OBJECT,
+    PURGED,
+    WITHDRAW,
+    ConsentState,
+    HistoryEntry,
+    Interval,
+    ObjectionEvent,
+    Receipt,
+    history_entry_to_dict,
+)
+
+NONE = "none"
+RECEIVED = "received"
+STATUS_ENFORCED = "enforced"
+STATUS_PURGED = "purged"
+WITHDRAWN = "withdrawn"
+
+
+def derive_intervals(history: tuple[HistoryEntry, ...]) -> tuple[Interval, ...]:
+    """Objection intervals [start, end): an objection opens one, a withdrawal closes it."""
+    intervals: list[Interval] = []
+    start: int | None = None
+    for entry in history:
+        if entry.kind == OBJECT and start is None:
+            start = entry.received_at_us
+        elif entry.kind == WITHDRAW and start is not None:
+            intervals.append((start, entry.received_at_us))
+            start = None
+    if start is not None:
+        intervals.append((start, None))
+    return tuple(intervals)
+
+
+def pending_enforcement(history: tuple[HistoryEntry, ...]) -> tuple[str, ...]:
+    """Objections ingest has not yet confirmed. A withdrawn one still needs its purge: posts
+    created while it was active may already have been forwarded."""
+    return tuple(e.objection_id for e in history if e.kind == OBJECT and e.enforced_at_us is None)
+
+
+def _rebuild(user_id: str, history: list[HistoryEntry], now_us: int) -> ConsentState:
+    history.sort(key=lambda e: (e.received_at_us, e.objection_id))
+    ordered = tuple(history)
+    return ConsentState(user_id, ordered, derive_intervals(ordered), pending_enforcement(ordered), now_us)
+
+
+def apply_objection(state: ConsentState | None, event: ObjectionEvent, now_us: int) -> ConsentState:
+    """Record an objection or a withdrawal. Re-delivery of a known id returns `state` as is."""
+    if state is not None and any(e.objection_id == event.objection_id for e in state.history):
+        return state
+    entry = HistoryEntry(
+        objection_id=event.objection_id,
+        kind=event.kind,
+        received_at_us=event.received_at_us,
+        channel=event.channel,
+        reason=event.reason,
+        notice_version=event.notice_version,
+    )
+    history = list(state.history) if state is not None else []
+    history.append(entry)
+    return _rebuild(event.user_id, history, now_us)
+
+
+def apply_receipt(state: ConsentState | None, receipt: Receipt, now_us: int) -> ConsentState | None:
+    """Stamp `enforced` or `purged` on the objections a receipt names; the first stamp wins."""
+    if state is None:
+        return None
+    ids = set(receipt.objection_ids)
+    changed = False
+    history: list[HistoryEntry] = []
+    for entry in state.history:
+        if entry.objection_id in ids and entry.kind == OBJECT:
+            updated = entry
+            if receipt.kind == ENFORCED and entry.enforced_at_us is None:
+                updated = replace(entry, enforced_at_us=receipt.at_us)
+            elif receipt.kind == PURGED and entry.purged_at_us is None:
+                updated = replace(
+                    entry,
+                    purged_at_us=receipt.at_us,
+                    rows_purged=receipt.rows_purged,
+                    # The purge can be confirmed before ingest's own receipt lands.
+                    enforced_at_us=entry.enforced_at_us or receipt.enforced_at_us or receipt.at_us,
+                )
+            changed |= updated is not entry
+            history.append(updated)
+        else:
+            history.append(entry)
+    if not changed:
+        return state
+    return _rebuild(state.user_id, history, now_us)
+
+
+def is_active(intervals: tuple[Interval, ...], now_us: int) -> bool:
+    return any(end is None or end > now_us for _start, end in intervals)
+
+
+def status_of(state: ConsentState | None) -> str:
+    """The user's current step: the latest event decides."""
+    if state is None or not state.history:
+        return NONE
+    latest = state.history[-1]
+    if latest.kind == WITHDRAW:
+        return WITHDRAWN
+    if latest.purged_at_us is not None:
+        return STATUS_PURGED
+    if latest.enforced_at_us is not None:
+        return STATUS_ENFORCED
+    return RECEIVED
+
+
+def status_document(user_id: str, state: ConsentState | None, now_us: int) -> dict:
+    """What `GET /v1/objections/me` shows: the current step and every event with its stamps."""
+    return {
+        "user_id": user_id,
+        "objected": bool(state and is_active(state.intervals, now_us)),
+        "status": status_of(state),
+        "history": [history_entry_to_dict(e) for e in state.history] if state else [],
+    }

@@ -1,0 +1,458 @@
+"""The single definition of every message Consentry reads or writes.
+
+Contract topics (see ../shared/CONTRACT.md): `posts`, `objections`, `training.posts`,
+`posts.rejected`, `notices`. Internal topics: the consent state changelog and the
+enforcement receipts. Each message is one JSON object; keys are the user_id as UTF-8.
+
+Parsing never raises on bad input: it returns `Invalid(code, detail)`, where `code` is a
+short, stable label (used in metrics) and `detail` a sentence for people. Neither ever
+contains post text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from consentry.timeutil import format_rfc3339, parse_rfc3339
+
+MAX_POST_BYTES = 1 << 20
+REJECTED_RAW_LIMIT = 4096
+MAX_ID_LENGTH = 256
+MAX_REASON_LENGTH = 2000
+
+VISIBILITIES = frozenset({"public", "friends", "private"})
+OBJECTION_KINDS = frozenset({"object", "withdraw"})
+OBJECTION_CHANNELS = frozenset({"web", "app", "email", "api", "import"})
+OBJECT = "object"
+WITHDRAW = "withdraw"
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    code: str
+    detail: str
+
+    @property
+    def reason(self) -> str:
+        return f"{self.code}: {self.detail}"
+
+
+# --------------------------------------------------------------------------- posts
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    post_id: str
+    user_id: str
+    created_at_us: int
+    visibility: str
+    text: str
+    lang: str | None = None
+    country: str | None = None
+    author_is_minor: bool = False
+
+
+def _check_id(obj: dict[str, Any], name: str) -> str | Invalid:
+    value = obj.get(name)
+    if value is None:
+        return Invalid("missing_field", f"required field '{name}' is missing")
+    if type(value) is not str:
+        return Invalid("wrong_type", f"'{name}' must be a string")
+    if not value or len(value) > MAX_ID_LENGTH:
+        return Invalid("bad_value", f"'{name}' must be 1 to {MAX_ID_LENGTH} characters")
+    if "\x00" in value:
+        return Invalid("null_byte", f"'{name}' contains a NUL character")
+    return value
+
+
+def _optional_str(obj: dict[str, Any], name: str, max_length: int) -> str | None | Invalid:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if type(value) is not str:
+        return Invalid("wrong_type", f"'{name}' must be a string or null")
+    if len(value) > max_length:
+        return Invalid("bad_value", f"'{name}' is longer than {max_length} characters")
+    if "\x00" in value:
+        return Invalid("null_byte", f"'{name}' contains a NUL character")
+    return value
+
+
+def parse_post(value: bytes | None, key: bytes | None) -> Post | Invalid:
+    """Validate one `posts` message against the contract."""
+    if value is None:
+        return Invalid("empty", "message has no value")
+    if len(value) > MAX_POST_BYTES:
+        return Invalid("too_large", f"value is {len(value)} bytes, over the 1 MiB limit")
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return Invalid("invalid_json", f"value is not valid UTF-8 JSON ({exc.msg})")
+    if type(obj) is not dict:
+        return Invalid("not_an_object", f"value is a JSON {type(obj).__name__}, not an object")
+
+    post_id = _check_id(obj, "post_id")
+    if type(post_id) is Invalid:
+        return post_id
+    user_id = _check_id(obj, "user_id")
+    if type(user_id) is Invalid:
+        return user_id
+    if key is None:
+        return Invalid("key_mismatch", "message has no key; the key must be the user_id")
+    if key != user_id.encode():
+        return Invalid("key_mismatch", "message key differs from its user_id")
+
+    created_at = obj.get("created_at")
+    if created_at is None:
+        return Invalid("missing_field", "required field 'created_at' is missing")
+    if type(created_at) is not str:
+        return Invalid("wrong_type", "'created_at' must be a string")
+    created_at_us = parse_rfc3339(created_at)
+    if created_at_us is None:
+        return Invalid("bad_timestamp", "'created_at' is not an RFC 3339 date-time with a time zone")
+
+    visibility = obj.get("visibility")
+    if visibility is None:
+        return Invalid("missing_field", "required field 'visibility' is missing")
+    if visibility not in VISIBILITIES or type(visibility) is not str:
+        return Invalid("bad_value", "'visibility' must be one of public, friends, private")
+
+    text = obj.get("text")
+    if text is None:
+        return Invalid("missing_field", "required field 'text' is missing")
+    if type(text) is not str:
+        return Invalid("wrong_type", "'text' must be a string")
+    if "\x00" in text:
+        return Invalid("null_byte", "'text' contains a NUL character")
+
+    lang = _optional_str(obj, "lang", 35)
+    if type(lang) is Invalid:
+        return lang
+    country = obj.get("country")
+    if country is not None and (type(country) is not str or len(country) != 2 or not country.isascii() or not country.isalpha() or not country.isupper()):
+        return Invalid("bad_value", "'country' must be an ISO 3166-1 alpha-2 code such as FR")
+
+    minor = obj.get("author_is_minor", False)
+    if type(minor) is not bool:
+        # null or "false" is not an answer: when we cannot tell, fail closed.
+        return Invalid("wrong_type", "'author_is_minor' must be true or false")
+
+    return Post(post_id, user_id, created_at_us, visibility, text, lang, country, minor)
+
+
+# ------------------------------------------------------------------ posts.rejected
+
+
+def encode_rejection(invalid: Invalid, topic: str, partition: int, offset: int, raw: bytes | None, received_at_us: int) -> bytes:
+    raw = raw or b""
+    return orjson.dumps(
+        {
+            "reason": invalid.reason,
+            "reason_code": invalid.code,
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "received_at": format_rfc3339(received_at_us),
+            "value": raw[:REJECTED_RAW_LIMIT].decode("utf-8", errors="replace"),
+            "value_bytes": len(raw),
+            "value_truncated": len(raw) > REJECTED_RAW_LIMIT,
+        }
+    )
+
+
+# ---------------------------------------------------------------- training.posts
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeMarker:
+    """Delete every stored post of `user_id`. Ingest writes it after every post it forwarded
+    for that user, in the user's partition, so applying the stream in order purges them all."""
+
+    user_id: str
+    objection_ids: tuple[str, ...]
+    marked_at_us: int
+
+
+def encode_training_post(post: Post, ingested_at_us: int) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "post",
+            "post_id": post.post_id,
+            "user_id": post.user_id,
+            "created_at": format_rfc3339(post.created_at_us),
+            "text": post.text,
+            "lang": post.lang,
+            "country": post.country,
+            "ingested_at": format_rfc3339(ingested_at_us),
+        }
+    )
+
+
+def encode_purge_marker(marker: PurgeMarker) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "purge",
+            "user_id": marker.user_id,
+            "objection_ids": list(marker.objection_ids),
+            "marked_at": format_rfc3339(marker.marked_at_us),
+        }
+    )
+
+
+def parse_training_message(value: bytes) -> dict[str, Any] | PurgeMarker | Invalid:
+    """An accepted post (as a dict with the store's columns, timestamps as strings) or a purge marker."""
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return Invalid("invalid_json", f"training message is not JSON ({exc.msg})")
+    if type(obj) is not dict:
+        return Invalid("not_an_object", "training message is not an object")
+    kind = obj.get("type")
+    if kind == "post":
+        for name in ("post_id", "user_id", "created_at", "text", "ingested_at"):
+            if type(obj.get(name)) is not str:
+                return Invalid("missing_field", f"training post lacks '{name}'")
+        return obj
+    if kind == "purge":
+        user_id = obj.get("user_id")
+        marked_at = parse_rfc3339(obj.get("marked_at") or "")
+        ids = obj.get("objection_ids") or []
+        if type(user_id) is not str or marked_at is None or not all(type(i) is str for i in ids):
+            return Invalid("bad_value", "malformed purge marker")
+        return PurgeMarker(user_id, tuple(ids), marked_at)
+    return Invalid("bad_value", "training message type must be 'post' or 'purge'")
+
+
+# -------------------------------------------------------------------- objections
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectionEvent:
+    objection_id: str
+    user_id: str
+    kind: str  # object | withdraw
+    received_at_us: int
+    channel: str
+    reason: str | None = None
+    notice_version: str | None = None
+
+
+def objection_from_dict(obj: Any) -> ObjectionEvent | Invalid:
+    if type(obj) is not dict:
+        return Invalid("not_an_object", "objection event is not a JSON object")
+    objection_id = _check_id(obj, "objection_id")
+    if type(objection_id) is Invalid:
+        return objection_id
+    user_id = _check_id(obj, "user_id")
+    if type(user_id) is Invalid:
+        return user_id
+    kind = obj.get("kind")
+    if kind not in OBJECTION_KINDS or type(kind) is not str:
+        return Invalid("bad_value", "'kind' must be 'object' or 'withdraw'")
+    received_at = obj.get("received_at")
+    if type(received_at) is not str:
+        return Invalid("missing_field", "'received_at' must be an RFC 3339 string")
+    received_at_us = parse_rfc3339(received_at)
+    if received_at_us is None:
+        return Invalid("bad_timestamp", "'received_at' is not an RFC 3339 date-time with a time zone")
+    channel = obj.get("channel")
+    if channel not in OBJECTION_CHANNELS or type(channel) is not str:
+        return Invalid("bad_value", "'channel' must be one of web, app, email, api, import")
+    reason = _optional_str(obj, "reason", MAX_REASON_LENGTH)
+    if type(reason) is Invalid:
+        return reason
+    notice_version = _optional_str(obj, "notice_version", MAX_ID_LENGTH)
+    if type(notice_version) is Invalid:
+        return notice_version
+    return ObjectionEvent(objection_id, user_id, kind, received_at_us, channel, reason, notice_version)
+
+
+def parse_objection(value: bytes | None) -> ObjectionEvent | Invalid:
+    if value is None:
+        return Invalid("empty", "message has no value")
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return Invalid("invalid_json", f"objection is not valid JSON ({exc.msg})")
+    return objection_from_dict(obj)
+
+
+def objection_to_dict(event: ObjectionEvent) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "objection_id": event.objection_id,
+        "user_id": event.user_id,
+        "kind": event.kind,
+        "received_at": format_rfc3339(event.received_at_us),
+        "channel": event.channel,
+    }
+    if event.reason is not None:
+        out["reason"] = event.reason
+    if event.notice_version is not None:
+        out["notice_version"] = event.notice_version
+    return out
+
+
+def encode_objection(event: ObjectionEvent) -> bytes:
+    return orjson.dumps(objection_to_dict(event))
+
+
+# ---------------------------------------------------------------------- receipts
+
+ENFORCED = "enforced"
+PURGED = "purged"
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Ingest confirms `enforced` (it now drops the user's posts and has written the purge
+    marker); the sink confirms `purged` (the Delta delete is committed)."""
+
+    kind: str  # enforced | purged
+    user_id: str
+    objection_ids: tuple[str, ...]
+    at_us: int
+    rows_purged: int | None = None
+    enforced_at_us: int | None = None  # on `purged`: when ingest marked it (the marker's time)
+
+
+def encode_receipt(receipt: Receipt) -> bytes:
+    out: dict[str, Any] = {
+        "type": receipt.kind,
+        "user_id": receipt.user_id,
+        "objection_ids": list(receipt.objection_ids),
+        "at": format_rfc3339(receipt.at_us),
+    }
+    if receipt.rows_purged is not None:
+        out["rows_purged"] = receipt.rows_purged
+    if receipt.enforced_at_us is not None:
+        out["enforced_at"] = format_rfc3339(receipt.enforced_at_us)
+    return orjson.dumps(out)
+
+
+def parse_receipt(value: bytes | None) -> Receipt | Invalid:
+    try:
+        obj = orjson.loads(value or b"")
+    except orjson.JSONDecodeError as exc:
+        return Invalid("invalid_json", f"receipt is not JSON ({exc.msg})")
+    if type(obj) is not dict or obj.get("type") not in (ENFORCED, PURGED):
+        return Invalid("bad_value", "receipt type must be 'enforced' or 'purged'")
+    user_id = obj.get("user_id")
+    ids = obj.get("objection_ids")
+    at_us = parse_rfc3339(obj.get("at") or "")
+    if type(user_id) is not str or type(ids) is not list or not all(type(i) is str for i in ids) or at_us is None:
+        return Invalid("bad_value", "malformed receipt")
+    rows = obj.get("rows_purged")
+    enforced_at = obj.get("enforced_at")
+    return Receipt(
+        obj["type"],
+        user_id,
+        tuple(ids),
+        at_us,
+        rows if type(rows) is int else None,
+        parse_rfc3339(enforced_at) if type(enforced_at) is str else None,
+    )
+
+
+# ------------------------------------------------------- consent state (changelog)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    objection_id: str
+    kind: str
+    received_at_us: int
+    channel: str
+    reason: str | None = None
+    notice_version: str | None = None
+    enforced_at_us: int | None = None
+    purged_at_us: int | None = None
+    rows_purged: int | None = None
+
+
+Interval = tuple[int, int | None]  # [start, end) in microseconds; end None while active
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentState:
+    """One user's row in the consent table. `intervals` and `pending` are derived from
+    `history` by consentry.domain.consent and stored so readers need not recompute them."""
+
+    user_id: str
+    history: tuple[HistoryEntry, ...] = ()
+    intervals: tuple[Interval, ...] = ()
+    pending: tuple[str, ...] = ()  # objection ids ingest has not yet confirmed as enforced
+    updated_at_us: int = 0
+
+
+def _ts(us: int | None) -> str | None:
+    return None if us is None else format_rfc3339(us)
+
+
+def history_entry_to_dict(entry: HistoryEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "objection_id": entry.objection_id,
+        "kind": entry.kind,
+        "channel": entry.channel,
+        "received_at": format_rfc3339(entry.received_at_us),
+    }
+    if entry.reason is not None:
+        out["reason"] = entry.reason
+    if entry.notice_version is not None:
+        out["notice_version"] = entry.notice_version
+    if entry.kind == OBJECT:
+        out["enforced_at"] = _ts(entry.enforced_at_us)
+        out["purged_at"] = _ts(entry.purged_at_us)
+        out["rows_purged"] = entry.rows_purged
+    return out
+
+
+def encode_consent_state(state: ConsentState) -> bytes:
+    return orjson.dumps(
+        {
+            "user_id": state.user_id,
+            "history": [history_entry_to_dict(e) for e in state.history],
+            "intervals": [list(i) for i in state.intervals],
+            "pending": list(state.pending),
+            "updated_at": format_rfc3339(state.updated_at_us),
+        }
+    )
+
+
+def _us(value: Any) -> int | None:
+    return parse_rfc3339(value) if type(value) is str else None
+
+
+def decode_consent_state(value: bytes) -> ConsentState:
+    """Decode a changelog record. Raises ValueError on a malformed record: the changelog is
+    written only by the consent service, so a bad record is a bug to surface, not input."""
+    obj = orjson.loads(value)
+    history = tuple(
+        HistoryEntry(
+            objection_id=e["objection_id"],
+            kind=e["kind"],
+            received_at_us=_us(e["received_at"]) or 0,
+            channel=e["channel"],
+            reason=e.get("reason"),
+            notice_version=e.get("notice_version"),
+            enforced_at_us=_us(e.get("enforced_at")),
+            purged_at_us=_us(e.get("purged_at")),
+            rows_purged=e.get("rows_purged"),
+        )
+        for e in obj["history"]
+    )
+    return ConsentState(
+        user_id=obj["user_id"],
+        history=history,
+        intervals=tuple((i[0], i[1]) for i in obj["intervals"]),
+        pending=tuple(obj["pending"]),
+        updated_at_us=_us(obj.get("updated_at")) or 0,
+    )
+
+
+def decode_enforcement_view(value: bytes) -> tuple[tuple[Interval, ...], tuple[str, ...]]:
+    """What ingest needs from a changelog record, without building the whole history."""
+    obj = orjson.loads(value)
+    return tuple((i[0], i[1]) for i in obj["intervals"]), tuple(obj["pending"])

@@ -1,0 +1,78 @@
+"""Topic names: the contract's, and Consentry's internal ones (listed in docs/architecture.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    user_keyed: bool  # partitioned by murmur2(user_id), so it must have exactly `partitions` partitions
+    config: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str = ""
+
+    # The contract's topics.
+    @property
+    def posts(self) -> str:
+        return f"{self.prefix}posts"
+
+    @property
+    def objections(self) -> str:
+        return f"{self.prefix}objections"
+
+    @property
+    def training_posts(self) -> str:
+        return f"{self.prefix}training.posts"
+
+    @property
+    def posts_rejected(self) -> str:
+        return f"{self.prefix}posts.rejected"
+
+    @property
+    def notices(self) -> str:
+        return f"{self.prefix}notices"
+
+    # Internal topics.
+    @property
+    def posts_by_user(self) -> str:
+        """Posts re-keyed to their user's home partition when upstream used another partitioner."""
+        return f"{self.prefix}consentry.posts-by-user"
+
+    @property
+    def consent_state(self) -> str:
+        """The consent table's changelog: one compacted record per user (the faust table writes it)."""
+        return f"{self.prefix}consentry.consent-state"
+
+    @property
+    def receipts(self) -> str:
+        """Enforcement receipts: ingest's `enforced`, the sink's `purged`."""
+        return f"{self.prefix}consentry.receipts"
+
+    def group(self, service: str) -> str:
+        """Consumer group id of a service (prefixed like the topics)."""
+        return f"{self.prefix}consentry-{service}"
+
+    def specs(self) -> list[TopicSpec]:
+        """Every topic `consentry up` creates. Retention is always explicit: Tansu only reports
+        configs that were set, and an unbounded `posts` topic would keep objected users' text."""
+        week = str(7 * DAY_MS)
+        forever = "-1"
+        # A post may be 1 MiB; its training record adds a few fields (Kafka's default limit is ~1 MB).
+        big = {"retention.ms": week, "max.message.bytes": str(2 << 20)}
+        return [
+            TopicSpec(self.posts, False, big),
+            TopicSpec(self.objections, True, {"retention.ms": forever}),  # the source of truth for objections
+            TopicSpec(self.training_posts, True, big),
+            TopicSpec(self.posts_rejected, False, {"retention.ms": week}),
+            TopicSpec(self.notices, True, {"retention.ms": forever}),
+            TopicSpec(self.posts_by_user, True, big),
+            TopicSpec(self.consent_state, True, {"cleanup.policy": "compact", "retention.ms": forever}),
+            TopicSpec(self.receipts, True, {"retention.ms": str(30 * DAY_MS)}),
+        ]

@@ -1,0 +1,1 @@
+"""Consent: the per-user consent table (faust, RocksDB), fed by objections and receipts."""

@@ -1,0 +1,48 @@
+"""The consent faust app: a table of ConsentState per user (RocksDB), keyed by user_id.
+
+Its changelog (`consentry.consent-state`) is the consent state every other service reads:
+ingest loads it for the partitions it owns. Table values are our own JSON
+(consentry.events.encode_consent_state), not faust records, so readers need no faust.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from consentry import compat
+from services.consent.agents import register_agents
+from services.consent.settings import ConsentSettings
+from services.consent.views import register_views
+
+RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def create_app(settings: ConsentSettings) -> faust.App:
+    if settings.on_embedded_broker:
+        compat.install_faust_workarounds()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=settings.faust_broker,
+        store=settings.consent_store,
+        datadir=str(settings.state_dir),
+        topic_partitions=settings.partitions,
+        processing_guarantee="at_least_once",
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_ms / 1000,
+        broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000,
+        table_standby_replicas=0,
+        web_enabled=True,
+        web_bind=settings.consent_host,
+        web_host=settings.consent_host,
+        web_port=settings.consent_port,
+        canonical_url=f"http://{settings.consent_host}:{settings.consent_port}",
+        web_in_thread=False,
+    )
+    topics = settings.topics
+    changelog = app.topic(topics.consent_state, partitions=settings.partitions, compacting=True, internal=True, **RAW)
+    table = app.Table("consent", partitions=settings.partitions, changelog_topic=changelog, key_type=bytes, value_type=bytes)
+    register_agents(app, table, settings)
+    register_views(app, table)
+    return app

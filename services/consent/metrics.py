@@ -1,0 +1,11 @@
+from prometheus_client import Counter, Histogram
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+
+OBJECTIONS = Counter("consentry_consent_objections_total", "Objection events applied, by kind and channel", ["kind", "channel"])
+DUPLICATES = Counter("consentry_consent_duplicates_total", "Re-delivered objection ids (state unchanged)")
+REPARTITIONED = Counter("consentry_consent_repartitioned_total", "Objections that arrived off their user's home partition")
+RECEIPTS = Counter("consentry_consent_receipts_total", "Receipts applied, by kind", ["kind"])
+INVALID = Counter("consentry_consent_invalid_total", "Unreadable messages skipped, by topic and reason", ["topic", "reason"])
+ENFORCE_LATENCY = Histogram("consentry_objection_enforce_seconds", "Objection received -> enforced (ingest drops the user's posts)", buckets=_LATENCY_BUCKETS)
+PURGE_LATENCY = Histogram("consentry_objection_purge_seconds", "Objection received -> purged (Delta delete committed)", buckets=_LATENCY_BUCKETS)

@@ -1,0 +1,47 @@
+"""Consent web views: a user's state (routed to the worker that owns it), health, metrics."""
+
+from __future__ import annotations
+
+import faust
+from aiohttp import web
+from faust.exceptions import SameNode
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from consentry.domain.consent import status_document
+from consentry.events import decode_consent_state
+from consentry.timeutil import now_us
+
+
+def register_views(app: faust.App, table: faust.Table) -> None:
+    def recovering() -> bool:
+        return bool(app.rebalancing) or not app.tables.recovery.completed.is_set()
+
+    @app.page("/v1/users/{user_id}")
+    async def user_state(self: View, request: Request, user_id: str) -> Response:
+        if recovering():
+            return self.json({"detail": "consent state is being recovered; retry shortly"}, status=503)
+        try:
+            return await app.router.route_req(table.name, user_id.encode(), self.web, request)
+        except SameNode:
+            pass
+        except Exception:
+            return self.json({"detail": "the worker owning this user is unreachable"}, status=503)
+        raw = table.get(user_id.encode())
+        state = decode_consent_state(raw) if raw is not None else None
+        return self.json(status_document(user_id, state, now_us()))
+
+    @app.page("/healthz")
+    async def healthz(self: View, request: Request) -> Response:
+        return self.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(self: View, request: Request) -> Response:
+        if recovering():
+            return self.json({"ready": False, "detail": "recovering the consent table"}, status=503)
+        return self.json({"ready": True, "detail": "consent table recovered"})
+
+    @app.page("/metrics")
+    async def prometheus(self: View, request: Request) -> Response:
+        # aiohttp refuses a charset inside content_type=, so set the header directly.
+        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,1 @@
+"""Gateway: takes objections from people and operators and publishes them durably."""

@@ -1,0 +1,1 @@
+"""Ingest: validates posts, keeps every ineligible one out of training, marks purges."""

@@ -1,0 +1,16 @@
+import asyncio
+
+from consentry.logs import configure
+from consentry.runner import serve
+from services.ingest.settings import IngestSettings
+from services.ingest.worker import IngestWorker
+
+
+def main() -> None:
+    settings = IngestSettings()
+    configure("ingest", settings.log_level)
+    asyncio.run(serve(IngestWorker(settings)))
+
+
+if __name__ == "__main__":
+    main()

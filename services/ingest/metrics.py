@@ -1,0 +1,13 @@
+from prometheus_client import Counter, Gauge
+
+POSTS_IN = Counter("consentry_ingest_posts_in_total", "Posts read, by source topic", ["source"])
+ACCEPTED = Counter("consentry_ingest_accepted_total", "Posts forwarded to training.posts")
+DROPPED = Counter("consentry_ingest_dropped_total", "Posts kept out of training, by reason", ["reason"])
+REJECTED = Counter("consentry_ingest_rejected_total", "Invalid posts sent to posts.rejected, by reason", ["reason"])
+REPARTITIONED = Counter("consentry_ingest_repartitioned_total", "Posts moved to their user's home partition")
+PURGE_MARKERS = Counter("consentry_ingest_purge_markers_total", "Purge markers written to training.posts")
+CONSENT_USERS = Gauge("consentry_ingest_consent_users", "Users with consent state held by this worker")
+PARTITIONS_READY = Gauge("consentry_ingest_partitions_ready", "Home partitions whose consent state is loaded")
+PARTITIONS_HELD = Gauge("consentry_ingest_partitions_held", "Owned partitions whose posts wait for consent state")
+ERRORS = Counter("consentry_ingest_errors_total", "Errors, by stage", ["stage"])
+LAG = Gauge("consentry_consumer_lag", "Records behind the high watermark", ["service", "topic", "partition"])

@@ -1,0 +1,16 @@
+import asyncio
+
+from consentry.logs import configure
+from consentry.runner import serve
+from services.sink.settings import SinkSettings
+from services.sink.worker import SinkWorker
+
+
+def main() -> None:
+    settings = SinkSettings()
+    configure("sink", settings.log_level)
+    asyncio.run(serve(SinkWorker(settings)))
+
+
+if __name__ == "__main__":
+    main()

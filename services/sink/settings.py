@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+
+from consentry.settings import CommonSettings
+
+
+class SinkSettings(CommonSettings):
+    training_store_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TRAINING_STORE_URI", "training_store_uri"),
+        description="The Delta table; default $CONSENTRY_DATA_DIR/training.",
+    )
+    sink_host: str = "127.0.0.1"
+    sink_port: int = 9102
+    sink_batch_rows: int = Field(default=50_000, description="Flush a batch at this many messages...")
+    sink_flush_seconds: float = Field(default=1.0, description="...or this long after its first message.")
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 2_000
+
+    @property
+    def store_uri(self) -> str:
+        return self.training_store_uri or str((self.data_dir / "training").resolve())

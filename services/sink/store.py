@@ -1,0 +1,190 @@
+"""The training store: one interface, a Delta Lake table in production and an in-memory
+twin for fast tests of the sink's logic (tests/unit/test_store.py runs the same tests on both).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+UTC_US = pa.timestamp("us", tz="UTC")
+SCHEMA = pa.schema(
+    [
+        pa.field("post_id", pa.string(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("created_at", UTC_US, nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("lang", pa.string()),
+        pa.field("country", pa.string()),
+        pa.field("ingested_at", UTC_US, nullable=False),
+    ]
+)
+
+# Table properties that make a purge physical once vacuumed:
+# - no column statistics on user_id or text, so neither is spelled into _delta_log;
+# - no log retention: the next checkpoint drops the commits (and their delete predicates),
+#   so time travel cannot reach purged rows;
+# - removed files may be vacuumed at once; no change data feed (it would keep deleted rows).
+TABLE_CONFIGURATION = {
+    "delta.dataSkippingStatsColumns": "created_at,ingested_at",
+    "delta.logRetentionDuration": "interval 0 seconds",
+    "delta.deletedFileRetentionDuration": "interval 0 seconds",
+    "delta.enableChangeDataFeed": "false",
+}
+
+
+@dataclass(frozen=True)
+class VacuumResult:
+    files_removed: int
+    version: int
+
+
+def rows_to_arrow(rows: list[dict[str, Any]]) -> pa.Table:
+    """Training messages (timestamps as RFC 3339 strings) to the store's Arrow schema."""
+    return pa.table(
+        {
+            "post_id": pa.array([r["post_id"] for r in rows], pa.string()),
+            "user_id": pa.array([r["user_id"] for r in rows], pa.string()),
+            "created_at": pa.array([r["created_at"] for r in rows], pa.string()).cast(UTC_US),
+            "text": pa.array([r["text"] for r in rows], pa.string()),
+            "lang": pa.array([r.get("lang") for r in rows], pa.string()),
+            "country": pa.array([r.get("country") for r in rows], pa.string()),
+            "ingested_at": pa.array([r["ingested_at"] for r in rows], pa.string()).cast(UTC_US),
+        },
+        schema=SCHEMA,
+    )
+
+
+def _sql_list(values: Iterable[str]) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+class TrainingStore(ABC):
+    @abstractmethod
+    def post_ids(self) -> set[str]:
+        """Every stored post_id (to rebuild the sink's duplicate index)."""
+
+    @abstractmethod
+    def purge(self, user_ids: Collection[str]) -> dict[str, list[str]]:
+        """Delete every row of these users in one commit; return the post_ids removed, per user."""
+
+    @abstractmethod
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        """Append rows in one commit."""
+
+    @abstractmethod
+    def read(self, columns: Iterable[str] | None = None) -> pa.Table:
+        """The current rows."""
+
+    @abstractmethod
+    def vacuum(self) -> VacuumResult:
+        """Physically remove what purges deleted."""
+
+    @abstractmethod
+    def version(self) -> int: ...
+
+
+class MemoryTrainingStore(TrainingStore):
+    def __init__(self) -> None:
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._version = 0
+
+    def post_ids(self) -> set[str]:
+        return set(self._rows)
+
+    def purge(self, user_ids: Collection[str]) -> dict[str, list[str]]:
+        users = set(user_ids)
+        removed: dict[str, list[str]] = {}
+        for post_id, row in list(self._rows.items()):
+            if row["user_id"] in users:
+                removed.setdefault(row["user_id"], []).append(post_id)
+                del self._rows[post_id]
+        if removed:
+            self._version += 1
+        return removed
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            for row in rows:
+                self._rows[row["post_id"]] = row
+            self._version += 1
+
+    def read(self, columns: Iterable[str] | None = None) -> pa.Table:
+        table = rows_to_arrow(list(self._rows.values()))
+        return table.select(list(columns)) if columns is not None else table
+
+    def vacuum(self) -> VacuumResult:
+        return VacuumResult(0, self._version)
+
+    def version(self) -> int:
+        return self._version
+
+
+class DeltaTrainingStore(TrainingStore):
+    def __init__(self, uri: str, storage_options: dict[str, str] | None = None) -> None:
+        from deltalake import DeltaTable
+
+        self.uri = uri
+        self._options = storage_options
+        if not DeltaTable.is_deltatable(uri, storage_options=storage_options):
+            try:
+                DeltaTable.create(uri, SCHEMA, mode="ignore", configuration=TABLE_CONFIGURATION, storage_options=storage_options, name="training")
+            except Exception:
+                if not DeltaTable.is_deltatable(uri, storage_options=storage_options):
+                    raise
+        self._table = DeltaTable(uri, storage_options=storage_options)
+
+    def _fresh(self):  # type: ignore[no-untyped-def]
+        self._table.update_incremental()
+        return self._table
+
+    def post_ids(self) -> set[str]:
+        column = self._fresh().to_pyarrow_dataset().to_table(columns=["post_id"]).column("post_id")
+        return set(column.to_pylist())
+
+    def purge(self, user_ids: Collection[str]) -> dict[str, list[str]]:
+        users = sorted(set(user_ids))
+        if not users:
+            return {}
+        from deltalake import QueryBuilder
+
+        table = self._fresh()
+        # DataFusion scan (pyarrow's dataset filter trips on delta-rs' string_view columns).
+        reader = QueryBuilder().register("training", table).execute(
+            f"SELECT post_id, user_id FROM training WHERE user_id IN ({_sql_list(users)})"
+        )
+        hits = pa.table(reader.read_all())
+        if hits.num_rows == 0:
+            return {}  # nothing stored: no commit at all
+        removed: dict[str, list[str]] = {}
+        for post_id, user_id in zip(hits.column("post_id").to_pylist(), hits.column("user_id").to_pylist(), strict=True):
+            removed.setdefault(user_id, []).append(post_id)
+        table.delete(f"user_id IN ({_sql_list(removed)})")
+        return removed
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        from deltalake import write_deltalake
+
+        if rows:
+            write_deltalake(self._fresh(), rows_to_arrow(rows), mode="append")
+
+    def read(self, columns: Iterable[str] | None = None) -> pa.Table:
+        return self._fresh().to_pyarrow_dataset().to_table(columns=list(columns) if columns is not None else None)
+
+    def vacuum(self) -> VacuumResult:
+        table = self._fresh()
+        # full=True also removes files no commit references (a crashed write's leftovers).
+        removed = table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True)
+        table.create_checkpoint()
+        table.cleanup_metadata()
+        return VacuumResult(len(removed), table.version())
+
+    def version(self) -> int:
+        return self._fresh().version()
