@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/consentry up --demo
 
-## Run the whole test suite (starts the embedded broker it needs).
+## Run the whole test suite (starts the embedded broker it needs; installs chromium for the browser tests).
 test: $(STAMP)
+	./scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest
 
 test-unit: $(STAMP)

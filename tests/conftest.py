@@ -1,0 +1,49 @@
+"""Shared fixtures: one embedded broker per test session, unique names per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from consentry.broker import EmbeddedBroker
+from tests.support.ports import free_port
+from tests.support.system import System
+
+OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[tuple[str, str]]:
+    """(bootstrap, flavor). KAFKA_BOOTSTRAP_SERVERS runs the suite against a real cluster."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external, "kafka"
+        return
+    embedded = EmbeddedBroker(free_port(), log_path=OUTPUT / f"broker-{os.getpid()}.log")
+    embedded.start()
+    try:
+        yield embedded.bootstrap, "tansu"
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture
+def system(broker: tuple[str, str], tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[System]:
+    """A whole Consentry (topics created, services not started yet) under a fresh prefix."""
+    bootstrap, flavor = broker
+    with System(bootstrap, flavor, tmp_path) as sut:
+        yield sut
+        failed = getattr(request.node, "rep_call", None)
+        if failed is not None and failed.failed:
+            for name in ("consent", "ingest", "sink", "gateway"):
+                print(f"\n===== {name} log (tail) =====\n{sut.log(name)[-4000:]}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type: ignore[no-untyped-def]
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

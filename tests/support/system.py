@@ -1,0 +1,182 @@
+"""The whole system as real processes, for end-to-end tests.
+
+Each System gets its own topic prefix, consumer groups, ports and data directory, so tests
+can run side by side and again and again against one broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from consentry.kafka import ensure_topics
+from consentry.scrape import scrape
+from consentry.settings import CommonSettings
+from services.gateway.auth import make_token
+from tests.support.kafka import produce, read_all
+from tests.support.ports import free_port
+from tests.support.wait import eventually
+
+SERVICES = ("consent", "ingest", "sink", "gateway")
+SECRET = "test-secret-" + uuid.uuid4().hex
+
+
+class System:
+    def __init__(self, bootstrap: str, flavor: str, root: Path, partitions: int = 4, extra_env: dict[str, str] | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.prefix = f"t{uuid.uuid4().hex[:10]}-"
+        self.partitions = partitions
+        self.root = root
+        self.data_dir = root / "var"
+        self.log_dir = root / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.ports = {name: free_port() for name in SERVICES}
+        self.secret = SECRET
+        self.env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "CONSENTRY_BROKER_FLAVOR": flavor,
+            "CONSENTRY_TOPIC_PREFIX": self.prefix,
+            "CONSENTRY_PARTITIONS": str(partitions),
+            "CONSENTRY_DATA_DIR": str(self.data_dir),
+            "CONSENTRY_CONSENT_PORT": str(self.ports["consent"]),
+            "CONSENTRY_CONSENT_URL": f"http://127.0.0.1:{self.ports['consent']}",
+            "CONSENTRY_INGEST_PORT": str(self.ports["ingest"]),
+            "CONSENTRY_SINK_PORT": str(self.ports["sink"]),
+            "GATEWAY_PORT": str(self.ports["gateway"]),
+            "CONSENTRY_JWT_SECRET": self.secret,
+            # Short group timeouts: Tansu hands out a group's first assignment after half of it.
+            "CONSENTRY_SESSION_TIMEOUT_MS": "3000",
+            "CONSENTRY_HEARTBEAT_INTERVAL_MS": "500",
+            "CONSENTRY_SINK_FLUSH_SECONDS": "0.3",
+            **(extra_env or {}),
+        }
+        self.settings = CommonSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=self.prefix, partitions=partitions, broker_flavor=flavor)
+        self.topics = self.settings.topics
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    # ------------------------------------------------------------------ processes
+
+    def create_topics(self, posts_partitions: int | None = None) -> None:
+        if posts_partitions is not None and posts_partitions != self.partitions:
+            other = self.settings.model_copy(update={"partitions": posts_partitions})
+            asyncio.run(ensure_topics(other, [s for s in self.topics.specs() if s.name == self.topics.posts]))
+        asyncio.run(ensure_topics(self.settings))
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    @property
+    def gateway_url(self) -> str:
+        return self.url("gateway")
+
+    def start(self, *services: str, wait: bool = True) -> None:
+        for name in services or SERVICES:
+            log = open(self.log_dir / f"{name}.log", "ab")
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "consentry", name], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        if wait:
+            for name in services or SERVICES:
+                self.wait_ready(name)
+
+    def wait_ready(self, service: str, timeout: float = 60.0) -> None:
+        def ready() -> bool:
+            process = self.processes[service]
+            assert process.poll() is None, f"{service} exited with {process.returncode}:\n{self.log(service)[-3000:]}"
+            try:
+                return httpx.get(f"{self.url(service)}/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        eventually(ready, timeout=timeout, what=f"{service} ready")
+
+    def kill(self, service: str, sig: int = signal.SIGKILL) -> None:
+        process = self.processes.pop(service)
+        os.killpg(process.pid, sig)
+        process.wait(timeout=30)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        stopping = []
+        for name in list(self.processes):
+            process = self.processes.pop(name)
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                stopping.append(process)
+        deadline = time.monotonic() + timeout
+        for process in stopping:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:  # a hang on stop is a bug, but never leak processes
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def log(self, service: str) -> str:
+        path = self.log_dir / f"{service}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def __enter__(self) -> System:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ the outside world
+
+    def token(self, user: str, admin: bool = False) -> str:
+        return make_token(self.secret, user, admin=admin)
+
+    def auth(self, user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user)}"}
+
+    def object(self, user: str, **body: Any) -> dict[str, Any]:
+        response = httpx.post(f"{self.gateway_url}/v1/objections", headers=self.auth(user), json=body or None, timeout=10)
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    def withdraw(self, user: str) -> dict[str, Any]:
+        response = httpx.delete(f"{self.gateway_url}/v1/objections/me", headers=self.auth(user), timeout=10)
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    def status(self, user: str) -> dict[str, Any]:
+        response = httpx.get(f"{self.gateway_url}/v1/objections/me", headers=self.auth(user), timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_status(self, user: str, status: str, timeout: float = 60.0) -> dict[str, Any]:
+        return eventually(lambda: (doc := self.status(user))["status"] == status and doc, timeout=timeout, what=f"{user} {status}")
+
+    def publish(self, messages: list[tuple[bytes | None, bytes]], topic: str | None = None, partition: int | None = None) -> None:
+        asyncio.run(produce(self.bootstrap, topic or self.topics.posts, messages, partition))
+
+    def publish_posts(self, posts: list[dict[str, Any]]) -> None:
+        self.publish([(p["user_id"].encode(), orjson.dumps(p)) for p in posts])
+
+    def read(self, topic: str) -> list:
+        return asyncio.run(read_all(self.bootstrap, topic))
+
+    def rejected(self) -> list[dict[str, Any]]:
+        return [orjson.loads(r.value) for r in self.read(self.topics.posts_rejected)]
+
+    def training_rows(self) -> list[dict[str, Any]]:
+        from deltalake import DeltaTable
+
+        path = self.data_dir / "training"
+        if not DeltaTable.is_deltatable(str(path)):
+            return []
+        return DeltaTable(str(path)).to_pyarrow_dataset().to_table().to_pylist()
+
+    def metrics(self, service: str) -> dict:
+        return scrape(f"{self.url(service)}/metrics")
