@@ -1,0 +1,32 @@
+"""Bearer tokens: who is calling, and what they may do."""
+
+from __future__ import annotations
+
+import jwt
+import pytest
+
+from services.gateway.auth import InvalidToken, make_token, verify_token
+
+SECRET = "a-test-secret-long-enough-for-hs256-0123456789"
+
+
+def test_a_token_names_its_user_and_scope() -> None:
+    assert verify_token(SECRET, make_token(SECRET, "u-42")).user_id == "u-42"
+    assert not verify_token(SECRET, make_token(SECRET, "u-42")).is_admin
+    assert verify_token(SECRET, make_token(SECRET, "ops", admin=True)).is_admin
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        (make_token("another-secret-also-long-enough-0123456789", "u-42"), "invalid token"),
+        (make_token(SECRET, "u-42", ttl_seconds=-10), "token expired"),
+        (jwt.encode({"sub": "u-42"}, SECRET, algorithm="HS256"), "invalid token"),  # no expiry
+        (jwt.encode({"sub": "u-42", "exp": 2**40}, SECRET, algorithm="HS512"), "invalid token"),
+        (jwt.encode({"sub": "", "exp": 2**40}, SECRET, algorithm="HS256"), "token subject is not a user id"),
+        ("not-a-jwt", "invalid token"),
+    ],
+)
+def test_bad_tokens_are_refused(token: str, message: str) -> None:
+    with pytest.raises(InvalidToken, match=message):
+        verify_token(SECRET, token)
