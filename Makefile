@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-e2e clean venv
+.PHONY: run test test-unit test-e2e clean venv bench
 
 venv: $(STAMP)
 
@@ -24,8 +24,24 @@ test: $(STAMP)
 	./scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest
 
+## Measure throughput, latency, purge and memory; prints a table and writes docs/benchmarks.md (under 15 min).
+BENCH_STAMP := $(VENV)/.bench-installed
+PEER_VENV   := .venv-peer
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+$(PEER_VENV)/.installed: bench/requirements-peer.txt
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet -r bench/requirements-peer.txt
+	touch $(PEER_VENV)/.installed
+
+bench: $(BENCH_STAMP) $(PEER_VENV)/.installed
+	./scripts/ensure-wrk.sh
+	$(BIN)/python -m bench
+
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) $(PEER_VENV) var .pytest_cache

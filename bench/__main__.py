@@ -1,0 +1,130 @@
+"""`make bench`: every measurement side by side, in one run, on one embedded broker.
+
+    python -m bench [--posts 200000] [--only limit,peer,...] [--profile DIR] [--no-write]
+
+Prints the table with ratios and writes docs/benchmarks.md (results, machine, command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from bench import report
+from bench.common import ROOT, free_port, make_dataset
+from consentry.broker import EmbeddedBroker
+
+STEPS = ("limit", "peer", "ingest", "full", "latency", "gateway", "purge", "memory", "import")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--posts", type=int, default=200_000, help="posts in the backlog (default 200,000)")
+    parser.add_argument("--users", type=int, default=20_000, help="distinct users (10 %% of them objected)")
+    parser.add_argument("--only", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
+    parser.add_argument("--purge-rows", type=int, default=5_000_000)
+    parser.add_argument("--purge-users", type=int, default=10_000)
+    parser.add_argument("--memory-users", type=int, default=1_000_000)
+    parser.add_argument("--profile", type=Path, help="record py-spy profiles of ingest and the gateway here")
+    parser.add_argument("--no-write", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    args = parser.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(only) - set(STEPS)
+    if unknown:
+        parser.error(f"unknown steps: {', '.join(sorted(unknown))}")
+
+    command = "make bench" if argv is None and len(sys.argv) == 1 else "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    work = Path(tempfile.mkdtemp(prefix="consentry-bench-"))
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    started = time.monotonic()
+    print(f"working directory: {work}", flush=True)
+    broker = EmbeddedBroker(free_port(), log_path=work / "broker.log")
+    broker.start()
+    try:
+        data = make_dataset(args.posts, args.users)
+        print(f"data set: {len(data.posts):,} posts of {data.mean_bytes:.0f} bytes, {len(data.users):,} users, "
+              f"{len(data.objected):,} objected; {data.expected_accepted:,} eligible", flush=True)
+        results["dataset"] = {"posts": len(data.posts), "users": len(data.users), "objected": len(data.objected),
+                              "mean_bytes": data.mean_bytes, "eligible": data.expected_accepted}
+        for step in only:
+            step_started = time.monotonic()
+            print(f"--- {step}", flush=True)
+            try:
+                results[step] = run_step(step, broker.bootstrap, data, work, args, results)
+            except Exception as exc:  # one failed measurement must not hide the others
+                traceback.print_exc()
+                results[step] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            results[step]["wall_seconds"] = time.monotonic() - step_started
+            print(f"    {results[step]}", flush=True)
+    finally:
+        broker.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    results["total_seconds"] = {"seconds": time.monotonic() - started}
+    table = report.table(results)
+    print()
+    print(table)
+    if not args.no_write:
+        path = ROOT / "docs" / "benchmarks.md"
+        report.write(path, results, table, command)
+        print(f"\nwrote {path.relative_to(ROOT)}")
+    return 0
+
+
+def run_step(step: str, bootstrap: str, data, work: Path, args, results: dict) -> dict:  # type: ignore[no-untyped-def]
+    from bench import throughput
+
+    profile = args.profile
+    if step == "limit":
+        return throughput.limit(bootstrap, data, work)
+    if step == "peer":
+        return throughput.peer(bootstrap, data, work)
+    if step == "ingest":
+        return throughput.ingest(bootstrap, data, work, profile / "ingest.txt" if profile else None)
+    if step == "full":
+        return throughput.full_path(bootstrap, data, work)
+    if step == "latency":
+        from bench import latency
+
+        capacity = results.get("ingest", {}).get("rate")
+        return latency.run(bootstrap, data, work, capacity)
+    if step == "gateway":
+        from bench import gateway
+
+        return gateway.run(bootstrap, work, profile / "gateway.txt" if profile else None)
+    if step == "purge":
+        from bench import purge
+
+        return purge.run(work, args.purge_rows, args.purge_users)
+    if step == "memory":
+        from bench import memory
+
+        return memory.run_memory(bootstrap, work, args.memory_users)
+    if step == "import":
+        return import_bench(bootstrap, work)
+    raise ValueError(step)
+
+
+def import_bench(bootstrap: str, work: Path) -> dict:
+    """The 1M-line import micro-benchmark, when bench/import_bench.py exists (another issue's)."""
+    import subprocess
+
+    script = ROOT / "bench" / "import_bench.py"
+    if not script.exists():
+        return {"skipped": "bench/import_bench.py is not in this branch"}
+    out = subprocess.run([sys.executable, "-m", "bench.import_bench"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env={**__import__("os").environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+    lines = [line for line in out.stdout.strip().splitlines() if line.strip()]
+    return {"exit_code": out.returncode, "output": "\n".join(lines[-15:])}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""What every measurement shares: the data set, topic set-up, producing, and small helpers.
+
+The data set is deterministic (seeded): the same ~200-byte JSON posts keyed by user, the
+same 10 % of users objected, for the limit, the peer and Consentry alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from consentry.domain.consent import apply_objection, apply_receipt
+from consentry.events import ENFORCED, PURGED, ObjectionEvent, Receipt, encode_consent_state, encode_objection
+from consentry.kafka import BatchSender
+from consentry.partitioning import home_partition
+from consentry.timeutil import format_rfc3339, now_us
+
+ROOT = Path(__file__).resolve().parent.parent
+PARTITIONS = 8
+OBJECTED_SHARE = 0.10
+TEXT_WORDS = "le la les un une des et ou mais donc car ni que qui quoi dont où the a of to in is it you that he was for on are".split()
+
+
+@dataclass
+class Dataset:
+    """Posts as (key, value) bytes in publish order, and who objected."""
+
+    posts: list[tuple[bytes, bytes]]
+    users: list[str]
+    objected: list[str]
+    objected_at_us: int
+    expected_accepted: int  # what a correct filter forwards
+    mean_bytes: float = 0.0
+    objections: list[ObjectionEvent] = field(default_factory=list)
+
+
+def make_dataset(n_posts: int, n_users: int, seed: int = 6) -> Dataset:
+    rng = random.Random(seed)
+    users = [f"user-{i:06d}" for i in range(n_users)]
+    objected = sorted(rng.sample(users, int(n_users * OBJECTED_SHARE)))
+    objected_set = set(objected)
+    objected_at = now_us() - 3_600_000_000  # an hour ago: every post below is newer or older, all dropped
+    base = objected_at - 40 * 86_400_000_000
+    posts: list[tuple[bytes, bytes]] = []
+    accepted = 0
+    total = 0
+    for i in range(n_posts):
+        user = users[rng.randrange(n_users)]
+        visibility = "public" if rng.random() < 0.95 else rng.choice(("friends", "private"))
+        words = " ".join(rng.choice(TEXT_WORDS) for _ in range(10))
+        value = orjson.dumps(
+            {
+                "post_id": f"post-{i:09d}",
+                "user_id": user,
+                "created_at": format_rfc3339(base + rng.randrange(40 * 86_400_000_000)),
+                "visibility": visibility,
+                "text": words,
+                "lang": "fr",
+                "country": "FR",
+                "author_is_minor": False,
+            }
+        )
+        total += len(value)
+        posts.append((user.encode(), value))
+        if visibility == "public" and user not in objected_set:
+            accepted += 1
+    objections = [
+        ObjectionEvent(f"obj-{user}", user, "object", objected_at, "web") for user in objected
+    ]
+    return Dataset(posts, users, objected, objected_at, accepted, total / max(n_posts, 1), objections)
+
+
+def enforced_state(event: ObjectionEvent, at_us: int) -> bytes:
+    """The consent table row of a user whose objection was applied, enforced and purged
+    (what the consent service writes to its changelog, built with the same domain code)."""
+    state = apply_objection(None, event, at_us)
+    state = apply_receipt(state, Receipt(ENFORCED, event.user_id, (event.objection_id,), at_us), at_us)
+    state = apply_receipt(state, Receipt(PURGED, event.user_id, (event.objection_id,), at_us, 0, at_us), at_us)
+    return encode_consent_state(state)  # type: ignore[arg-type]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- kafka
+
+
+async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = PARTITIONS, config: dict[str, str] | None = None) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, partitions, 1, topic_configs=dict(config or {"retention.ms": "-1"})) for n in names])
+    finally:
+        await admin.close()
+
+
+async def produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes, bytes]], partitions: int = PARTITIONS, chunk: int = 20_000) -> float:
+    """Publish keyed messages to their murmur2 partition (as aiokafka and Java do); seconds taken."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024, max_request_size=4 << 20)
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        sender = BatchSender(producer)
+        for i, (key, value) in enumerate(messages, start=1):
+            sender.append(topic, home_partition(key.decode(), partitions), key, value)
+            if i % chunk == 0:
+                await sender.send()
+        await sender.flush()
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+async def end_offsets(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> int:
+    """Total records in `topic`, from fetch high watermarks (Tansu's ListOffsets is wrong)."""
+    from consentry.compat import true_end_offsets
+
+    offsets = await true_end_offsets(bootstrap, [TopicPartition(topic, p) for p in range(partitions)])
+    return sum(offsets.values())
+
+
+async def commit_to_end(bootstrap: str, group: str, topics: Sequence[str], partitions: int = PARTITIONS) -> None:
+    """Mark `group` as having consumed every record of `topics` (a worker that already applied them)."""
+    from consentry.compat import true_end_offsets
+
+    tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+    ends = await true_end_offsets(bootstrap, tps)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.commit({tp: off for tp, off in ends.items() if off > 0})
+    finally:
+        await consumer.stop()
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def run_child(args: list[str], env: dict[str, str] | None = None, timeout: float = 600, python: str | None = None, log: Path | None = None) -> dict:
+    """Run a measurement in its own process; its last stdout line is a JSON object."""
+    command = [python or sys.executable, *args]
+    out = subprocess.run(
+        command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+        stderr=open(log, "ab") if log else None, timeout=timeout, text=True,
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(args)} failed with {out.returncode}: {out.stdout[-2000:]}")
+    return orjson.loads(lines[-1])
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, int(round(q / 100 * (len(ordered) - 1)))))
+    return ordered[index]
+
+
+def rss_mib(pid: int, children: bool = False) -> float:
+    import psutil
+
+    process = psutil.Process(pid)
+    total = process.memory_info().rss
+    if children:
+        total += sum(c.memory_info().rss for c in process.children(recursive=True))
+    return total / (1 << 20)
+
+
+def emit(result: dict) -> None:
+    """A child's answer to the orchestrator: one JSON line on stdout."""
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    sys.stdout.flush()
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)

