@@ -92,12 +92,18 @@ class BatchSender:
             batches.append(self._producer.create_batch())
             batches[-1].append(key=key, value=value, timestamp=None)  # an empty batch always takes one
 
-    async def send(self) -> None:
-        """Hand every accumulated batch to the producer, in order per partition."""
+    async def send(self) -> list[asyncio.Future[Any]]:
+        """Hand every accumulated batch to the producer, in order per partition; return the
+        futures of what was handed over (the next `flush` waits for them too)."""
         pending, self._batches = self._batches, {}
+        # Forget futures already acknowledged; keep failed ones for `flush` to raise.
+        self._futures = [f for f in self._futures if not f.done() or f.cancelled() or f.exception() is not None]
+        sent = []
         for (topic, partition), batches in pending.items():
             for batch in batches:
-                self._futures.append(await self._producer.send_batch(batch, topic, partition=partition))
+                sent.append(await self._producer.send_batch(batch, topic, partition=partition))
+        self._futures.extend(sent)
+        return sent
 
     async def flush(self) -> None:
         """Send everything and wait until the broker acknowledged all of it (raises on failure)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -68,7 +69,10 @@ class IngestWorker:
         self._owned_homes: set[int] = set()
         self._held: set[TopicPartition] = set()
         self._emitted: dict[str, set[str]] = {}  # user -> objection ids marked by this process
-        self._positions: dict[TopicPartition, int] = {}  # next offset to commit
+        self._positions: dict[TopicPartition, int] = {}  # next offset to commit, of posts handled since the last send
+        # Sends handed to the producer and not yet acknowledged, oldest first, with the offsets
+        # they complete: committed only once they (and everything before them) are acknowledged.
+        self._inflight: deque[tuple[list[asyncio.Future], dict[TopicPartition, int]]] = deque()
         self._consumed: dict[TopicPartition, int] = {}  # next offset to read, for the lag gauge
         self._lag_at = 0.0
 
@@ -144,10 +148,13 @@ class IngestWorker:
             # Outside the lock: before the first assignment getmany waits for one, and the
             # rebalance listener that brings it needs the lock.
             batch = await self.posts.getmany(timeout_ms=self.settings.ingest_poll_ms, max_records=self.settings.ingest_max_records)
-            if batch:
-                async with self._lock:
+            async with self._lock:
+                if batch:
                     self._handle_posts(self._still_ours(batch))
-                    await self._flush_and_commit()
+                    await self._send()
+                # Pipelined: this batch travels to the broker while the next one is read and
+                # decided; the previous one must be acknowledged before its offsets are committed.
+                await self._settle(keep=1 if batch else 0)
             self._update_lag()
 
     def _still_ours(self, batch: dict[TopicPartition, list]) -> dict[TopicPartition, list]:
@@ -242,7 +249,8 @@ class IngestWorker:
                 markers.append((partition, PurgeMarker(user, fresh, now)))
         if not markers:
             return
-        # Posts already handed to the producer precede these markers in their partitions.
+        # Every post forwarded so far is acknowledged before a marker is written after it.
+        await self._settle(keep=0)
         for partition, marker in markers:
             self.sender.append(self.topics.training_posts, partition, marker.user_id.encode(), encode_purge_marker(marker))
         await self.sender.flush()
@@ -306,11 +314,30 @@ class IngestWorker:
         for reason, count in rejected.items():
             metrics.REJECTED.labels(reason).inc(count)
 
-    async def _flush_and_commit(self) -> None:
-        await self.sender.flush()
-        if self._positions:
-            offsets, self._positions = self._positions, {}
+    async def _send(self) -> None:
+        """Hand the decided posts to the producer; their offsets wait for the acks."""
+        futures = await self.sender.send()
+        positions, self._positions = self._positions, {}
+        if futures or positions:
+            self._inflight.append((futures, positions))
+
+    async def _settle(self, keep: int) -> None:
+        """Wait for the acks of all but the newest `keep` sends, then commit their offsets.
+        A failed send raises here: nothing read after it is committed, so it is read again."""
+        offsets: dict[TopicPartition, int] = {}
+        while len(self._inflight) > keep:
+            futures, positions = self._inflight[0]
+            if futures:
+                await asyncio.gather(*futures)
+            self._inflight.popleft()
+            offsets.update(positions)
+        if offsets:
             await self.posts.commit(offsets)
+
+    async def _flush_and_commit(self) -> None:
+        await self._send()
+        await self._settle(keep=0)
+        await self.sender.flush()
 
     def _update_lag(self) -> None:
         now = time.monotonic()
