@@ -8,7 +8,12 @@ from services.gateway.settings import GatewaySettings
 def main() -> None:
     settings = GatewaySettings()
     configure("gateway", settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.gateway_host, port=settings.gateway_port, log_level="warning", access_log=False)
+    options = {"host": settings.gateway_host, "port": settings.gateway_port, "log_level": "warning", "access_log": False}
+    if settings.gateway_workers > 1:
+        # Each worker process builds its app (and its Kafka producer) from the environment.
+        uvicorn.run("services.gateway.app:create_app", factory=True, workers=settings.gateway_workers, **options)
+    else:
+        uvicorn.run(create_app(settings), **options)
 
 
 if __name__ == "__main__":

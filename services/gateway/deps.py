@@ -16,19 +16,19 @@ from services.gateway.settings import GatewaySettings
 _bearer = HTTPBearer(auto_error=False, description="A JWT whose `sub` is your user_id.")
 
 
-def get_settings(request: Request) -> GatewaySettings:
+async def get_settings(request: Request) -> GatewaySettings:
     return request.app.state.settings
 
 
-def get_publisher(request: Request) -> ObjectionPublisher:
+async def get_publisher(request: Request) -> ObjectionPublisher:
     return request.app.state.publisher
 
 
-def get_consent(request: Request) -> ConsentClient:
+async def get_consent(request: Request) -> ConsentClient:
     return request.app.state.consent
 
 
-def get_receipts(request: Request) -> ReceiptCache:
+async def get_receipts(request: Request) -> ReceiptCache:
     return request.app.state.receipts
 
 
@@ -38,7 +38,9 @@ ConsentDep = Annotated[ConsentClient, Depends(get_consent)]
 ReceiptsDep = Annotated[ReceiptCache, Depends(get_receipts)]
 
 
-def current_principal(
+# Async (as are the getters above): FastAPI runs a sync dependency in a worker thread, and
+# that hop cost more than the whole request (docs/benchmarks.md). HS256 checks are CPU-only.
+async def current_principal(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -50,7 +52,7 @@ def current_principal(
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
 
 
-def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+async def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
     if not principal.is_admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this operation needs the admin scope")
     return principal

@@ -16,6 +16,11 @@ class GatewaySettings(CommonSettings):
     jwt_secret: str = Field(default=DEV_SECRET, description="Verifies user and admin tokens (HS256).")
     consent_url: str = Field(default="http://127.0.0.1:6066", description="The consent service's web views.")
     publish_timeout_s: float = Field(default=5.0, description="How long a request waits for the broker's ack.")
+    gateway_workers: int = Field(
+        default=1, ge=1, validation_alias=AliasChoices("GATEWAY_WORKERS", "gateway_workers"),
+        description="Gateway processes sharing the port (one per core for throughput). Each keeps its own "
+        "receipt cache: a status read on another process shows `received` only once consent applied the event.",
+    )
 
     def warn_if_insecure(self) -> None:
         if self.jwt_secret == DEV_SECRET:
