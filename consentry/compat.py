@@ -13,6 +13,10 @@ shows each defect and its fix on the real broker.
 2. Idempotent and transactional producers fail (aiokafka sends InitProducerId v0 only):
    producers run with acks=all and no idempotence; duplicates from retries are absorbed
    downstream (the sink is idempotent by post_id, the consent table by objection_id).
+3. A fetch over several partitions is not answered when data arrives, only when the long
+   poll times out (about 0.5 s; a single-partition fetch is answered at once). faust polls
+   with fetch_max_wait_ms=1500, hard-coded, so every objection waited up to half a second
+   in the consent service (docs/benchmarks.md); `install_faust_workarounds` shortens it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _faust_patched = False
+FAUST_FETCH_MAX_WAIT_MS = 20  # Tansu answers a multi-partition fetch only at its timeout (3.)
 
 
 def idempotent_producer_supported(settings: CommonSettings) -> bool:
@@ -85,5 +90,14 @@ def install_faust_workarounds() -> None:
         return {tp: offsets[TopicPartition(tp.topic, tp.partition)] for tp in partitions}
 
     thread_cls._highwaters = _highwaters
+
+    create_worker_consumer = thread_cls._create_worker_consumer
+
+    def _create_worker_consumer(self, transport):  # type: ignore[no-untyped-def]
+        consumer = create_worker_consumer(self, transport)
+        consumer._fetch_max_wait_ms = FAUST_FETCH_MAX_WAIT_MS  # read when the consumer starts
+        return consumer
+
+    thread_cls._create_worker_consumer = _create_worker_consumer
     _faust_patched = True
     log.info("embedded broker: faust end offsets now come from fetch high watermarks")
