@@ -45,6 +45,8 @@ from services.ingest.settings import IngestSettings
 
 log = logging.getLogger(__name__)
 
+COMMIT_EVERY_S = 0.2
+
 
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, worker: IngestWorker) -> None:
@@ -73,6 +75,8 @@ class IngestWorker:
         # Sends handed to the producer and not yet acknowledged, oldest first, with the offsets
         # they complete: committed only once they (and everything before them) are acknowledged.
         self._inflight: deque[tuple[list[asyncio.Future], dict[TopicPartition, int]]] = deque()
+        self._acked: dict[TopicPartition, int] = {}  # acknowledged, commit pending
+        self._committed_at = 0.0
         self._consumed: dict[TopicPartition, int] = {}  # next offset to read, for the lag gauge
         self._lag_at = 0.0
 
@@ -175,6 +179,7 @@ class IngestWorker:
         async with self._lock:
             await self._flush_and_commit()
             self._positions.clear()
+            self._acked.clear()
             self._assigned = set()
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -322,17 +327,21 @@ class IngestWorker:
             self._inflight.append((futures, positions))
 
     async def _settle(self, keep: int) -> None:
-        """Wait for the acks of all but the newest `keep` sends, then commit their offsets.
-        A failed send raises here: nothing read after it is committed, so it is read again."""
-        offsets: dict[TopicPartition, int] = {}
+        """Wait for the acks of all but the newest `keep` sends, then commit their offsets
+        (while busy, at most every COMMIT_EVERY_S: a commit is a round trip, and a replay
+        after a crash is harmless). A failed send raises here: nothing read after it is
+        committed, so it is read again."""
         while len(self._inflight) > keep:
             futures, positions = self._inflight[0]
             if futures:
                 await asyncio.gather(*futures)
             self._inflight.popleft()
-            offsets.update(positions)
-        if offsets:
+            self._acked.update(positions)
+        now = time.monotonic()
+        if self._acked and (keep == 0 or now - self._committed_at >= COMMIT_EVERY_S):
+            offsets, self._acked = self._acked, {}
             await self.posts.commit(offsets)
+            self._committed_at = now
 
     async def _flush_and_commit(self) -> None:
         await self._send()
