@@ -13,7 +13,9 @@ class SinkSettings(CommonSettings):
     )
     sink_host: str = "127.0.0.1"
     sink_port: int = 9102
-    sink_batch_rows: int = Field(default=50_000, description="Flush a batch at this many messages...")
+    # Large enough that a slow flush (a purge rewrites every file holding the user) is followed
+    # by one batch of everything that arrived meanwhile: the sink catches up instead of falling behind.
+    sink_batch_rows: int = Field(default=200_000, description="Flush a batch at this many messages...")
     sink_flush_seconds: float = Field(default=1.0, description="...or this long after its first message.")
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
