@@ -280,6 +280,9 @@ class IngestWorker:
         dropped: dict[str, int] = {}
         rejected: dict[str, int] = {}
         moved = 0
+        # Hoisted out of the per-post loop (hot path: attribute and property look-ups show in profiles).
+        append, intervals, direct = sender.append, view.intervals, self.direct
+        training_posts, posts_by_user, accept = topics.training_posts, topics.posts_by_user, Decision.ACCEPT
         for tp, records in batch.items():
             from_posts = tp.topic == topics.posts
             metrics.POSTS_IN.labels("posts" if from_posts else "posts_by_user").inc(len(records))
@@ -295,27 +298,27 @@ class IngestWorker:
                     )
                     continue
                 home = home_partition(post.user_id, n)
-                if from_posts and not (self.direct and home == tp.partition and home in owned):
+                if from_posts and not (direct and home == tp.partition and home in owned):
                     moved += 1
-                    sender.append(topics.posts_by_user, home, record.key, record.value)
+                    append(posts_by_user, home, record.key, record.value)
                     continue
                 if home not in owned:  # cannot happen with range assignment; never decide blind
                     moved += 1
-                    sender.append(topics.posts_by_user, home, record.key, record.value)
+                    append(posts_by_user, home, record.key, record.value)
                     continue
-                decision = decide(post, view.intervals(home, post.user_id), now)
-                if decision is Decision.ACCEPT:
+                decision = decide(post, intervals(home, post.user_id), now)
+                if decision is accept:
                     accepted += 1
-                    sender.append(topics.training_posts, home, record.key, encode_training_post(post, now))
+                    append(training_posts, home, record.key, encode_training_post(post, now))
                 else:
-                    dropped[decision.value] = dropped.get(decision.value, 0) + 1
+                    dropped[decision] = dropped.get(decision, 0) + 1
             self._positions[tp] = self._consumed[tp] = records[-1].offset + 1
         if accepted:
             metrics.ACCEPTED.inc(accepted)
         if moved:
             metrics.REPARTITIONED.inc(moved)
         for reason, count in dropped.items():
-            metrics.DROPPED.labels(reason).inc(count)
+            metrics.DROPPED.labels(reason.value).inc(count)
         for reason, count in rejected.items():
             metrics.REJECTED.labels(reason).inc(count)
 
