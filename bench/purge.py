@@ -7,11 +7,12 @@ writes it (appends of ~100,000 rows, each user's posts spread over every file).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+import random
 from pathlib import Path
 
-import random
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -80,6 +81,9 @@ def main(directory: Path, rows: int, purge_users: int) -> dict:
 
 if __name__ == "__main__":
     emit(main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])))
+    # Skip interpreter teardown: delta-rs/Arrow worker threads sometimes abort it
+    # ("terminate called without an active exception") after the work is done.
+    os._exit(0)
 
 
 def run(work: Path, rows: int, users: int) -> dict:

@@ -20,6 +20,11 @@ def _f(value: float | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _runs(r: dict) -> str:
+    runs = r.get("runs") or []
+    return f"; best of {len(runs)} runs: {', '.join(f'{x:,}' for x in runs)}" if len(runs) > 1 else ""
+
+
 def _ok(passed: bool | None) -> str:
     return "—" if passed is None else ("met" if passed else "**missed**")
 
@@ -33,7 +38,8 @@ def rows(results: dict) -> list[tuple[str, str, str, str]]:
         if r is None:
             return True
         if "error" in r or "skipped" in r:
-            out.append((step, r.get("error") or f"skipped: {r['skipped']}", "", "—"))
+            message = " ".join(str(r.get("error") or f"skipped: {r['skipped']}").split())
+            out.append((step, message[:300], "", "**failed**" if "error" in r else "—"))
             return True
         return False
 
@@ -41,11 +47,11 @@ def rows(results: dict) -> list[tuple[str, str, str, str]]:
     peer = results.get("peer", {}).get("rate") if "error" not in results.get("peer", {}) else None
     if not failed("limit"):
         r = results["limit"]
-        out.append(("1. Limit: aiokafka pass-through", f"{_f(r['rate'])} posts/s ({r['posts']:,} in {r['seconds']:.2f} s)", "the ceiling", "—"))
+        out.append(("1. Limit: aiokafka pass-through", f"{_f(r['rate'])} posts/s ({r['posts']:,} in {r['seconds']:.2f} s){_runs(r)}", "the ceiling", "—"))
     if not failed("peer"):
         r = results["peer"]
         ratio = f"{r['rate'] / limit:.0%} of the limit" if limit else ""
-        out.append(("2. Peer: Quix Streams join_asof + filter", f"{_f(r['rate'])} posts/s ({r['posts']:,} in {r['seconds']:.2f} s)", ratio, "—"))
+        out.append(("2. Peer: Quix Streams join_asof + filter", f"{_f(r['rate'])} posts/s ({r['posts']:,} in {r['seconds']:.2f} s){_runs(r)}", ratio, "—"))
     if not failed("ingest"):
         r = results["ingest"]
         parts, verdicts = [], []
@@ -57,7 +63,7 @@ def rows(results: dict) -> list[tuple[str, str, str, str]]:
             verdicts.append(r["rate"] / peer >= 1.5)
         out.append((
             "3. Consentry ingest (validate, consent, decide, forward)",
-            f"{_f(r['rate'])} posts/s ({r['posts']:,} in {r['seconds']:.2f} s; {r['accepted']:,} forwarded, {r['dropped']:,} dropped)",
+            f"{_f(r['rate'])} posts/s ({r['posts']:,} in {r['seconds']:.2f} s; {r['accepted']:,} forwarded, {r['dropped']:,} dropped){_runs(r)}",
             "; ".join(parts), _ok(all(verdicts) if verdicts else None),
         ))
     if not failed("full"):

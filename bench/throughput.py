@@ -17,18 +17,18 @@ from consentry.scrape import parse_metrics as parse, total
 PEER_PYTHON = ROOT / ".venv-peer" / "bin" / "python"
 
 
-def limit(bootstrap: str, data: Dataset, work: Path) -> dict:
-    source, sink = "limit-posts", "limit-out"
+def limit(bootstrap: str, data: Dataset, work: Path, run: int = 0) -> dict:
+    source, sink = f"limit{run}-posts", f"limit{run}-out"
     asyncio.run(create_topics(bootstrap, [source, sink]))
     asyncio.run(produce(bootstrap, source, data.posts))
     result = run_child(["-m", "bench.limit", bootstrap, source, sink, str(len(data.posts))], log=work / "limit.log")
     return {"posts": result["posts"], "seconds": result["seconds"], "rate": result["rate"]}
 
 
-def peer(bootstrap: str, data: Dataset, work: Path) -> dict:
+def peer(bootstrap: str, data: Dataset, work: Path, run: int = 0) -> dict:
     if not PEER_PYTHON.exists():
         return {"skipped": "no .venv-peer (make bench creates it)"}
-    posts, objections, out = "peer-posts", "peer-objections", "peer-out"
+    posts, objections, out = f"peer{run}-posts", f"peer{run}-objections", f"peer{run}-out"
     asyncio.run(create_topics(bootstrap, [posts, objections, out]))
     # Objections first: their timestamps precede every post, as join_asof needs.
     asyncio.run(produce(bootstrap, objections, [(e.user_id.encode(), encode_objection(e)) for e in data.objections]))
@@ -54,8 +54,8 @@ def _prepare_consentry(bootstrap: str, data: Dataset, services: Services) -> Non
     asyncio.run(produce(bootstrap, topics.posts, data.posts))
 
 
-def ingest(bootstrap: str, data: Dataset, work: Path, profile: Path | None = None) -> dict:
-    services = Services(bootstrap, "ing-", work / "ingest")
+def ingest(bootstrap: str, data: Dataset, work: Path, profile: Path | None = None, run: int = 0) -> dict:
+    services = Services(bootstrap, f"ing{run}-", work / f"ingest{run}")
     _prepare_consentry(bootstrap, data, services)
     args = ["-m", "bench.ingest_run", str(len(data.posts))]
     python = None
