@@ -16,8 +16,8 @@ from bench.common import run as run_async
 from bench.system import SECRET, Services
 from services.gateway.auth import make_token
 
-CONNECTIONS = 64
-DURATION_S = 12
+CONNECTIONS = (16, 32, 64)
+DURATION_S = 8
 WARMUP_S = 3
 TOKENS = 60_000
 
@@ -34,35 +34,42 @@ def _wrk(url: str, tokens: Path, seconds: int, connections: int) -> dict:
 
 
 def run_gateway(bootstrap: str, work: Path, profile: Path | None = None, extra_env: dict[str, str] | None = None) -> dict:
+    """wrk at each of CONNECTIONS; the result is the highest rate whose p99 is under 50 ms
+    (or, when none is, the highest rate), with every point kept."""
     if shutil.which("wrk") is None:
         return {"skipped": "wrk is not installed (scripts/ensure-wrk.sh installs Debian's)"}
     tokens = work / "tokens.txt"
-    tokens.write_text("\n".join(make_token(SECRET, f"gw-user-{i:06d}", ttl_seconds=3600) for i in range(TOKENS)) + "\n")
+    if not tokens.exists():
+        tokens.write_text("\n".join(make_token(SECRET, f"gw-user-{i:06d}", ttl_seconds=3600) for i in range(TOKENS)) + "\n")
     prefix = f"gw{len(extra_env or {})}-"
+    points = []
     with Services(bootstrap, prefix, work / prefix, extra_env) as services:
         services.create_topics()
         services.start("gateway")
         url = services.url("gateway")
-        _wrk(url, tokens, WARMUP_S, CONNECTIONS)
-        spy = None
-        if profile is not None:
-            spy = subprocess.Popen([str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--rate", "200", "--subprocesses", "--format", "raw",
-                                    "-o", str(profile), "--pid", str(services.pid("gateway")), "--duration", str(DURATION_S)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(0.5)
-        result = _wrk(url, tokens, DURATION_S, CONNECTIONS)
-        if spy is not None:
-            spy.wait(timeout=60)
+        _wrk(url, tokens, WARMUP_S, CONNECTIONS[-1])
+        for connections in CONNECTIONS:
+            spy = None
+            if profile is not None and connections == CONNECTIONS[-1]:
+                spy = subprocess.Popen([str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--rate", "200", "--subprocesses", "--format", "raw",
+                                        "-o", str(profile), "--pid", str(services.pid("gateway")), "--duration", str(DURATION_S)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(0.5)
+            result = _wrk(url, tokens, DURATION_S, connections)
+            if spy is not None:
+                spy.wait(timeout=60)
+            seconds = result["duration_us"] / 1e6
+            errors = result["non_2xx"] + result["connect_errors"] + result["read_errors"] + result["write_errors"] + result["timeouts"]
+            points.append({
+                "tool": "wrk", "connections": connections, "duration": seconds, "requests": result["requests"],
+                "rate": (result["requests"] - errors) / seconds, "errors": errors,
+                "p50_ms": result["p50_us"] / 1000, "p90_ms": result["p90_us"] / 1000, "p99_ms": result["p99_us"] / 1000,
+                "max_ms": result["max_us"] / 1000,
+            })
         published = run_async(end_offsets(bootstrap, services.topics.objections))
-    seconds = result["duration_us"] / 1e6
-    errors = result["non_2xx"] + result["connect_errors"] + result["read_errors"] + result["write_errors"] + result["timeouts"]
-    ok = result["requests"] - errors
-    return {
-        "tool": "wrk", "connections": CONNECTIONS, "duration": seconds,
-        "requests": result["requests"], "rate": ok / seconds, "errors": errors,
-        "p50_ms": result["p50_us"] / 1000, "p90_ms": result["p90_us"] / 1000, "p99_ms": result["p99_us"] / 1000, "max_ms": result["max_us"] / 1000,
-        "objections_in_kafka": published,
-    }
+    within = [p for p in points if p["p99_ms"] < 50 and p["errors"] == 0]
+    best = max(within or points, key=lambda p: p["rate"])
+    return {**best, "points": points, "objections_in_kafka": published}
 
 
 def run(bootstrap: str, work: Path, profile: Path | None = None) -> dict:

@@ -83,8 +83,11 @@ def rows(results: dict) -> list[tuple[str, str, str, str]]:
         ))
     if not failed("gateway"):
         r = results["gateway"]
+        def points(result: dict) -> str:
+            return "; ".join(f"{p['connections']} conn. {_f(p['rate'])}/s p99 {p['p99_ms']:.0f} ms" for p in result.get("points", []))
+
         one = r.get("single_process")
-        extra = f" (1 process: {_f(one['rate'])}/s, p50 {one['p50_ms']:.1f} ms, p99 {one['p99_ms']:.1f} ms)" if one else ""
+        extra = f" [all points: {points(r)}]" + (f" [1 process: {points(one)}]" if one else "")
         out.append((
             f"5. Gateway POST /v1/objections ({r['workers']} processes; {r['tool']}, {r['connections']} connections, {r['duration']:.0f} s)",
             f"{_f(r['rate'])} objections/s; p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms; {r['errors']} errors{extra}",
