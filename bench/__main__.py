@@ -91,7 +91,7 @@ def run_step(step: str, bootstrap: str, data, work: Path, args, results: dict) -
     if step == "ingest":
         return best_of(args.repeat, lambda run: throughput.ingest(bootstrap, data, work, profile / f"ingest{run}.txt" if profile else None, run))
     if step == "full":
-        return throughput.full_path(bootstrap, data, work)
+        return throughput.full_path(bootstrap, data, work, profile / "sink.txt" if profile else None)
     if step == "latency":
         from bench import latency
 

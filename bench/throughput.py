@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -68,11 +69,14 @@ def ingest(bootstrap: str, data: Dataset, work: Path, profile: Path | None = Non
     return result
 
 
-def full_path(bootstrap: str, data: Dataset, work: Path) -> dict:
+def full_path(bootstrap: str, data: Dataset, work: Path, profile: Path | None = None) -> dict:
     """Ingest and the sink as processes, from the posts backlog to rows committed in Delta."""
     with Services(bootstrap, "full-", work / "full") as services:
         _prepare_consentry(bootstrap, data, services)
         services.start("sink", "ingest", wait=False)
+        if profile is not None:
+            subprocess.Popen([str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--rate", "200", "--format", "raw", "--threads",
+                              "-o", str(profile), "--pid", str(services.pid("sink"))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         ingest_metrics = f"{services.url('ingest')}/metrics"
         sink_metrics = f"{services.url('sink')}/metrics"
         started = None
