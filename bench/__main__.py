@@ -8,6 +8,7 @@ Prints the table with ratios and writes docs/benchmarks.md (results, machine, co
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="consentry-bench-"))
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict] = {}
+    results: dict[str, dict] = {"load": {"start": os.getloadavg()[0]}}
     started = time.monotonic()
     print(f"working directory: {work}", flush=True)
     broker = EmbeddedBroker(free_port(), log_path=work / "broker.log")
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     results["total_seconds"] = {"seconds": time.monotonic() - started}
+    results["load"]["end"] = os.getloadavg()[0]
     table = report.table(results)
     print()
     print(table)
@@ -131,7 +133,7 @@ def import_bench(bootstrap: str, work: Path) -> dict:
     if not script.exists():
         return {"skipped": "bench/import_bench.py is not in this branch"}
     out = subprocess.run([sys.executable, "-m", "bench.import_bench"], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                         env={**__import__("os").environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+                         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap})
     lines = [line for line in out.stdout.strip().splitlines() if line.strip()]
     return {"exit_code": out.returncode, "output": "\n".join(lines[-15:])}
 

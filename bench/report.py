@@ -188,6 +188,9 @@ def write(path: Path, results: dict, table_text: str, command: str) -> None:
         table_text,
         "",
         "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()) + ".",
+        "",
+        f"Load average (1 min) at the start and end of the run: {results.get('load', {}).get('start', 0):.1f} and "
+        f"{results.get('load', {}).get('end', 0):.1f} (above 2, other work shared the 2 cores).",
         END,
     ]
     generated = "\n".join(block)
