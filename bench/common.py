@@ -134,6 +134,31 @@ async def end_offsets(bootstrap: str, topic: str, partitions: int = PARTITIONS) 
     return sum(offsets.values())
 
 
+async def read_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS, timeout: float = 30.0) -> list:
+    """Every record of `topic`, up to the fetch high watermarks seen along the way."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50, max_partition_fetch_bytes=4 << 20)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list = []
+        deadline = time.monotonic() + timeout
+        done: set[TopicPartition] = set()
+        while len(done) < len(tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic} not read to its end within {timeout}s")
+            for items in (await consumer.getmany(timeout_ms=100)).values():
+                records.extend(items)
+            for tp in tps:
+                highwater = consumer.highwater(tp)
+                if highwater is not None and await consumer.position(tp) >= highwater:
+                    done.add(tp)
+        return records
+    finally:
+        await consumer.stop()
+
+
 async def commit_to_end(bootstrap: str, group: str, topics: Sequence[str], partitions: int = PARTITIONS) -> None:
     """Mark `group` as having consumed every record of `topics` (a worker that already applied them)."""
     from consentry.compat import true_end_offsets

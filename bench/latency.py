@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import orjson
 
-from bench.common import ROOT, Dataset, percentile
+from bench.common import ROOT, Dataset, percentile, read_topic
+from bench.common import run as run_async
 from bench.system import SECRET, Services
 from consentry.events import ENFORCED, PURGED, Invalid, parse_receipt
 from consentry.timeutil import parse_rfc3339
@@ -99,11 +100,8 @@ def _object(services: Services, data: Dataset) -> dict[str, int]:
 
 
 def _read_receipts(services: Services) -> dict[str, dict[str, int]]:
-    from bench.common import run as run_async
-    from tests.support.kafka import read_all
-
     stamps: dict[str, dict[str, int]] = {}
-    for record in run_async(read_all(services.bootstrap, services.topics.receipts, timeout=30)):
+    for record in run_async(read_topic(services.bootstrap, services.topics.receipts)):
         receipt = parse_receipt(record.value)
         if type(receipt) is Invalid:
             continue
@@ -115,11 +113,8 @@ def _read_receipts(services: Services) -> dict[str, dict[str, int]]:
 def _consent_applied(services: Services, objectors: set[str]) -> dict[str, int]:
     """When the consent service wrote each objector's first state (the changelog record's
     timestamp, in microseconds): the gateway + consent share of the enforcement latency."""
-    from bench.common import run as run_async
-    from tests.support.kafka import read_all
-
     first: dict[str, int] = {}
-    for record in run_async(read_all(services.bootstrap, services.topics.consent_state, timeout=30)):
+    for record in run_async(read_topic(services.bootstrap, services.topics.consent_state)):
         user = record.key.decode()
         if user in objectors and user not in first:
             first[user] = record.timestamp * 1000
