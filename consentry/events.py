@@ -383,7 +383,8 @@ class ConsentState:
     user_id: str
     history: tuple[HistoryEntry, ...] = ()
     intervals: tuple[Interval, ...] = ()
-    pending: tuple[str, ...] = ()  # objection ids ingest has not yet confirmed as enforced
+    pending: tuple[str, ...] = ()  # objection ids ingest has not yet confirmed (purge marker written)
+    pending_withdrawals: tuple[str, ...] = ()  # withdrawal ids ingest has not yet confirmed
     updated_at_us: int = 0
 
 
@@ -402,8 +403,8 @@ def history_entry_to_dict(entry: HistoryEntry) -> dict[str, Any]:
         out["reason"] = entry.reason
     if entry.notice_version is not None:
         out["notice_version"] = entry.notice_version
+    out["enforced_at"] = _ts(entry.enforced_at_us)  # a withdrawal: when ingest applied it
     if entry.kind == OBJECT:
-        out["enforced_at"] = _ts(entry.enforced_at_us)
         out["purged_at"] = _ts(entry.purged_at_us)
         out["rows_purged"] = entry.rows_purged
     return out
@@ -416,6 +417,7 @@ def encode_consent_state(state: ConsentState) -> bytes:
             "history": [history_entry_to_dict(e) for e in state.history],
             "intervals": [list(i) for i in state.intervals],
             "pending": list(state.pending),
+            "pending_withdrawals": list(state.pending_withdrawals),
             "updated_at": format_rfc3339(state.updated_at_us),
         }
     )
@@ -448,11 +450,17 @@ def decode_consent_state(value: bytes) -> ConsentState:
         history=history,
         intervals=tuple((i[0], i[1]) for i in obj["intervals"]),
         pending=tuple(obj["pending"]),
+        pending_withdrawals=tuple(obj.get("pending_withdrawals", ())),
         updated_at_us=_us(obj.get("updated_at")) or 0,
     )
 
 
-def decode_enforcement_view(value: bytes) -> tuple[tuple[Interval, ...], tuple[str, ...]]:
-    """What ingest needs from a changelog record, without building the whole history."""
+def decode_enforcement_view(value: bytes) -> tuple[tuple[Interval, ...], tuple[str, ...], tuple[str, ...]]:
+    """What ingest needs from a changelog record, without building the whole history:
+    the intervals, the objections to purge and the withdrawals to acknowledge."""
     obj = orjson.loads(value)
-    return tuple((i[0], i[1]) for i in obj["intervals"]), tuple(obj["pending"])
+    return (
+        tuple((i[0], i[1]) for i in obj["intervals"]),
+        tuple(obj["pending"]),
+        tuple(obj.get("pending_withdrawals", ())),
+    )

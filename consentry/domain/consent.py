@@ -50,10 +50,17 @@ def pending_enforcement(history: tuple[HistoryEntry, ...]) -> tuple[str, ...]:
     return tuple(e.objection_id for e in history if e.kind == OBJECT and e.enforced_at_us is None)
 
 
+def pending_withdrawals(history: tuple[HistoryEntry, ...]) -> tuple[str, ...]:
+    """Withdrawals ingest has not yet confirmed: until then it may still drop new posts."""
+    return tuple(e.objection_id for e in history if e.kind == WITHDRAW and e.enforced_at_us is None)
+
+
 def _rebuild(user_id: str, history: list[HistoryEntry], now_us: int) -> ConsentState:
     history.sort(key=lambda e: (e.received_at_us, e.objection_id))
     ordered = tuple(history)
-    return ConsentState(user_id, ordered, derive_intervals(ordered), pending_enforcement(ordered), now_us)
+    return ConsentState(
+        user_id, ordered, derive_intervals(ordered), pending_enforcement(ordered), pending_withdrawals(ordered), now_us
+    )
 
 
 def apply_objection(state: ConsentState | None, event: ObjectionEvent, now_us: int) -> ConsentState:
@@ -74,18 +81,19 @@ def apply_objection(state: ConsentState | None, event: ObjectionEvent, now_us: i
 
 
 def apply_receipt(state: ConsentState | None, receipt: Receipt, now_us: int) -> ConsentState | None:
-    """Stamp `enforced` or `purged` on the objections a receipt names; the first stamp wins."""
+    """Stamp `enforced` (objections and withdrawals) or `purged` (objections) on the events a
+    receipt names; the first stamp wins."""
     if state is None:
         return None
     ids = set(receipt.objection_ids)
     changed = False
     history: list[HistoryEntry] = []
     for entry in state.history:
-        if entry.objection_id in ids and entry.kind == OBJECT:
+        if entry.objection_id in ids:
             updated = entry
             if receipt.kind == ENFORCED and entry.enforced_at_us is None:
                 updated = replace(entry, enforced_at_us=receipt.at_us)
-            elif receipt.kind == PURGED and entry.purged_at_us is None:
+            elif receipt.kind == PURGED and entry.kind == OBJECT and entry.purged_at_us is None:
                 updated = replace(
                     entry,
                     purged_at_us=receipt.at_us,

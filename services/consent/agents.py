@@ -94,7 +94,7 @@ def _observe_latency(before, after, kind: str) -> None:  # type: ignore[no-untyp
     old = {e.objection_id: e for e in (before.history if before else ())}
     for entry in after.history:
         previous = old.get(entry.objection_id)
-        if entry.channel == "import" or previous is None:
+        if entry.kind != "object" or entry.channel == "import" or previous is None:
             continue  # historical imports carry their original time: not a latency
         if kind == ENFORCED and previous.enforced_at_us is None and entry.enforced_at_us is not None:
             metrics.ENFORCE_LATENCY.observe(max(entry.enforced_at_us - entry.received_at_us, 0) / 1e6)

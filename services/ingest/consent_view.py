@@ -18,7 +18,8 @@ FAIL_CLOSED: tuple[Interval, ...] = ((0, None),)
 
 class ConsentView:
     def __init__(self) -> None:
-        self._users: dict[int, dict[str, tuple[tuple[Interval, ...], tuple[str, ...]]]] = {}
+        # partition -> user -> (intervals, objections to purge, withdrawals to acknowledge)
+        self._users: dict[int, dict[str, tuple[tuple[Interval, ...], tuple[str, ...], tuple[str, ...]]]] = {}
         self.ready: set[int] = set()
 
     def reset(self, partitions: set[int]) -> None:
@@ -36,12 +37,13 @@ class ConsentView:
         entry = self._users[partition].get(user_id)
         return entry[0] if entry is not None else ()
 
-    def pending(self, partition: int, user_id: str) -> tuple[str, ...]:
+    def pending(self, partition: int, user_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(objections awaiting their purge marker, withdrawals awaiting acknowledgement)."""
         entry = self._users[partition].get(user_id)
-        return entry[1] if entry is not None else ()
+        return (entry[1], entry[2]) if entry is not None else ((), ())
 
     def users_with_pending(self, partition: int) -> list[str]:
-        return [u for u, (_, pending) in self._users[partition].items() if pending]
+        return [u for u, (_, objections, withdrawals) in self._users[partition].items() if objections or withdrawals]
 
     def apply(self, partition: int, key: bytes | None, value: bytes | None) -> str | None:
         """Apply one changelog record; return the user it concerns."""
@@ -53,13 +55,13 @@ class ConsentView:
             users.pop(user_id, None)
             return user_id
         try:
-            intervals, pending = decode_enforcement_view(value)
+            intervals, objections, withdrawals = decode_enforcement_view(value)
         except (ValueError, KeyError, TypeError, IndexError):
             log.error("unreadable consent state record in partition %d; user treated as objected", partition)
-            users[user_id] = (FAIL_CLOSED, ())
+            users[user_id] = (FAIL_CLOSED, (), ())
             return user_id
-        if intervals or pending:
-            users[user_id] = (intervals, pending)
+        if intervals or objections or withdrawals:
+            users[user_id] = (intervals, objections, withdrawals)
         else:
             users.pop(user_id, None)
         return user_id

@@ -228,31 +228,37 @@ class IngestWorker:
         metrics.CONSENT_USERS.set(self.view.user_count())
 
     async def _enforce(self, touched: set[tuple[int, str]]) -> None:
-        """Write a purge marker for every newly pending objection, then confirm it."""
-        markers: list[tuple[int, PurgeMarker]] = []
+        """Write a purge marker for every newly pending objection, then confirm it (and any
+        pending withdrawal, which needs no marker) with an `enforced` receipt."""
+        confirmations: list[tuple[int, PurgeMarker | None, Receipt]] = []
         now = now_us()
         for partition, user in touched:
-            pending = self.view.pending(partition, user)
-            if not pending:
+            objections, withdrawals = self.view.pending(partition, user)
+            if not objections and not withdrawals:
                 self._emitted.pop(user, None)
                 continue
             done = self._emitted.setdefault(user, set())
-            fresh = tuple(i for i in pending if i not in done)
-            if fresh:
-                markers.append((partition, PurgeMarker(user, fresh, now)))
-        if not markers:
+            fresh_objections = tuple(i for i in objections if i not in done)
+            fresh_withdrawals = tuple(i for i in withdrawals if i not in done)
+            if fresh_objections or fresh_withdrawals:
+                marker = PurgeMarker(user, fresh_objections, now) if fresh_objections else None
+                receipt = Receipt(ENFORCED, user, fresh_objections + fresh_withdrawals, now)
+                confirmations.append((partition, marker, receipt))
+        if not confirmations:
             return
+        markers = [(p, m) for p, m, _ in confirmations if m is not None]
         # Posts already handed to the producer precede these markers in their partitions.
         for partition, marker in markers:
             self.sender.append(self.topics.training_posts, partition, marker.user_id.encode(), encode_purge_marker(marker))
         await self.sender.flush()
         metrics.PURGE_MARKERS.inc(len(markers))
-        for partition, marker in markers:
-            receipt = Receipt(ENFORCED, marker.user_id, marker.objection_ids, marker.marked_at_us)
-            self.sender.append(self.topics.receipts, partition, marker.user_id.encode(), encode_receipt(receipt))
-            self._emitted[marker.user_id].update(marker.objection_ids)
+        for partition, _, receipt in confirmations:
+            self.sender.append(self.topics.receipts, partition, receipt.user_id.encode(), encode_receipt(receipt))
+            self._emitted[receipt.user_id].update(receipt.objection_ids)
         await self.sender.flush()
-        log.info("enforced %d objections (purge markers written)", sum(len(m.objection_ids) for _, m in markers))
+        objections = sum(len(m.objection_ids) for _, m in markers)
+        withdrawals = sum(len(r.objection_ids) for _, _, r in confirmations) - objections
+        log.info("enforced %d objections (purge markers written) and %d withdrawals", objections, withdrawals)
 
     # ------------------------------------------------------------------ posts
 
