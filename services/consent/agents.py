@@ -79,10 +79,10 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
         async for event in stream.events():
             message = event.message
             try:
-                if message.topic == topics.objections:
-                    await on_objection(event.value, message.partition, message.offset)
-                else:
+                if message.topic == topics.receipts:
                     on_receipt(event.value, message.partition, message.offset)
+                else:
+                    await on_objection(event.value, message.partition, message.offset)
             except Exception:
                 # A bug, not input: fail loudly. The offset is not committed, so the
                 # event is re-read after the restart.
