@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-e2e clean venv
+.PHONY: run test test-unit test-e2e test-deploy clean venv
 
 venv: $(STAMP)
 
@@ -26,6 +26,10 @@ test: $(STAMP)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
+
+## Check docker-compose.yml, deploy/ and docs/asyncapi.yaml against their schemas and the code (seconds, offline).
+test-deploy: $(STAMP)
+	$(BIN)/python -m pytest tests/deploy
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

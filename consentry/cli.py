@@ -170,6 +170,24 @@ def vacuum() -> None:
     console.print(f"vacuumed {settings.store_uri}: {result.files_removed} files removed, table at version {result.version}")
 
 
+@app.command()
+def topics(
+    replication: Annotated[int, typer.Option(min=1, help="Replication factor of the topics it creates (3 on a production cluster).")] = 1,
+) -> None:
+    """Create the topics on KAFKA_BOOTSTRAP_SERVERS (partitions, retention, compaction); check existing ones."""
+    from consentry.kafka import TopicLayoutError, ensure_topics
+    from consentry.settings import CommonSettings
+
+    settings = CommonSettings()
+    try:
+        counts = asyncio.run(ensure_topics(settings, replication=replication))
+    except TopicLayoutError as exc:
+        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from exc
+    for name in sorted(counts):
+        console.print(f"{name}: {counts[name]} partitions", soft_wrap=True)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def consent() -> None:
     """Run the consent service alone (faust worker)."""

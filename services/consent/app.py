@@ -37,7 +37,7 @@ def create_app(settings: ConsentSettings) -> faust.App:
         web_bind=settings.consent_host,
         web_host=settings.consent_host,
         web_port=settings.consent_port,
-        canonical_url=f"http://{settings.consent_host}:{settings.consent_port}",
+        canonical_url=settings.canonical_url,
         web_in_thread=False,
     )
     topics = settings.topics
