@@ -58,7 +58,11 @@ def refresh_lag(app: faust.App, topics: set[str]) -> None:
     read = app.monitor.tp_read_offsets or {}
     committed = getattr(consumer, "_committed_offset", {})
     lags: dict[tuple[str, int], int | None] = {}
-    for tp in consumer.assignment():
+    try:
+        assignment = consumer.assignment()
+    except Exception:  # the consumer is not started yet: no partitions, no lag
+        assignment = set()
+    for tp in assignment:
         if tp.topic not in topics:
             continue
         last = read.get(tp)

@@ -3,6 +3,7 @@ every service healthy, and not one word of anybody's post on the page."""
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,3 +135,10 @@ def test_every_service_exports_the_promise_metrics(system: System) -> None:
         return True
 
     eventually(exported, timeout=20, interval=0.5, what="the metrics exported")
+
+    # A restarted consent worker counts its users again from the recovered table.
+    system.kill("consent", signal.SIGTERM)
+    system.start("consent")
+    consent = system.metrics("consent")
+    assert total(consent, "consentry_consent_users") == 1
+    assert total(consent, "consentry_purge_backlog_objections") == 0
