@@ -55,6 +55,9 @@ def up(demo: Annotated[bool, typer.Option("--demo", help="Add a synthetic load o
         "sink": f"http://{sink.sink_host}:{sink.sink_port}",
         "gateway": gateway_url,
     }
+    # The gateway finds the others (objection status, dashboard) where they were told to listen.
+    for name in ("consent", "ingest", "sink"):
+        env.setdefault(f"CONSENTRY_{name.upper()}_URL", urls[name])
     supervisor = Supervisor(env, log_dir)
     stop = threading.Event()
 

@@ -19,6 +19,7 @@ from consentry.events import (
 from consentry.partitioning import home_partition
 from consentry.timeutil import now_us
 from services.consent import metrics
+from services.consent.backlog import ConsentWatch
 from services.consent.settings import ConsentSettings
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
 
-def register_agents(app: faust.App, table: faust.Table, settings: ConsentSettings) -> None:
+def register_agents(app: faust.App, table: faust.Table, settings: ConsentSettings, watch: ConsentWatch) -> None:
     topics = settings.topics
     partitions = settings.partitions
     source = app.topic(topics.objections, topics.receipts, **RAW)
@@ -58,6 +59,7 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
         # Written even when unchanged: after a crash the local store can hold a write whose
         # changelog record never left; re-delivery then re-asserts it for the readers.
         table[key] = encode_consent_state(updated)
+        watch.on_write(state, updated)
 
     def on_receipt(value: bytes | None, partition: int, offset: int) -> None:
         receipt = parse_receipt(value)
@@ -72,6 +74,7 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
         if updated is None or updated is state:
             return
         table[key] = encode_consent_state(updated)
+        watch.on_write(state, updated)
         _observe_latency(state, updated, receipt.kind)
 
     @app.agent(source, name=f"{settings.app_id}-agent")

@@ -13,7 +13,8 @@ from services.gateway import metrics
 from services.gateway.consent_client import ConsentClient
 from services.gateway.publisher import KafkaObjectionPublisher, ObjectionPublisher
 from services.gateway.receipts import ReceiptCache
-from services.gateway.routers import health, objections
+from services.gateway.observer import DashboardObserver
+from services.gateway.routers import dashboard, health, objections
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,12 @@ def create_app(settings: GatewaySettings | None = None, publisher: ObjectionPubl
         app.state.publisher = publisher or KafkaObjectionPublisher(settings)
         app.state.consent = ConsentClient(settings.consent_url)
         app.state.receipts = ReceiptCache()
+        app.state.observer = DashboardObserver(settings, app.state.publisher)
         await app.state.publisher.start()
         try:
             yield
         finally:
+            await app.state.observer.close()
             await app.state.publisher.stop()
             await app.state.consent.close()
 
@@ -55,4 +58,5 @@ def create_app(settings: GatewaySettings | None = None, publisher: ObjectionPubl
 
     app.include_router(objections.router)
     app.include_router(health.router)
+    app.include_router(dashboard.router)
     return app

@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.gateway.auth import InvalidToken, Principal, verify_token
 from services.gateway.consent_client import ConsentClient
+from services.gateway.observer import DashboardObserver
 from services.gateway.publisher import ObjectionPublisher
 from services.gateway.receipts import ReceiptCache
 from services.gateway.settings import GatewaySettings
@@ -32,10 +33,15 @@ def get_receipts(request: Request) -> ReceiptCache:
     return request.app.state.receipts
 
 
+def get_observer(request: Request) -> DashboardObserver:
+    return request.app.state.observer
+
+
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 PublisherDep = Annotated[ObjectionPublisher, Depends(get_publisher)]
 ConsentDep = Annotated[ConsentClient, Depends(get_consent)]
 ReceiptsDep = Annotated[ReceiptCache, Depends(get_receipts)]
+ObserverDep = Annotated[DashboardObserver, Depends(get_observer)]
 
 
 def current_principal(

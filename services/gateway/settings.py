@@ -15,6 +15,9 @@ class GatewaySettings(CommonSettings):
     gateway_port: int = Field(default=8080, validation_alias=AliasChoices("GATEWAY_PORT", "gateway_port"))
     jwt_secret: str = Field(default=DEV_SECRET, description="Verifies user and admin tokens (HS256).")
     consent_url: str = Field(default="http://127.0.0.1:6066", description="The consent service's web views.")
+    ingest_url: str = Field(default="http://127.0.0.1:9101", description="The ingest service's status server (for the dashboard).")
+    sink_url: str = Field(default="http://127.0.0.1:9102", description="The training sink's status server (for the dashboard).")
+    dashboard_rejects: int = Field(default=10, ge=1, le=500, description="How many recent posts.rejected records the dashboard lists.")
     publish_timeout_s: float = Field(default=5.0, description="How long a request waits for the broker's ack.")
 
     def warn_if_insecure(self) -> None:

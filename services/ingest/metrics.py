@@ -1,5 +1,7 @@
 from prometheus_client import Counter, Gauge
 
+from consentry.lag import CONSUMER_LAG as LAG  # noqa: F401  (shared by every service)
+
 POSTS_IN = Counter("consentry_ingest_posts_in_total", "Posts read, by source topic", ["source"])
 ACCEPTED = Counter("consentry_ingest_accepted_total", "Posts forwarded to training.posts")
 DROPPED = Counter("consentry_ingest_dropped_total", "Posts kept out of training, by reason", ["reason"])
@@ -10,4 +12,3 @@ CONSENT_USERS = Gauge("consentry_ingest_consent_users", "Users with consent stat
 PARTITIONS_READY = Gauge("consentry_ingest_partitions_ready", "Home partitions whose consent state is loaded")
 PARTITIONS_HELD = Gauge("consentry_ingest_partitions_held", "Owned partitions whose posts wait for consent state")
 ERRORS = Counter("consentry_ingest_errors_total", "Errors, by stage", ["stage"])
-LAG = Gauge("consentry_consumer_lag", "Records behind the high watermark", ["service", "topic", "partition"])

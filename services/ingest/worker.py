@@ -35,6 +35,7 @@ from consentry.events import (
     parse_post,
 )
 from consentry.kafka import BatchSender, producer_options, wait_partitions
+from consentry.lag import LagGauge, lag_of
 from consentry.partitioning import home_partition
 from consentry.timeutil import now_us
 from consentry.web import StatusServer
@@ -71,6 +72,7 @@ class IngestWorker:
         self._positions: dict[TopicPartition, int] = {}  # next offset to commit
         self._consumed: dict[TopicPartition, int] = {}  # next offset to read, for the lag gauge
         self._lag_at = 0.0
+        self._lag = LagGauge("ingest")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -323,8 +325,4 @@ class IngestWorker:
         if now - self._lag_at < 5:
             return
         self._lag_at = now
-        for tp in self._assigned:
-            highwater = self.posts.highwater(tp)
-            position = self._consumed.get(tp)
-            if highwater is not None and position is not None:
-                metrics.LAG.labels("ingest", tp.topic, str(tp.partition)).set(max(highwater - position, 0))
+        self._lag.update({(tp.topic, tp.partition): lag_of(self.posts.highwater(tp), self._consumed.get(tp)) for tp in self._assigned})

@@ -53,7 +53,9 @@ class System:
             "CONSENTRY_CONSENT_PORT": str(self.ports["consent"]),
             "CONSENTRY_CONSENT_URL": f"http://127.0.0.1:{self.ports['consent']}",
             "CONSENTRY_INGEST_PORT": str(self.ports["ingest"]),
+            "CONSENTRY_INGEST_URL": f"http://127.0.0.1:{self.ports['ingest']}",
             "CONSENTRY_SINK_PORT": str(self.ports["sink"]),
+            "CONSENTRY_SINK_URL": f"http://127.0.0.1:{self.ports['sink']}",
             "GATEWAY_PORT": str(self.ports["gateway"]),
             "CONSENTRY_JWT_SECRET": self.secret,
             # Short group timeouts: Tansu hands out a group's first assignment after half of it.
