@@ -44,6 +44,9 @@ TABLE_CONFIGURATION = {
 }
 
 
+ORPHAN_GRACE_HOURS = 1
+
+
 @dataclass(frozen=True)
 class VacuumResult:
     files_removed: int
@@ -207,8 +210,11 @@ class DeltaTrainingStore(TrainingStore):
 
     def vacuum(self) -> VacuumResult:
         table = self._fresh()
-        # full=True also removes files no commit references (a crashed write's leftovers).
-        removed = table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True)
+        # Files that purges (and compactions) removed go at once: no reader may need them.
+        removed = table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False)
+        # Files no commit references are a crashed write's leftovers -- or a running sink's
+        # write about to be committed: only those older than ORPHAN_GRACE_HOURS go.
+        removed += table.vacuum(retention_hours=ORPHAN_GRACE_HOURS, dry_run=False, enforce_retention_duration=False, full=True)
         table.create_checkpoint()
         table.cleanup_metadata()
         result = VacuumResult(len(removed), table.version())
