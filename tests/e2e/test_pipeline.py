@@ -3,8 +3,10 @@ the gateway, and the training store keeps only what the contract allows."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
+from consentry.partitioning import home_partition
 from consentry.scrape import total
 from consentry.timeutil import format_rfc3339, now_us, parse_rfc3339
 from tests.support.system import System
@@ -95,13 +97,28 @@ def test_withdrawal_makes_later_posts_eligible_again(system: System) -> None:
 
     system.withdraw("frank")
     system.wait_status("frank", "withdrawn")
-    assert system.status("frank")["objected"] is False
-    eventually(lambda: _view_open(system), timeout=30, what="withdrawal reached ingest")
+    status = system.status("frank")
+    assert status["objected"] is False
+    assert [(h["kind"], h.get("purged_at") is not None) for h in status["history"]] == [("object", True), ("withdraw", False)]
+    _wait_until_ingest_knows(system, "frank")
     system.publish_posts([post("frank-after", "frank"), post("frank-during-again", "frank", created_us=during)])
     eventually(lambda: stored_ids(system) == ["frank-after"], timeout=30, what="post after withdrawal stored")
 
 
-def _view_open(system: System) -> bool:
-    """True once ingest knows the objection is closed (its enforcement receipts have landed)."""
-    history = system.status("frank")["history"]
-    return len(history) == 2 and history[-1]["kind"] == "withdraw"
+def _wait_until_ingest_knows(system: System, user: str) -> None:
+    """Return once ingest has applied `user`'s latest consent change. Nothing about a
+    withdrawal is visible from outside, so a probe user with the same home partition objects
+    next: the consent table records it after the withdrawal, on the same changelog
+    partition, and ingest reads that partition in order, so once the probe is `enforced`
+    ingest has seen the withdrawal too. (The gateway's status alone proves nothing: it
+    shows the withdrawal it acknowledged before the consent table has it.)"""
+    home = home_partition(user, system.partitions)
+    probe = next(f"probe-{n}" for n in range(10_000) if home_partition(f"probe-{n}", system.partitions) == home)
+    eventually(lambda: len(_consent_history(system, user)) == 2, timeout=30, what="withdrawal in the consent table")
+    system.object(probe)
+    eventually(lambda: system.status(probe)["history"][0].get("enforced_at") is not None, timeout=30, what="probe enforced")
+
+
+def _consent_history(system: System, user: str) -> list:
+    response = httpx.get(f"{system.url('consent')}/v1/users/{user}", timeout=5)
+    return response.json()["history"] if response.status_code == 200 else []
