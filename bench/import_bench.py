@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import socket
 import sys
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=400_000)
     parser.add_argument("--partitions", type=int, default=8)
     args = parser.parse_args()
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # "Unable connect" while the broker starts
 
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     broker = None
