@@ -127,39 +127,59 @@ def token(
 
 
 @app.command("import")
-def import_(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines of objection events.")]) -> None:
-    """Bulk import of historical objections, with a progress bar."""
-    from aiokafka import AIOKafkaProducer
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+def import_(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines of objection events, with their original received_at.")],
+    show: Annotated[int, typer.Option(help="How many rejected lines to list.")] = 20,
+) -> None:
+    """Bulk import of historical objections, with a progress bar. Safe to run again: an
+    objection_id is recorded once."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    from consentry.importer import import_lines
-    from consentry.kafka import producer_options
+    from consentry.importer import ImportFailed, import_file
     from consentry.settings import CommonSettings
     from consentry.timeutil import now_us
 
     settings = CommonSettings()
-
-    async def run() -> None:
-        producer = AIOKafkaProducer(**producer_options(settings), linger_ms=20, max_batch_size=1 << 20)
-        await producer.start()
+    columns = (TextColumn("importing {task.fields[lines]:,} lines"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    started = time.monotonic()
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("import", total=file.stat().st_size, lines=0)
         try:
-            columns = (TextColumn("importing"), BarColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-            with Progress(*columns, console=console) as progress, open(file, "rb") as handle:
-                task = progress.add_task("import", total=file.stat().st_size)
-                started = time.monotonic()
-                report = await import_lines(producer, settings, handle, now_us(), lambda n: progress.advance(task, n))
-        finally:
-            await producer.stop()
-        console.print(
-            f"accepted {report.accepted}, duplicates skipped {report.duplicates}, rejected {report.rejected_count} "
-            f"in {time.monotonic() - started:.1f}s"
-        )
-        for line, reason in report.rejected[:20]:
-            console.print(f"  line {line}: {reason}")
-        if report.rejected_count > 20:
-            console.print(f"  ... and {report.rejected_count - 20} more")
+            report = asyncio.run(
+                import_file(settings, file, now_us(), lambda read, lines: progress.update(task, completed=read, lines=lines))
+            )
+        except ImportFailed as exc:
+            console.print(f"[red]{exc}[/]; objections already sent are kept: running the same import again is safe")
+            raise typer.Exit(1) from exc
+    console.print(
+        f"{report.lines:,} lines: accepted {report.accepted:,}, duplicates skipped {report.duplicates:,}, "
+        f"rejected {report.rejected_count:,} in {time.monotonic() - started:.1f}s"
+    )
+    for line, reason in report.rejected[:show]:
+        console.print(f"  line {line}: {reason}")
+    if report.rejected_count > show:
+        console.print(f"  ... and {report.rejected_count - show:,} more")
 
-    asyncio.run(run())
+
+@app.command()
+def link(
+    user: Annotated[str, typer.Argument(help="The user_id the link objects for.")],
+    channel: Annotated[str, typer.Option(help="Recorded on the objection: email (notice e-mail) or app (in-app notice).")] = "email",
+    ttl_days: Annotated[float | None, typer.Option(help="Days until the link expires (default: CONSENTRY_LINK_TTL_SECONDS, 30 days).")] = None,
+    base_url: Annotated[str | None, typer.Option(help="The gateway's public address (default: CONSENTRY_PUBLIC_URL).")] = None,
+) -> None:
+    """Print a signed, expiring one-click objection link for USER (what a notice carries)."""
+    from consentry.links import objection_link
+    from services.gateway.settings import GatewaySettings
+
+    settings = GatewaySettings()
+    settings.warn_if_insecure()
+    try:
+        url = objection_link(settings.jwt_secret, base_url or settings.public_base_url, user, channel=channel, ttl_seconds=int(ttl_days * 86400) if ttl_days is not None else settings.link_ttl_seconds)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    print(url)
 
 
 @app.command()

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from services.gateway.auth import InvalidToken, Principal, verify_token
+from services.gateway import metrics
+from services.gateway.auth import InvalidToken, Principal, TokenVerifier
 from services.gateway.consent_client import ConsentClient
 from services.gateway.observer import DashboardObserver
 from services.gateway.publisher import ObjectionPublisher
+from services.gateway.ratelimit import RateLimiter
 from services.gateway.receipts import ReceiptCache
 from services.gateway.settings import GatewaySettings
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT whose `sub` is your user_id.")
+
+
+class RateLimited(HTTPException):
+    """429 with Retry-After; the app renders it as a page on the one-click routes."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"too many requests; retry in {retry_after_s} s",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+        self.retry_after_s = retry_after_s
 
 
 def get_settings(request: Request) -> GatewaySettings:
@@ -35,6 +50,8 @@ def get_receipts(request: Request) -> ReceiptCache:
 
 def get_observer(request: Request) -> DashboardObserver:
     return request.app.state.observer
+def get_verifier(request: Request) -> TokenVerifier:
+    return request.app.state.verifier
 
 
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
@@ -42,18 +59,48 @@ PublisherDep = Annotated[ObjectionPublisher, Depends(get_publisher)]
 ConsentDep = Annotated[ConsentClient, Depends(get_consent)]
 ReceiptsDep = Annotated[ReceiptCache, Depends(get_receipts)]
 ObserverDep = Annotated[DashboardObserver, Depends(get_observer)]
+VerifierDep = Annotated[TokenVerifier, Depends(get_verifier)]
 
 
+def limit_user(request: Request, user_id: str) -> None:
+    """Spend one token of `user_id`'s bucket or raise 429. Call it on the event loop only
+    (the buckets are not shared with worker threads)."""
+    limiter: RateLimiter = request.app.state.user_limiter
+    verdict = limiter.take(user_id, time.monotonic())
+    if not verdict.allowed:
+        metrics.RATE_LIMITED.labels("user").inc()
+        raise RateLimited(verdict.retry_after_s)
+
+
+async def limit_address(request: Request) -> None:
+    """Per client address (the proxy's, unless uvicorn is told to trust forwarded headers)."""
+    limiter: RateLimiter = request.app.state.address_limiter
+    address = request.client.host if request.client else "unknown"
+    verdict = limiter.take(address, time.monotonic())
+    if not verdict.allowed:
+        metrics.RATE_LIMITED.labels("address").inc()
+        raise RateLimited(verdict.retry_after_s)
+
+
+# Sync on purpose: FastAPI runs it in a worker thread, where fetching identity-provider
+# keys (PyJWKClient, blocking) cannot stall the event loop.
 def current_principal(
-    settings: SettingsDep,
+    request: Request,
+    verifier: VerifierDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
     try:
-        return verify_token(settings.jwt_secret, credentials.credentials)
+        principal = verifier.verify(credentials.credentials)
     except InvalidToken as exc:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+    return principal
+
+
+async def limited_principal(request: Request, principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    limit_user(request, principal.user_id)
+    return principal
 
 
 def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
@@ -62,5 +109,6 @@ def admin_principal(principal: Annotated[Principal, Depends(current_principal)])
     return principal
 
 
-CurrentUser = Annotated[Principal, Depends(current_principal)]
+CurrentUser = Annotated[Principal, Depends(limited_principal)]
 AdminUser = Annotated[Principal, Depends(admin_principal)]
+AddressLimit = Depends(limit_address)
