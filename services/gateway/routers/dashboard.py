@@ -22,7 +22,12 @@ PAGE_HEADERS = {
 }
 
 
-@router.get("/dashboard", summary="The live dashboard (HTML)", response_class=FileResponse)
+@router.get(
+    "/dashboard",
+    summary="The live dashboard (HTML)",
+    response_class=FileResponse,
+    responses={200: {"description": "The page; it polls `/dashboard/data`.", "content": {"text/html": {"schema": {"type": "string"}}}}},
+)
 async def page() -> FileResponse:
     return FileResponse(STATIC / "dashboard.html", media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
