@@ -1,4 +1,5 @@
-"""Debian's chromium driven by Playwright (never a browser that Playwright downloads)."""
+"""Debian's chromium driven by Playwright (never a browser that Playwright downloads), for tests
+that drive it themselves; tests/support/browser.py has the flags and a thread-safe wrapper."""
 
 from __future__ import annotations
 
@@ -8,16 +9,7 @@ from contextlib import contextmanager
 
 from playwright.sync_api import Browser, sync_playwright
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS as FLAGS
 
 
 @contextmanager
