@@ -58,6 +58,8 @@ def up(demo: Annotated[bool, typer.Option("--demo", help="Add a synthetic load o
     # The gateway finds the others (objection status, dashboard) where they were told to listen.
     for name in ("consent", "ingest", "sink"):
         env.setdefault(f"CONSENTRY_{name.upper()}_URL", urls[name])
+    if demo:  # users told during the demo see their posts released within it
+        env.setdefault("CONSENTRY_NOTICE_GRACE", "60s")
     supervisor = Supervisor(env, log_dir)
     stop = threading.Event()
 
@@ -74,6 +76,7 @@ def up(demo: Annotated[bool, typer.Option("--demo", help="Add a synthetic load o
         console.print(f"logs: {log_dir}   training store: {sink.store_uri}")
         console.print(f"try: TOKEN=$(consentry token alice) && curl -X POST -H \"Authorization: Bearer $TOKEN\" {gateway_url}/v1/objections")
         if demo:
+            console.print(f"demo: users told during the demo have their posts released after {env['CONSENTRY_NOTICE_GRACE']} (CONSENTRY_NOTICE_GRACE)")
             demo_thread = threading.Thread(target=_run_demo, args=(settings, env, gateway_url, urls, gateway.jwt_secret, stop), daemon=True)
             demo_thread.start()
         while not stop.is_set():
