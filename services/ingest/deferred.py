@@ -195,6 +195,8 @@ class DeferredPosts:
     def revoke(self) -> None:
         """The partitions are going: decide nothing more until the next assignment is loaded."""
         self._ready = False
+        if self._loading is not None:  # revoked while loading: stop fetching
+            self.reader.assign([])
         self._loading = None
         self.index.clear()
         self._update_gauges()

@@ -113,3 +113,26 @@ def test_posts_wait_for_the_notice_grace_period_and_survive_a_crash(system: Syst
     assert set(stored(system)) == {"uma-1", "uma-2", "pia-1", "nora-1", "nora-2", "nora-3"}
     assert ingest(system, "consentry_ingest_users_waiting_for_notice") == 1
     assert len(system.training_rows()) == 6  # each post once
+
+
+def test_deferred_posts_over_their_memory_bound_stop_ingest_until_released(broker: tuple[str, str], tmp_path: Path) -> None:
+    bootstrap, flavor = broker
+    grace_s = 8
+    # About three deferred posts fill this bound.
+    env = {"CONSENTRY_NOTICE_GRACE": f"{grace_s}s", "CONSENTRY_DEFERRED_MAX_BYTES": "1500"}
+    with System(bootstrap, flavor, tmp_path, notices=True, extra_env=env) as system:
+        system.create_topics()
+        system.start()
+        told_at = now_us()
+        system.publish_notices([notice("n-nora", "nora", told_at)])
+        system.publish_posts([post(f"nora-{n}", "nora", "FR") for n in range(5)])
+        eventually(lambda: ingest(system, "consentry_ingest_deferred_full") == 1, timeout=30, what="deferred posts at their bound")
+
+        # Ingest reads no more posts, not even one that would flow at once...
+        system.publish_posts([post("uma-1", "uma", "US")])
+        # ...until nora's grace period ends and her posts, released, free room. Nothing is dropped.
+        eventually(lambda: "uma-1" in stored(system), timeout=grace_s + 60, what="uma's post stored once room was freed")
+        eventually(lambda: {f"nora-{n}" for n in range(5)} <= set(stored(system)), timeout=30, what="all of nora's posts stored")
+        assert ingested_us(stored(system)["uma-1"]) >= told_at + grace_s * 1_000_000
+        assert ingest(system, "consentry_ingest_deferred_full") == 0
+        assert ingest(system, "consentry_ingest_deferred_dropped_total") == 0
