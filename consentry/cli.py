@@ -58,6 +58,8 @@ def up(demo: Annotated[bool, typer.Option("--demo", help="Add a synthetic load o
     # The gateway finds the others (objection status, dashboard) where they were told to listen.
     for name in ("consent", "ingest", "sink"):
         env.setdefault(f"CONSENTRY_{name.upper()}_URL", urls[name])
+    if demo:  # users told during the demo see their posts released within it
+        env.setdefault("CONSENTRY_NOTICE_GRACE", "60s")
     supervisor = Supervisor(env, log_dir)
     stop = threading.Event()
 
@@ -74,6 +76,7 @@ def up(demo: Annotated[bool, typer.Option("--demo", help="Add a synthetic load o
         console.print(f"logs: {log_dir}   training store: {sink.store_uri}")
         console.print(f"try: TOKEN=$(consentry token alice) && curl -X POST -H \"Authorization: Bearer $TOKEN\" {gateway_url}/v1/objections")
         if demo:
+            console.print(f"demo: users told during the demo have their posts released after {env['CONSENTRY_NOTICE_GRACE']} (CONSENTRY_NOTICE_GRACE)")
             demo_thread = threading.Thread(target=_run_demo, args=(settings, env, gateway_url, urls, gateway.jwt_secret, stop), daemon=True)
             demo_thread.start()
         while not stop.is_set():
@@ -133,6 +136,24 @@ def import_(
 ) -> None:
     """Bulk import of historical objections, with a progress bar. Safe to run again: an
     objection_id is recorded once."""
+    from consentry.importer import OBJECTIONS
+
+    _import_file(file, show, OBJECTIONS)
+
+
+@app.command("import-notices")
+def import_notices(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines of notices, with their original sent_at.")],
+    show: Annotated[int, typer.Option(help="How many rejected lines to list.")] = 20,
+) -> None:
+    """Bulk import of notices already sent to users, with a progress bar. Safe to run again:
+    a notice_id is recorded once."""
+    from consentry.importer import NOTICES
+
+    _import_file(file, show, NOTICES)
+
+
+def _import_file(file: Path, show: int, kind) -> None:  # type: ignore[no-untyped-def]
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     from consentry.importer import ImportFailed, import_file
@@ -140,16 +161,16 @@ def import_(
     from consentry.timeutil import now_us
 
     settings = CommonSettings()
-    columns = (TextColumn("importing {task.fields[lines]:,} lines"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    columns = (TextColumn(f"importing {kind.name}: {{task.fields[lines]:,}} lines"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
     started = time.monotonic()
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("import", total=file.stat().st_size, lines=0)
         try:
             report = asyncio.run(
-                import_file(settings, file, now_us(), lambda read, lines: progress.update(task, completed=read, lines=lines))
+                import_file(settings, file, now_us(), lambda read, lines: progress.update(task, completed=read, lines=lines), kind=kind)
             )
         except ImportFailed as exc:
-            console.print(f"[red]{exc}[/]; objections already sent are kept: running the same import again is safe")
+            console.print(f"[red]{exc}[/]; {kind.name} already sent are kept: running the same import again is safe")
             raise typer.Exit(1) from exc
     console.print(
         f"{report.lines:,} lines: accepted {report.accepted:,}, duplicates skipped {report.duplicates:,}, "

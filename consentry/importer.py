@@ -1,12 +1,15 @@
-"""Bulk import of historical objection events (JSON Lines), for `consentry import` and the
-gateway's `POST /v1/admin/objections:import`. Imported objections are ordinary objection
-events on the `objections` topic: they count and purge exactly like new ones.
+"""Bulk imports (JSON Lines) of historical objection events, for `consentry import` and the
+gateway's `POST /v1/admin/objections:import`, and of notices, for `consentry import-notices`
+and `POST /v1/admin/notices:import`. Imported events are ordinary events on their topic
+(`objections`, `notices`): they count exactly like new ones.
 
-Each line is one objection event as in the contract, with its original `received_at`;
-`channel` may be left out (it is then `import`). Lines are validated one by one; a bad
-line is reported with its number and reason and never stops the import. A line whose
-`objection_id` came earlier in the same import is skipped as a duplicate (one already
-imported before is harmless too: the consent table records an id once).
+Each objection line is one objection event as in the contract, with its original
+`received_at`; `channel` may be left out (it is then `import`). Each notice line is one
+notice as in the contract, with its original `sent_at`. Lines are validated one by one; a
+bad line is reported with its number and reason and never stops the import. A line whose
+id came earlier in the same import is skipped as a duplicate (one already imported before
+is harmless too: the consent table records an id once). What differs between the two kinds
+is an `Importable`: how a line is parsed, its id, how it is encoded and on which topic.
 
 The reading loop is the same for a file and for an HTTP body streamed in chunks; events
 are published in chunks, with one chunk in flight while the next is parsed, so memory
@@ -19,14 +22,16 @@ import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from consentry.events import Invalid, ObjectionEvent, encode_objection, objection_from_dict
+from consentry.events import Invalid, Notice, ObjectionEvent, encode_notice, encode_objection, notice_from_dict, objection_from_dict
 from consentry.kafka import BatchSender, producer_options
 from consentry.partitioning import home_partition
 from consentry.settings import CommonSettings
+from consentry.topics import Topics
 
 FUTURE_SKEW_US = 5 * 60 * 1_000_000
 MAX_REPORTED = 1000
@@ -34,27 +39,63 @@ MAX_LINE_BYTES = 16 * 1024
 CHUNK_EVENTS = 20_000
 IMPORT_CHANNEL = "import"
 
-Publish = Callable[[Sequence[ObjectionEvent]], Awaitable[None]]
+E = TypeVar("E", ObjectionEvent, Notice)
+Publish = Callable[[Sequence[E]], Awaitable[None]]
 Progress = Callable[[int, int], None]  # (bytes read so far, lines read so far)
 
 
-def parse_import_line(line: bytes, now_us: int) -> ObjectionEvent | Invalid | None:
-    """One line: an objection event, the reason it is rejected, or None for a blank line."""
+def _json_line(line: bytes) -> Any | Invalid | None:
+    """A line's JSON value, the reason it is rejected, or None for a blank line."""
     if len(line) > MAX_LINE_BYTES:
         return Invalid("too_large", f"line is longer than {MAX_LINE_BYTES} bytes")
     line = line.strip()
     if not line:
         return None
     try:
-        obj = orjson.loads(line)
+        return orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         return Invalid("invalid_json", f"not valid JSON ({exc.msg})")
+
+
+def parse_import_line(line: bytes, now_us: int) -> ObjectionEvent | Invalid | None:
+    """One line: an objection event, the reason it is rejected, or None for a blank line."""
+    obj = _json_line(line)
+    if obj is None or type(obj) is Invalid:
+        return obj
     if type(obj) is dict and "channel" not in obj:
         obj["channel"] = IMPORT_CHANNEL
     event = objection_from_dict(obj)
     if type(event) is ObjectionEvent and event.received_at_us > now_us + FUTURE_SKEW_US:
         return Invalid("bad_timestamp", "'received_at' is in the future")
     return event
+
+
+def parse_notice_line(line: bytes, now_us: int) -> Notice | Invalid | None:
+    """One line: a notice, the reason it is rejected, or None for a blank line."""
+    obj = _json_line(line)
+    if obj is None or type(obj) is Invalid:
+        return obj
+    notice = notice_from_dict(obj)
+    if type(notice) is Notice and notice.sent_at_us > now_us + FUTURE_SKEW_US:
+        return Invalid("bad_timestamp", "'sent_at' is in the future")
+    return notice
+
+
+@dataclass(frozen=True)
+class Importable(Generic[E]):
+    """One kind of importable event."""
+
+    name: str  # plural, for people: "objections", "notices"
+    parse_line: Callable[[bytes, int], E | Invalid | None]
+    id_of: Callable[[E], str]
+    encode: Callable[[E], bytes]
+    topic_of: Callable[[Topics], str]
+
+
+OBJECTIONS: Importable[ObjectionEvent] = Importable(
+    "objections", parse_import_line, lambda e: e.objection_id, encode_objection, lambda t: t.objections
+)
+NOTICES: Importable[Notice] = Importable("notices", parse_notice_line, lambda n: n.notice_id, encode_notice, lambda t: t.notices)
 
 
 @dataclass
@@ -90,30 +131,33 @@ class ImportFailed(Exception):
         self.report = report
 
 
-class ImportBatch:
+class ImportBatch(Generic[E]):
     """Validates lines and collects the accepted events of one chunk. Pure, no I/O."""
 
-    def __init__(self, now_us: int) -> None:
+    def __init__(self, now_us: int, kind: Importable[E]) -> None:
         self.now_us = now_us
+        self.kind = kind
         self.report = ImportReport()
         self.seen: set[str] = set()
-        self.events: list[ObjectionEvent] = []
+        self.events: list[E] = []
 
     def feed(self, line: bytes) -> None:
         self.report.lines += 1
-        parsed = parse_import_line(line, self.now_us)
+        parsed = self.kind.parse_line(line, self.now_us)
         if parsed is None:
             return
         if type(parsed) is Invalid:
             self.report.reject(self.report.lines, parsed.reason)
-        elif parsed.objection_id in self.seen:
+            return
+        event_id = self.kind.id_of(parsed)  # type: ignore[arg-type]
+        if event_id in self.seen:
             self.report.duplicates += 1
         else:
-            self.seen.add(parsed.objection_id)
-            self.events.append(parsed)
+            self.seen.add(event_id)
+            self.events.append(parsed)  # type: ignore[arg-type]
             self.report.accepted += 1
 
-    def take(self) -> list[ObjectionEvent]:
+    def take(self) -> list[E]:
         events, self.events = self.events, []
         return events
 
@@ -155,10 +199,11 @@ async def import_lines(
     now_us: int,
     progress: Progress | None = None,
     chunk_events: int = CHUNK_EVENTS,
+    kind: Importable = OBJECTIONS,
 ) -> ImportReport:
     """Validate every line and publish the accepted events; returns once all of them are
     acknowledged by the broker. Raises ImportFailed when publishing fails."""
-    batch = ImportBatch(now_us)
+    batch: ImportBatch = ImportBatch(now_us, kind)
     source = lines if isinstance(lines, AsyncIterable) else _aiter(lines)
     in_flight: asyncio.Task[None] | None = None
     read = 0
@@ -194,25 +239,34 @@ async def import_lines(
     return batch.report
 
 
-async def publish_objections(producer: AIOKafkaProducer, topic: str, partitions: int, events: Sequence[ObjectionEvent]) -> None:
+async def publish_events(
+    producer: AIOKafkaProducer, topic: str, partitions: int, events: Sequence[E], encode: Callable[[E], bytes]
+) -> None:
     """Send events to their users' home partitions; returns once the broker acknowledged all."""
     sender = BatchSender(producer)
     for event in events:
-        sender.append(topic, home_partition(event.user_id, partitions), event.user_id.encode(), encode_objection(event))
+        sender.append(topic, home_partition(event.user_id, partitions), event.user_id.encode(), encode(event))
     await sender.flush()
 
 
-async def import_file(settings: CommonSettings, path: Path, now_us: int, progress: Progress | None = None) -> ImportReport:
-    """`consentry import FILE`: the whole file onto the `objections` topic of `settings`."""
+async def publish_objections(producer: AIOKafkaProducer, topic: str, partitions: int, events: Sequence[ObjectionEvent]) -> None:
+    await publish_events(producer, topic, partitions, events, encode_objection)
+
+
+async def import_file(
+    settings: CommonSettings, path: Path, now_us: int, progress: Progress | None = None, kind: Importable = OBJECTIONS
+) -> ImportReport:
+    """`consentry import FILE` (`consentry import-notices FILE`): the whole file onto the
+    `objections` (`notices`) topic of `settings`."""
     producer = AIOKafkaProducer(**producer_options(settings), linger_ms=20, max_batch_size=1 << 20)
     await producer.start()
     try:
-        topic, partitions = settings.topics.objections, settings.partitions
+        topic, partitions = kind.topic_of(settings.topics), settings.partitions
 
-        async def publish(events: Sequence[ObjectionEvent]) -> None:
-            await publish_objections(producer, topic, partitions, events)
+        async def publish(events: Sequence[Any]) -> None:
+            await publish_events(producer, topic, partitions, events, kind.encode)
 
         with open(path, "rb") as handle:
-            return await import_lines(publish, handle, now_us, progress)
+            return await import_lines(publish, handle, now_us, progress, kind=kind)
     finally:
         await producer.stop()

@@ -13,6 +13,7 @@ from consentry.events import (
     Invalid,
     decode_consent_state,
     encode_consent_state,
+    parse_notice,
     parse_objection,
     parse_receipt,
 )
@@ -30,8 +31,9 @@ RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_s
 def register_agents(app: faust.App, table: faust.Table, settings: ConsentSettings, watch: ConsentWatch) -> None:
     topics = settings.topics
     partitions = settings.partitions
-    source = app.topic(topics.objections, topics.receipts, **RAW)
+    source = app.topic(topics.objections, topics.receipts, topics.notices, **RAW)
     objections = app.topic(topics.objections, **RAW)
+    notices = app.topic(topics.notices, **RAW)
 
     def load(key: bytes):  # type: ignore[no-untyped-def]
         raw = table.get(key)
@@ -61,6 +63,28 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
         table[key] = encode_consent_state(updated)
         watch.on_write(state, updated)
 
+    async def on_notice(value: bytes | None, partition: int, offset: int) -> None:
+        notice = parse_notice(value)
+        if type(notice) is Invalid:
+            metrics.INVALID.labels("notices", notice.code).inc()
+            log.error("skipping notice at partition %d offset %d: %s", partition, offset, notice.reason)
+            return
+        key = notice.user_id.encode()
+        home = home_partition(notice.user_id, partitions)
+        if partition != home:
+            # Like objections: the user's row lives in the changelog partition ingest loads for them.
+            metrics.REPARTITIONED_NOTICES.inc()
+            await notices.send(key=key, value=value, partition=home)
+            return
+        state = load(key)
+        updated = domain.apply_notice(state, notice, now_us())
+        if updated is state:
+            metrics.DUPLICATES_NOTICES.inc()
+        else:
+            metrics.NOTICES.labels(notice.channel).inc()
+        table[key] = encode_consent_state(updated)  # re-asserted even when unchanged, as above
+        watch.on_write(state, updated)
+
     def on_receipt(value: bytes | None, partition: int, offset: int) -> None:
         receipt = parse_receipt(value)
         if type(receipt) is Invalid:
@@ -84,6 +108,8 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
             try:
                 if message.topic == topics.receipts:
                     on_receipt(event.value, message.partition, message.offset)
+                elif message.topic == topics.notices:
+                    await on_notice(event.value, message.partition, message.offset)
                 else:
                     await on_objection(event.value, message.partition, message.offset)
             except Exception:

@@ -16,7 +16,7 @@ from services.consent.settings import ConsentSettings
 
 
 def register_views(app: faust.App, table: faust.Table, settings: ConsentSettings) -> None:
-    sources = {settings.topics.objections, settings.topics.receipts}
+    sources = {settings.topics.objections, settings.topics.receipts, settings.topics.notices}
 
     def recovering() -> bool:
         return bool(app.rebalancing) or not app.tables.recovery.completed.is_set()

@@ -113,5 +113,5 @@ def create_app(settings: GatewaySettings | None = None, publisher: ObjectionPubl
             max_age=600,
         )
     app.add_middleware(RequestMetricsMiddleware)
-    app.add_middleware(BodyLimitMiddleware, default_limit=settings.max_body_bytes, by_path={admin.IMPORT_PATH: settings.max_import_bytes})
+    app.add_middleware(BodyLimitMiddleware, default_limit=settings.max_body_bytes, by_path={admin.IMPORT_PATH: settings.max_import_bytes, admin.NOTICES_IMPORT_PATH: settings.max_import_bytes})
     return app

@@ -136,6 +136,8 @@ def _throughput(before: Metrics, after: Metrics, seconds: float) -> dict[str, An
         "dropped": sum(dropped.values()),
         "dropped_by_reason": dropped,
         "rejected": per_s("consentry_ingest_rejected_total"),
+        "deferred": per_s("consentry_ingest_deferred_total"),
+        "released": per_s("consentry_ingest_deferred_released_total"),
     }
 
 
@@ -156,6 +158,26 @@ def _totals(ingest: Metrics, sink: Metrics, consent: Metrics, gateway: Metrics) 
         "objections": v(gateway, "consentry_gateway_objections_total", kind="object"),
         "withdrawals": v(gateway, "consentry_gateway_objections_total", kind="withdraw"),
         "consent_users": v(consent, "consentry_consent_users"),
+    }
+
+
+def _notices(ingest: Metrics) -> dict[str, Any]:
+    """Posts waiting for their author's notice grace period (deferred: not dropped)."""
+
+    def v(name: str) -> float | None:
+        return value(ingest, name) if ingest else None
+
+    full = v("consentry_ingest_deferred_full")
+    return {
+        "waiting_posts": v("consentry_ingest_deferred_posts"),
+        "waiting_users": v("consentry_ingest_users_waiting_for_notice"),
+        "deferred": v("consentry_ingest_deferred_total"),
+        "released": v("consentry_ingest_deferred_released_total"),
+        "dropped": v("consentry_ingest_deferred_dropped_total"),
+        "bytes": v("consentry_ingest_deferred_bytes"),
+        "full": bool(full),
+        # Full: ingest has stopped reading posts until releases free memory.
+        "level": WARN if full else OK,
     }
 
 
@@ -240,8 +262,9 @@ def build_view(snapshots: Sequence[Snapshot], health: Sequence[Health], rejects:
         "last_purge_ago_s": (now_us / 1e6 - last_purge) if last_purge else None,
     }
     lag = _lag(latest)
+    notices = _notices(ingest)
     services = [{"service": h.service, "state": h.state, "detail": h.detail, "level": level_health(h.state)} for h in health]
-    overall = worst([s["level"] for s in services] + [backlog["level"]] + [entry["level"] for entry in lag])
+    overall = worst([s["level"] for s in services] + [backlog["level"], notices["level"]] + [entry["level"] for entry in lag])
     return {
         "generated_at_us": now_us,
         "overall": overall,
@@ -253,6 +276,7 @@ def build_view(snapshots: Sequence[Snapshot], health: Sequence[Health], rejects:
             "purge": _latency(snapshots, "consentry_objection_purge_seconds"),
         },
         "backlog": backlog,
+        "notices": notices,
         "lag": lag,
         "store": store,
         "history": _history(snapshots),

@@ -9,5 +9,5 @@ LATENCY = Histogram(
 )
 IDEMPOTENT_REPLAYS = Counter("consentry_gateway_idempotent_replays_total", "Requests answered with the receipt of an earlier one (same Idempotency-Key)")
 RATE_LIMITED = Counter("consentry_gateway_rate_limited_total", "Requests answered 429, by limit", ["limit"])
-IMPORTED = Counter("consentry_gateway_import_lines_total", "Lines of objection imports, by outcome", ["outcome"])
+IMPORTED = Counter("consentry_gateway_import_lines_total", "Lines of imports (objections, notices), by outcome", ["kind", "outcome"])
 LINK_PAGES = Counter("consentry_gateway_link_pages_total", "One-click objection page views and submissions, by outcome", ["outcome"])

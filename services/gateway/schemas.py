@@ -43,10 +43,20 @@ class HistoryItem(BaseModel):
     channel: str = Field(description="web, app, email, api or import")
     received_at: str = Field(description="When the request was made (RFC 3339, UTC); for imports, the original date.")
     reason: str | None = None
-    notice_version: str | None = None
+    notice_version: str | None = Field(
+        default=None, description="The notice version the person last saw: as they said, else the latest notice sent to them by then."
+    )
     enforced_at: str | None = Field(default=None, description="When ingest started keeping the posts out (objections only).")
     purged_at: str | None = Field(default=None, description="When the stored posts were deleted from the training store.")
     rows_purged: int | None = Field(default=None, description="How many stored posts the purge deleted.")
+
+
+class NoticeItem(BaseModel):
+    notice_id: str
+    notice_version: str = Field(description="Which text was sent.")
+    channel: Literal["email", "in_app"]
+    sent_at: str = Field(description="When it was sent (RFC 3339, UTC).")
+    country: str = Field(description="The country it was sent for (ISO 3166-1 alpha-2).")
 
 
 class ObjectionStatus(BaseModel):
@@ -64,7 +74,11 @@ class ObjectionStatus(BaseModel):
                     "enforced_at": "2025-05-27T10:00:01.4Z",
                     "purged_at": "2025-05-27T10:00:02.1Z",
                     "rows_purged": 12,
+                    "notice_version": "2025-05",
                 }
+            ],
+            "notices": [
+                {"notice_id": "n-1", "notice_version": "2025-05", "channel": "email", "sent_at": "2025-05-01T09:00:00Z", "country": "FR"}
             ],
         }
     )
@@ -73,6 +87,9 @@ class ObjectionStatus(BaseModel):
     objected: bool = Field(description="True while an objection is active.")
     status: Literal["none", "received", "enforced", "purged", "withdrawn"] = Field(description="The latest request's step.")
     history: list[HistoryItem] = Field(description="Every objection and withdrawal, oldest first.")
+    notices: list[NoticeItem] = Field(
+        default_factory=list, description="Every notice you were sent about the use of your posts for AI training, oldest first."
+    )
 
 
 class RejectedLine(BaseModel):
@@ -92,8 +109,8 @@ class ImportResult(BaseModel):
         }
     )
 
-    accepted: int = Field(description="Lines published as objection events (acknowledged by the broker).")
-    duplicates: int = Field(description="Lines skipped: their objection_id came earlier in this import.")
+    accepted: int = Field(description="Lines published as objection events or notices (acknowledged by the broker).")
+    duplicates: int = Field(description="Lines skipped: their objection_id (notice_id) came earlier in this import.")
     rejected: int = Field(description="Invalid lines, none of them published.")
     lines: int = Field(description="Lines read, blank ones included.")
     rejected_lines: list[RejectedLine] = Field(description="Line number and reason of the first 1000 rejected lines.")

@@ -36,7 +36,7 @@ class GatewaySettings(CommonSettings):
     rate_limit_address_burst: int = Field(default=200, ge=1)
 
     max_body_bytes: int = Field(default=64 * 1024, gt=0, description="Largest request body, except the import.")
-    max_import_bytes: int = Field(default=1 << 30, gt=0, description="Largest body of POST /v1/admin/objections:import.")
+    max_import_bytes: int = Field(default=1 << 30, gt=0, description="Largest body of POST /v1/admin/objections:import (and notices:import).")
     cors_allow_origins: str = Field(default="", description="Comma-separated origins allowed by CORS; empty: CORS closed.")
 
     @property

@@ -10,7 +10,8 @@ changelog for the home partitions it owns. For each post:
 - otherwise -> forwarded to posts-by-user, to the worker that owns the user's home.
 
 So every post of a user is decided by one worker, which also writes that user's purge
-markers: a marker lands in training.posts after every post forwarded before it.
+markers: a marker lands in training.posts after every post forwarded before it. Posts that
+wait for their author's notice grace period are services.ingest.deferred's (a few hooks here).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from consentry.timeutil import now_us
 from consentry.web import StatusServer
 from services.ingest import metrics
 from services.ingest.consent_view import ConsentView
+from services.ingest.deferred import DeferredPosts
 from services.ingest.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,8 @@ class IngestWorker:
         self.topics = settings.topics
         self.partitions = settings.partitions
         self.view = ConsentView()
+        self.notice_policy = settings.notice_policy  # None: the notice rule is off
+        self.deferred = DeferredPosts(settings, self.view)
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._assigned: set[TopicPartition] = set()
@@ -80,7 +84,7 @@ class IngestWorker:
         s = self.settings
         self.producer = AIOKafkaProducer(**producer_options(s), linger_ms=5, max_batch_size=512 * 1024)
         await self.producer.start()
-        for topic in (self.topics.training_posts, self.topics.posts_by_user, self.topics.receipts):
+        for topic in (self.topics.training_posts, self.topics.posts_by_user, self.topics.receipts, self.topics.posts_deferred):
             count = await wait_partitions(self.producer, topic)
             if count != self.partitions:
                 raise RuntimeError(f"{topic} has {count} partitions, expected {self.partitions}")
@@ -112,6 +116,8 @@ class IngestWorker:
             client_id="consentry-ingest",
         )
         await self.posts.start()
+        await self.deferred.start(self.sender, self.posts)
+        self.settings.warn_if_notice_rule_off()
         self.posts.subscribe([self.topics.posts, self.topics.posts_by_user], listener=_Rebalance(self))
         self.status = StatusServer(s.ingest_host, s.ingest_port, self.readiness)
         await self.status.start()
@@ -123,7 +129,7 @@ class IngestWorker:
                 await self._flush_and_commit()
             except Exception:
                 log.exception("final commit failed; the next owner re-reads from the last commit")
-        for closer in (self.posts.stop, self.consent.stop, self.producer.stop, self.status.stop):
+        for closer in (self.posts.stop, self.consent.stop, self.deferred.stop, self.producer.stop, self.status.stop):
             try:
                 await closer()
             except Exception:
@@ -140,6 +146,7 @@ class IngestWorker:
         while not self._stopping.is_set():
             async with self._lock:
                 await self._pump_consent()
+                await self.deferred.tick(self._held)  # releases deferred posts when due
                 held = bool(self._held)
             if held:
                 continue
@@ -171,6 +178,7 @@ class IngestWorker:
             await self._flush_and_commit()
             self._positions.clear()
             self._assigned = set()
+            self.deferred.revoke()
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self._lock:
@@ -185,6 +193,7 @@ class IngestWorker:
             self.consent.assign(changelog)
             if changelog:
                 await self.consent.seek_to_beginning(*changelog)
+            await self.deferred.assign(homes)  # and reload the deferred posts of each
             self._held = set(assigned)
             self.posts.pause(*assigned)
             metrics.PARTITIONS_HELD.set(len(self._held))
@@ -210,6 +219,7 @@ class IngestWorker:
         if touched:
             metrics.CONSENT_USERS.set(self.view.user_count())
             await self._enforce(touched)
+            self.deferred.on_consent_changed(touched)
 
     async def _check_loaded(self) -> None:
         for p in sorted(self._owned_homes - self.view.ready):
@@ -220,6 +230,8 @@ class IngestWorker:
             if await self.consent.position(tp) < highwater:
                 return
             self.view.ready.add(p)
+        if not await self.deferred.load():
+            return
         # Every owned home is loaded: enforce whatever is pending, then let posts flow.
         await self._enforce({(p, u) for p in self._owned_homes for u in self.view.users_with_pending(p)})
         self.posts.resume(*self._held)
@@ -269,6 +281,7 @@ class IngestWorker:
         now = now_us()
         sender = self.sender
         view = self.view
+        policy = self.notice_policy
         owned = self._owned_homes
         n = self.partitions
         accepted = 0
@@ -298,10 +311,12 @@ class IngestWorker:
                     moved += 1
                     sender.append(topics.posts_by_user, home, record.key, record.value)
                     continue
-                decision = decide(post, view.intervals(home, post.user_id), now)
+                decision = decide(post, view.intervals(home, post.user_id), now, view.notices(home, post.user_id), policy)
                 if decision is Decision.ACCEPT:
                     accepted += 1
                     sender.append(topics.training_posts, home, record.key, encode_training_post(post, now))
+                elif decision is Decision.DEFERRED:  # not a drop: held until the notice grace period ends
+                    self.deferred.hold(home, post, record.value)
                 else:
                     dropped[decision.value] = dropped.get(decision.value, 0) + 1
             self._positions[tp] = self._consumed[tp] = records[-1].offset + 1

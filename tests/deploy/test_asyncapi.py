@@ -20,32 +20,36 @@ import pytest
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
-from consentry.domain.consent import apply_objection, apply_receipt
+from consentry.domain.consent import apply_notice, apply_objection, apply_receipt
 from consentry.events import (
     ENFORCED,
     PURGED,
     ConsentState,
     Invalid,
+    Notice,
     ObjectionEvent,
     Post,
     PurgeMarker,
     Receipt,
     decode_consent_state,
     encode_consent_state,
+    encode_notice,
     encode_objection,
     encode_purge_marker,
     encode_receipt,
     encode_rejection,
     encode_training_post,
+    parse_notice,
     parse_objection,
     parse_post,
     parse_receipt,
     parse_training_message,
 )
-from consentry.importer import parse_import_line
+from consentry.importer import parse_import_line, parse_notice_line
 from consentry.settings import CommonSettings
 from consentry.timeutil import parse_rfc3339
 from consentry.topics import Topics
+from services.ingest.deferred import parse_deferred
 from tests.support.deploy import ROOT, load_yaml
 
 DOCUMENT = ROOT / "docs" / "asyncapi.yaml"
@@ -144,6 +148,7 @@ CONTRACT_POST = {
 }
 OBJECTION = ObjectionEvent("0b9e6c0e-7f1f-4c1e-9a55-5c3f0e3e9d11", "u-42", "object", ts("2025-05-27T10:00:01Z"), "web", "optional text")
 WITHDRAWAL = ObjectionEvent("5f0c2d7a-1b8e-4f9a-8c3d-2e6b7a9d0f14", "u-42", "withdraw", ts("2025-06-01T08:30:00Z"), "api")
+NOTICE = Notice("n-1", "u-42", "2025-05", "email", ts("2025-05-01T09:00:00Z"), "FR")
 
 
 def a_post(**changes: Any) -> Post:
@@ -159,8 +164,14 @@ def consent_states() -> dict[str, ConsentState]:
         enforced, Receipt(PURGED, "u-42", (OBJECTION.objection_id,), ts("2025-05-27T10:00:03.1Z"), 12, ts("2025-05-27T10:00:01.9Z")), ts("2025-05-27T10:00:03.2Z")
     )
     withdrawn = apply_objection(purged, WITHDRAWAL, ts("2025-06-01T08:30:00.5Z"))
+    notified = apply_notice(None, NOTICE, ts("2025-05-01T09:00:01Z"))
+    notified_then_objected = apply_objection(notified, OBJECTION, ts("2025-05-27T10:00:01.250000Z"))
     assert enforced is not None and purged is not None
-    return {"received": received, "enforced": enforced, "purged": purged, "withdrawn": withdrawn}
+    assert notified_then_objected.history[0].notice_version_derived
+    return {
+        "received": received, "enforced": enforced, "purged": purged, "withdrawn": withdrawn,
+        "notified": notified, "notified then objected": notified_then_objected,
+    }
 
 
 # (raw value, key) of invalid posts -> the reason code parse_post gives them
@@ -193,6 +204,11 @@ def written_messages() -> list[tuple[str, str, bytes]]:
     imported = parse_import_line(b'{"objection_id": "imp-1", "user_id": "u-9", "kind": "object", "received_at": "2019-03-01T12:00:00+01:00", "channel": "import", "notice_version": "v3"}', now)
     assert type(imported) is ObjectionEvent
     out.append(("imported objection", "ObjectionEvent", encode_objection(imported)))
+    out.append(("notice", "Notice", encode_notice(NOTICE)))
+    imported_notice = parse_notice_line(b'{"notice_id": "n-9", "user_id": "u-9", "notice_version": "v1", "channel": "in_app", "sent_at": "2024-01-02T03:04:05+01:00", "country": "IS"}', now)
+    assert type(imported_notice) is Notice
+    out.append(("imported notice", "Notice", encode_notice(imported_notice)))
+    out.append(("deferred post", "DeferredPost", orjson.dumps(CONTRACT_POST)))  # ingest writes the post's own bytes
     for step, state in consent_states().items():
         out.append((f"consent state, {step}", "ConsentState", encode_consent_state(state)))
     for code, (raw, key) in INVALID_POSTS.items():
@@ -246,6 +262,8 @@ READERS = {
     "EnforcedReceipt": lambda value, _key: type(parse_receipt(value)) is Receipt,
     "PurgedReceipt": lambda value, _key: type(parse_receipt(value)) is Receipt,
     "ConsentState": lambda value, _key: type(decode_consent_state(value)) is ConsentState,
+    "Notice": lambda value, _key: type(parse_notice(value)) is Notice,
+    "DeferredPost": lambda value, _key: type(parse_deferred(value)) is Post,
 }
 
 

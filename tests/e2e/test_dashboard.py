@@ -55,6 +55,7 @@ READ_PAGE = """() => {
     rowsPurged: text('total-rows_purged'),
     overall: text('overall-text'),
     backlog: text('backlog-age'),
+    waitingForNotice: text('notices-waiting_posts'),
     health,
     rejects: [...document.querySelectorAll('#rejects .code')].map((el) => el.textContent),
   };
@@ -97,6 +98,7 @@ def test_the_dashboard_shows_the_promise_kept_live(system: System, browser: Brow
         assert shown["health"] == {"gateway": "ready", "consent": "ready", "ingest": "ready", "sink": "ready"}, shown
         assert shown["overall"] == "All good", shown
         assert shown["backlog"] == "none", shown  # bob's objection is purged: nothing waits
+        assert shown["waitingForNotice"] == "0", shown  # the notice rule is off in this story
         assert "invalid_json" in shown["rejects"], shown
         return shown
 

@@ -20,7 +20,10 @@ from tests.support.wait import eventually
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-SUMMARY = re.compile(r"posts in (\d+)\s+accepted (\d+).*stored (\d+)\s+purged (\d+) rows / (\d+) objections")
+SUMMARY = re.compile(
+    r"posts in (?P<posts_in>\d+)\s+accepted (?P<accepted>\d+)\s+deferred (?P<deferred>\d+) \(waiting (?P<waiting>\d+), released (?P<released>\d+), "
+    r"dropped (?P<deferred_dropped>\d+)\).*stored (?P<stored>\d+)\s+purged (?P<purged>\d+) rows / (?P<purges>\d+) objections"
+)
 
 
 def readme_block() -> list[str]:
@@ -91,11 +94,11 @@ def test_consentry_up_demo_and_the_readme_session(tmp_path: Path) -> None:
 
         eventually(alice_purged, timeout=60, what="alice purged")
 
-        # The demo's summary shows posts accepted, dropped and purged.
+        # The demo's summary shows posts accepted, deferred (the notice rule is on), dropped and purged.
         def demo_flowing() -> bool:
             for line in output.lines:
                 match = SUMMARY.search(line)
-                if match and int(match[2]) > 0 and int(match[4]) > 0 and "objected=" in line:
+                if match and int(match["accepted"]) > 0 and int(match["deferred"]) > 0 and int(match["purged"]) > 0 and "objected=" in line:
                     return True
             return False
 

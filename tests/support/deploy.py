@@ -36,12 +36,13 @@ SETTINGS_OF_COMMAND: dict[str, type[BaseSettings]] = {
     "gateway": GatewaySettings,
     "topics": CommonSettings,
     "import": CommonSettings,
+    "import-notices": CommonSettings,
     "vacuum": SinkSettings,
     "token": GatewaySettings,
 }
 SERVICE_COMMANDS = ("consent", "ingest", "sink", "gateway")
 
-# The metric names the dashboard and the alerts may use (issue 5). Histograms are queried
+# The metric names the dashboard and the alerts may use (issues 5 and 7). Histograms are queried
 # through their `_bucket` series.
 METRICS: dict[str, str] = {
     "consentry_ingest_posts_in_total": "counter",
@@ -50,6 +51,14 @@ METRICS: dict[str, str] = {
     "consentry_ingest_rejected_total": "counter",
     "consentry_ingest_repartitioned_total": "counter",
     "consentry_ingest_purge_markers_total": "counter",
+    "consentry_ingest_deferred_total": "counter",
+    "consentry_ingest_deferred_posts": "gauge",
+    "consentry_ingest_deferred_bytes": "gauge",
+    "consentry_ingest_deferred_full": "gauge",
+    "consentry_ingest_deferred_released_total": "counter",
+    "consentry_ingest_deferred_dropped_total": "counter",
+    "consentry_ingest_users_waiting_for_notice": "gauge",
+    "consentry_consent_notices_total": "counter",
     "consentry_sink_rows_appended_total": "counter",
     "consentry_sink_duplicates_total": "counter",
     "consentry_sink_purges_total": "counter",

@@ -31,3 +31,30 @@ async def test_objections_land_in_the_table_once(app) -> None:  # type: ignore[n
     assert [e.objection_id for e in state.history] == ["o-1"]
     assert state.intervals == ((1_700_000_000_000_000, None),)
     assert state.pending == ("o-1",)
+
+
+async def test_notices_land_in_the_table_once(app) -> None:  # type: ignore[no-untyped-def]
+    from faust.types import TP
+
+    from consentry.events import Notice, encode_notice
+
+    agent = next(iter(app.agents.values()))
+    table = app.tables["consent"]
+    topic = "notices"  # no topic prefix in these settings
+    sent = Notice("n-1", "u-2", "v1", "email", 1_700_000_000_000_000, "FR")
+    async with agent.test_context() as context:
+        # test_context() names no topic for a multi-topic agent: say these come from `notices`.
+        to_message = context.to_message
+
+        def from_notices(*args, **kwargs):  # type: ignore[no-untyped-def]
+            message = to_message(*args, **kwargs)
+            message.topic, message.tp = topic, TP(topic, message.partition)
+            return message
+
+        context.to_message = from_notices
+        for _ in range(2):  # the second one is a re-delivery
+            await context.put(key=b"u-2", value=encode_notice(sent))
+        await context.put(key=b"u-2", value=b'{"notice_id": "n-2"}')  # skipped: invalid
+    state = decode_consent_state(table[b"u-2"])
+    assert [(n.notice_id, n.notice_version, n.country) for n in state.notices] == [("n-1", "v1", "FR")]
+    assert state.history == ()

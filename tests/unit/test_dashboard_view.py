@@ -199,3 +199,49 @@ def test_the_latest_rejects_come_first() -> None:
         {"received_at": "2026-01-01T09:59:59Z", "partition": 0, "offset": 0},
     ]
     assert [r["offset"] for r in latest_rejects(rejects, 2)] == [9, 1]
+
+
+def with_deferred(metrics: dict, deferred: int, waiting: int, users: int, released: int, dropped: int, full: int = 0) -> dict:
+    return {
+        **metrics,
+        **parse_metrics(
+            f"""
+# TYPE consentry_ingest_deferred_total counter
+consentry_ingest_deferred_total {deferred}
+# TYPE consentry_ingest_deferred_posts gauge
+consentry_ingest_deferred_posts {waiting}
+# TYPE consentry_ingest_users_waiting_for_notice gauge
+consentry_ingest_users_waiting_for_notice {users}
+# TYPE consentry_ingest_deferred_released_total counter
+consentry_ingest_deferred_released_total {released}
+# TYPE consentry_ingest_deferred_dropped_total counter
+consentry_ingest_deferred_dropped_total {dropped}
+# TYPE consentry_ingest_deferred_bytes gauge
+consentry_ingest_deferred_bytes 4096
+# TYPE consentry_ingest_deferred_full gauge
+consentry_ingest_deferred_full {full}
+"""
+        ),
+    }
+
+
+def test_posts_waiting_for_their_notice_are_shown_apart_from_drops() -> None:
+    scrapes = two_scrapes()
+    scrapes[0].services["ingest"] = with_deferred(scrapes[0].services["ingest"], 50, 50, 5, 0, 0)
+    scrapes[1].services["ingest"] = with_deferred(scrapes[1].services["ingest"], 100, 70, 6, 25, 5)
+    view = build_view(scrapes, HEALTHY, [], NOW_US)
+
+    assert view["notices"] == {
+        "waiting_posts": 70, "waiting_users": 6, "deferred": 100, "released": 25, "dropped": 5, "bytes": 4096, "full": False, "level": OK,
+    }
+    assert view["throughput"]["deferred"] == 10.0 and view["throughput"]["released"] == 5.0
+    assert view["throughput"]["dropped"] == 60.0  # deferred posts are not drops
+    assert view["overall"] == OK
+
+
+def test_deferred_posts_filling_their_memory_bound_need_attention() -> None:
+    scrapes = two_scrapes()
+    scrapes[1].services["ingest"] = with_deferred(scrapes[1].services["ingest"], 100, 70, 6, 25, 5, full=1)
+    view = build_view(scrapes, HEALTHY, [], NOW_US)
+    assert view["notices"]["full"] is True and view["notices"]["level"] == WARN
+    assert view["overall"] == WARN

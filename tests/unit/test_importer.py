@@ -93,3 +93,40 @@ def test_an_overlong_streamed_line_is_cut_and_then_rejected_not_buffered() -> No
     lines = asyncio.run(collect())
     assert lines == [b"A" * 61, b"next"]
     assert isinstance(parse_import_line(b"x" * (MAX_LINE_BYTES + 1), NOW), Invalid)
+
+
+# ------------------------------------------------------------------ notices: the same machinery
+
+
+def notice_line(notice_id: str, user: str = "u-1", **extra: object) -> bytes:
+    return orjson.dumps(
+        {"notice_id": notice_id, "user_id": user, "notice_version": "v1", "channel": "email", "sent_at": "2025-01-02T03:04:05Z", "country": "FR", **extra}
+    )
+
+
+def test_a_notices_import_reports_lines_the_same_way() -> None:
+    from consentry.events import Notice
+    from consentry.importer import NOTICES
+
+    published: list[list[Notice]] = []
+
+    async def publish(notices):  # type: ignore[no-untyped-def]
+        published.append(list(notices))
+
+    lines = [
+        notice_line("n-1"),
+        notice_line("n-2", channel="sms"),
+        notice_line("n-1", user="u-2"),  # the same notice_id again
+        b"",
+        notice_line("n-3", sent_at="2030-01-01T00:00:00Z"),  # not sent yet
+        notice_line("n-4", country="France"),
+        notice_line("n-5", user="u-3", channel="in_app", country="NO"),
+    ]
+    report = asyncio.run(import_lines(publish, lines, NOW, chunk_events=1, kind=NOTICES))
+
+    assert (report.lines, report.accepted, report.duplicates, report.rejected_count) == (7, 2, 1, 3)
+    assert [(n, reason.split(":")[0]) for n, reason in report.rejected] == [(2, "bad_value"), (5, "bad_timestamp"), (6, "bad_value")]
+    assert "'sent_at' is in the future" in report.rejected[1][1]
+    notices = [n for chunk in published for n in chunk]
+    assert [(n.notice_id, n.user_id, n.channel, n.country) for n in notices] == [("n-1", "u-1", "email", "FR"), ("n-5", "u-3", "in_app", "NO")]
+    assert notices[0].sent_at_us == parse_rfc3339("2025-01-02T03:04:05Z")

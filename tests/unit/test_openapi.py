@@ -16,7 +16,7 @@ def test_the_contract_endpoints_are_documented() -> None:
     documented = {name for name, _op, _spec in operations()}
     assert {
         "POST /v1/objections", "GET /v1/objections/me", "DELETE /v1/objections/me",
-        "GET /object", "POST /object", "POST /v1/admin/objections:import",
+        "GET /object", "POST /object", "POST /v1/admin/objections:import", "POST /v1/admin/notices:import",
         "GET /healthz", "GET /readyz", "GET /metrics",
     } <= documented
 
@@ -43,6 +43,7 @@ def test_the_api_error_codes_people_meet_are_there() -> None:
     ops = {name: op for name, op, _spec in operations()}
     assert {"202", "401", "413", "422", "429", "503"} <= set(ops["POST /v1/objections"]["responses"])
     assert {"200", "401", "403", "413", "429", "503"} <= set(ops["POST /v1/admin/objections:import"]["responses"])
+    assert {"200", "401", "403", "413", "429", "503"} <= set(ops["POST /v1/admin/notices:import"]["responses"])
     assert {"200", "400", "403", "410", "429", "503"} <= set(ops["POST /object"]["responses"])
     assert "Retry-After" in ops["POST /v1/objections"]["responses"]["429"]["headers"]
 

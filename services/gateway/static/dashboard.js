@@ -148,6 +148,24 @@ function renderObjections(d) {
   }
 }
 
+function renderNotices(d) {
+  const n = d.notices;
+  setText(byId("notices-waiting_posts"), count(n.waiting_posts));
+  setText(byId("word-waiting"), plural(n.waiting_posts, "post", "posts"));
+  setText(byId("notices-waiting_users"), count(n.waiting_users));
+  setText(byId("word-users"), plural(n.waiting_users, "user", "users"));
+  setText(byId("notices-deferred"), count(n.deferred));
+  setText(byId("notices-released"), count(n.released));
+  setText(byId("rate-released"), perSecond(d.throughput ? d.throughput.released : null));
+  setText(byId("notices-dropped"), count(n.dropped));
+  // A colour says "look here": nothing released or dropped yet is not news.
+  byId("notices-released").closest(".card").classList.toggle("idle", !n.released);
+  byId("notices-dropped").closest(".card").classList.toggle("idle", !n.dropped);
+  setText(byId("notices-bytes"), bytes(n.bytes));
+  setLevel(byId("notices-memory"), n.level);
+  setText(byId("notices-full"), n.bytes === null ? "—" : n.full ? "full: ingest has stopped reading posts until releases free room" : "under its bound: posts are read");
+}
+
 function renderLag(lag) {
   const body = byId("lag");
   const rows = lag.map((entry) => {
@@ -231,6 +249,7 @@ function render(d) {
   setText(byId("overall-text"), down.length ? `${LEVEL_TEXT[d.overall]}: ${down.join(", ")} not ready` : LEVEL_TEXT[d.overall]);
   renderHealth(d.health);
   renderFlow(d);
+  renderNotices(d);
   renderObjections(d);
   renderLag(d.lag);
   renderStore(d);
