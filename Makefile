@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-e2e clean venv bench
+.PHONY: run test test-unit test-e2e test-deploy clean venv bench
 
 venv: $(STAMP)
 
@@ -42,6 +42,10 @@ bench: $(BENCH_STAMP) $(PEER_VENV)/.installed
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
+
+## Check docker-compose.yml, deploy/ and docs/asyncapi.yaml against their schemas and the code (seconds, offline).
+test-deploy: $(STAMP)
+	$(BIN)/python -m pytest tests/deploy
 
 clean:
 	rm -rf $(VENV) $(PEER_VENV) var .pytest_cache

@@ -55,6 +55,11 @@ def up(demo: Annotated[bool, typer.Option("--demo", help="Add a synthetic load o
         "sink": f"http://{sink.sink_host}:{sink.sink_port}",
         "gateway": gateway_url,
     }
+    # The gateway finds the others (objection status, dashboard) where they were told to listen.
+    for name in ("consent", "ingest", "sink"):
+        env.setdefault(f"CONSENTRY_{name.upper()}_URL", urls[name])
+    if demo:  # users told during the demo see their posts released within it
+        env.setdefault("CONSENTRY_NOTICE_GRACE", "60s")
     supervisor = Supervisor(env, log_dir)
     stop = threading.Event()
 
@@ -71,6 +76,7 @@ def up(demo: Annotated[bool, typer.Option("--demo", help="Add a synthetic load o
         console.print(f"logs: {log_dir}   training store: {sink.store_uri}")
         console.print(f"try: TOKEN=$(consentry token alice) && curl -X POST -H \"Authorization: Bearer $TOKEN\" {gateway_url}/v1/objections")
         if demo:
+            console.print(f"demo: users told during the demo have their posts released after {env['CONSENTRY_NOTICE_GRACE']} (CONSENTRY_NOTICE_GRACE)")
             demo_thread = threading.Thread(target=_run_demo, args=(settings, env, gateway_url, urls, gateway.jwt_secret, stop), daemon=True)
             demo_thread.start()
         while not stop.is_set():
@@ -124,39 +130,77 @@ def token(
 
 
 @app.command("import")
-def import_(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines of objection events.")]) -> None:
-    """Bulk import of historical objections, with a progress bar."""
-    from aiokafka import AIOKafkaProducer
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+def import_(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines of objection events, with their original received_at.")],
+    show: Annotated[int, typer.Option(help="How many rejected lines to list.")] = 20,
+) -> None:
+    """Bulk import of historical objections, with a progress bar. Safe to run again: an
+    objection_id is recorded once."""
+    from consentry.importer import OBJECTIONS
 
-    from consentry.importer import import_lines
-    from consentry.kafka import producer_options
+    _import_file(file, show, OBJECTIONS)
+
+
+@app.command("import-notices")
+def import_notices(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines of notices, with their original sent_at.")],
+    show: Annotated[int, typer.Option(help="How many rejected lines to list.")] = 20,
+) -> None:
+    """Bulk import of notices already sent to users, with a progress bar. Safe to run again:
+    a notice_id is recorded once."""
+    from consentry.importer import NOTICES
+
+    _import_file(file, show, NOTICES)
+
+
+def _import_file(file: Path, show: int, kind) -> None:  # type: ignore[no-untyped-def]
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    from consentry.importer import ImportFailed, import_file
     from consentry.settings import CommonSettings
     from consentry.timeutil import now_us
 
     settings = CommonSettings()
-
-    async def run() -> None:
-        producer = AIOKafkaProducer(**producer_options(settings), linger_ms=20, max_batch_size=1 << 20)
-        await producer.start()
+    columns = (TextColumn(f"importing {kind.name}: {{task.fields[lines]:,}} lines"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    started = time.monotonic()
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("import", total=file.stat().st_size, lines=0)
         try:
-            columns = (TextColumn("importing"), BarColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-            with Progress(*columns, console=console) as progress, open(file, "rb") as handle:
-                task = progress.add_task("import", total=file.stat().st_size)
-                started = time.monotonic()
-                report = await import_lines(producer, settings, handle, now_us(), lambda n: progress.advance(task, n))
-        finally:
-            await producer.stop()
-        console.print(
-            f"accepted {report.accepted}, duplicates skipped {report.duplicates}, rejected {report.rejected_count} "
-            f"in {time.monotonic() - started:.1f}s"
-        )
-        for line, reason in report.rejected[:20]:
-            console.print(f"  line {line}: {reason}")
-        if report.rejected_count > 20:
-            console.print(f"  ... and {report.rejected_count - 20} more")
+            report = asyncio.run(
+                import_file(settings, file, now_us(), lambda read, lines: progress.update(task, completed=read, lines=lines), kind=kind)
+            )
+        except ImportFailed as exc:
+            console.print(f"[red]{exc}[/]; {kind.name} already sent are kept: running the same import again is safe")
+            raise typer.Exit(1) from exc
+    console.print(
+        f"{report.lines:,} lines: accepted {report.accepted:,}, duplicates skipped {report.duplicates:,}, "
+        f"rejected {report.rejected_count:,} in {time.monotonic() - started:.1f}s"
+    )
+    for line, reason in report.rejected[:show]:
+        console.print(f"  line {line}: {reason}")
+    if report.rejected_count > show:
+        console.print(f"  ... and {report.rejected_count - show:,} more")
 
-    asyncio.run(run())
+
+@app.command()
+def link(
+    user: Annotated[str, typer.Argument(help="The user_id the link objects for.")],
+    channel: Annotated[str, typer.Option(help="Recorded on the objection: email (notice e-mail) or app (in-app notice).")] = "email",
+    ttl_days: Annotated[float | None, typer.Option(help="Days until the link expires (default: CONSENTRY_LINK_TTL_SECONDS, 30 days).")] = None,
+    base_url: Annotated[str | None, typer.Option(help="The gateway's public address (default: CONSENTRY_PUBLIC_URL).")] = None,
+) -> None:
+    """Print a signed, expiring one-click objection link for USER (what a notice carries)."""
+    from consentry.links import objection_link
+    from services.gateway.settings import GatewaySettings
+
+    settings = GatewaySettings()
+    settings.warn_if_insecure()
+    try:
+        url = objection_link(settings.jwt_secret, base_url or settings.public_base_url, user, channel=channel, ttl_seconds=int(ttl_days * 86400) if ttl_days is not None else settings.link_ttl_seconds)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    print(url)
 
 
 @app.command()
@@ -168,6 +212,24 @@ def vacuum() -> None:
     settings = SinkSettings()
     result = DeltaTrainingStore(settings.store_uri).vacuum()
     console.print(f"vacuumed {settings.store_uri}: {result.files_removed} files removed, table at version {result.version}")
+
+
+@app.command()
+def topics(
+    replication: Annotated[int, typer.Option(min=1, help="Replication factor of the topics it creates (3 on a production cluster).")] = 1,
+) -> None:
+    """Create the topics on KAFKA_BOOTSTRAP_SERVERS (partitions, retention, compaction); check existing ones."""
+    from consentry.kafka import TopicLayoutError, ensure_topics
+    from consentry.settings import CommonSettings
+
+    settings = CommonSettings()
+    try:
+        counts = asyncio.run(ensure_topics(settings, replication=replication))
+    except TopicLayoutError as exc:
+        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from exc
+    for name in sorted(counts):
+        console.print(f"{name}: {counts[name]} partitions", soft_wrap=True)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

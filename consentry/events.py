@@ -1,8 +1,8 @@
 """The single definition of every message Consentry reads or writes.
 
 Contract topics (see ../shared/CONTRACT.md): `posts`, `objections`, `training.posts`,
-`posts.rejected`, `notices`. Internal topics: the consent state changelog and the
-enforcement receipts. Each message is one JSON object; keys are the user_id as UTF-8.
+`posts.rejected`, `notices`. Internal topics: the consent state changelog, the
+enforcement receipts and the deferred posts (a post's own bytes, keyed by post_id). Each message is one JSON object; keys are the user_id as UTF-8.
 
 Parsing never raises on bad input: it returns `Invalid(code, detail)`, where `code` is a
 short, stable label (used in metrics) and `detail` a sentence for people. Neither ever
@@ -11,8 +11,9 @@ contains post text.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -26,6 +27,7 @@ MAX_REASON_LENGTH = 2000
 VISIBILITIES = frozenset({"public", "friends", "private"})
 OBJECTION_KINDS = frozenset({"object", "withdraw"})
 OBJECTION_CHANNELS = frozenset({"web", "app", "email", "api", "import"})
+NOTICE_CHANNELS = frozenset({"email", "in_app"})
 OBJECT = "object"
 WITHDRAW = "withdraw"
 
@@ -92,6 +94,11 @@ def _optional_str(obj: dict[str, Any], name: str, max_length: int) -> str | None
     return value
 
 
+def is_country_code(value: Any) -> bool:
+    """An ISO 3166-1 alpha-2 code as the contract writes it: two upper-case ASCII letters."""
+    return type(value) is str and len(value) == 2 and value.isascii() and value.isalpha() and value.isupper()
+
+
 def parse_post(value: bytes | None, key: bytes | None) -> Post | Invalid:
     """Validate one `posts` message against the contract."""
     if value is None:
@@ -147,7 +154,7 @@ def parse_post(value: bytes | None, key: bytes | None) -> Post | Invalid:
     if type(lang) is Invalid:
         return lang
     country = obj.get("country")
-    if country is not None and (type(country) is not str or len(country) != 2 or not country.isascii() or not country.isalpha() or not country.isupper()):
+    if country is not None and not is_country_code(country):
         return Invalid("bad_value", "'country' must be an ISO 3166-1 alpha-2 code such as FR")
 
     minor = obj.get("author_is_minor", False)
@@ -321,6 +328,77 @@ def encode_objection(event: ObjectionEvent) -> bytes:
     return orjson.dumps(objection_to_dict(event))
 
 
+# ----------------------------------------------------------------------- notices
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """The platform told `user_id` (by e-mail or in the app) that their public posts may be
+    used for AI training and how to object. The grace period runs from `sent_at`."""
+
+    notice_id: str
+    user_id: str
+    notice_version: str
+    channel: str  # email | in_app
+    sent_at_us: int
+    country: str
+
+
+def notice_from_dict(obj: Any) -> Notice | Invalid:
+    if type(obj) is not dict:
+        return Invalid("not_an_object", "notice is not a JSON object")
+    notice_id = _check_id(obj, "notice_id")
+    if type(notice_id) is Invalid:
+        return notice_id
+    user_id = _check_id(obj, "user_id")
+    if type(user_id) is Invalid:
+        return user_id
+    version = _check_id(obj, "notice_version")
+    if type(version) is Invalid:
+        return version
+    channel = obj.get("channel")
+    if channel not in NOTICE_CHANNELS or type(channel) is not str:
+        return Invalid("bad_value", "'channel' must be 'email' or 'in_app'")
+    sent_at = obj.get("sent_at")
+    if type(sent_at) is not str:
+        return Invalid("missing_field", "'sent_at' must be an RFC 3339 string")
+    sent_at_us = parse_rfc3339(sent_at)
+    if sent_at_us is None:
+        return Invalid("bad_timestamp", "'sent_at' is not an RFC 3339 date-time with a time zone")
+    country = obj.get("country")
+    if country is None:
+        return Invalid("missing_field", "required field 'country' is missing")
+    if not is_country_code(country):
+        return Invalid("bad_value", "'country' must be an ISO 3166-1 alpha-2 code such as FR")
+    return Notice(notice_id, user_id, version, channel, sent_at_us, country)
+
+
+def parse_notice(value: bytes | None) -> Notice | Invalid:
+    """Validate one `notices` message against the contract."""
+    if value is None:
+        return Invalid("empty", "message has no value")
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return Invalid("invalid_json", f"notice is not valid JSON ({exc.msg})")
+    return notice_from_dict(obj)
+
+
+def notice_to_dict(notice: Notice) -> dict[str, Any]:
+    return {
+        "notice_id": notice.notice_id,
+        "user_id": notice.user_id,
+        "notice_version": notice.notice_version,
+        "channel": notice.channel,
+        "sent_at": format_rfc3339(notice.sent_at_us),
+        "country": notice.country,
+    }
+
+
+def encode_notice(notice: Notice) -> bytes:
+    return orjson.dumps(notice_to_dict(notice))
+
+
 # ---------------------------------------------------------------------- receipts
 
 ENFORCED = "enforced"
@@ -392,7 +470,31 @@ class HistoryEntry:
     enforced_at_us: int | None = None
     purged_at_us: int | None = None
     rows_purged: int | None = None
+    # True when the event named no notice version and `notice_version` is the latest notice
+    # sent to the user by `received_at` (consentry.domain.consent derives it).
+    notice_version_derived: bool = False
 
+
+@dataclass(frozen=True, slots=True)
+class NoticeEntry:
+    """A notice as the consent table records it (the user is the row's)."""
+
+    notice_id: str
+    notice_version: str
+    channel: str
+    sent_at_us: int
+    country: str
+
+
+class NoticeFacts(NamedTuple):
+    """What the notice rule needs to know about a user: when the first notice was sent (µs,
+    None when none was) and the countries the notices went to."""
+
+    first_sent_us: int | None
+    countries: frozenset[str]
+
+
+NO_NOTICES = NoticeFacts(None, frozenset())
 
 Interval = tuple[int, int | None]  # [start, end) in microseconds; end None while active
 
@@ -405,8 +507,10 @@ class ConsentState:
     user_id: str
     history: tuple[HistoryEntry, ...] = ()
     intervals: tuple[Interval, ...] = ()
-    pending: tuple[str, ...] = ()  # objection ids ingest has not yet confirmed as enforced
+    pending: tuple[str, ...] = ()  # objection ids ingest has not yet confirmed (purge marker written)
+    pending_withdrawals: tuple[str, ...] = ()  # withdrawal ids ingest has not yet confirmed
     updated_at_us: int = 0
+    notices: tuple[NoticeEntry, ...] = ()  # every notice received, sorted by sent_at
 
 
 def _ts(us: int | None) -> str | None:
@@ -424,11 +528,23 @@ def history_entry_to_dict(entry: HistoryEntry) -> dict[str, Any]:
         out["reason"] = entry.reason
     if entry.notice_version is not None:
         out["notice_version"] = entry.notice_version
+        if entry.notice_version_derived:
+            out["notice_version_derived"] = True
+    out["enforced_at"] = _ts(entry.enforced_at_us)  # a withdrawal: when ingest applied it
     if entry.kind == OBJECT:
-        out["enforced_at"] = _ts(entry.enforced_at_us)
         out["purged_at"] = _ts(entry.purged_at_us)
         out["rows_purged"] = entry.rows_purged
     return out
+
+
+def notice_entry_to_dict(entry: NoticeEntry) -> dict[str, Any]:
+    return {
+        "notice_id": entry.notice_id,
+        "notice_version": entry.notice_version,
+        "channel": entry.channel,
+        "sent_at": format_rfc3339(entry.sent_at_us),
+        "country": entry.country,
+    }
 
 
 def encode_consent_state(state: ConsentState) -> bytes:
@@ -438,6 +554,8 @@ def encode_consent_state(state: ConsentState) -> bytes:
             "history": [history_entry_to_dict(e) for e in state.history],
             "intervals": [list(i) for i in state.intervals],
             "pending": list(state.pending),
+            "pending_withdrawals": list(state.pending_withdrawals),
+            "notices": [notice_entry_to_dict(n) for n in state.notices],
             "updated_at": format_rfc3339(state.updated_at_us),
         }
     )
@@ -462,19 +580,47 @@ def decode_consent_state(value: bytes) -> ConsentState:
             enforced_at_us=_us(e.get("enforced_at")),
             purged_at_us=_us(e.get("purged_at")),
             rows_purged=e.get("rows_purged"),
+            notice_version_derived=e.get("notice_version_derived", False) is True,
         )
         for e in obj["history"]
+    )
+    # Records written before notices were recorded have no "notices": none received.
+    notices = tuple(
+        NoticeEntry(n["notice_id"], n["notice_version"], n["channel"], _us(n["sent_at"]) or 0, n["country"])
+        for n in obj.get("notices", ())
     )
     return ConsentState(
         user_id=obj["user_id"],
         history=history,
         intervals=tuple((i[0], i[1]) for i in obj["intervals"]),
         pending=tuple(obj["pending"]),
+        pending_withdrawals=tuple(obj.get("pending_withdrawals", ())),
         updated_at_us=_us(obj.get("updated_at")) or 0,
+        notices=notices,
     )
 
 
-def decode_enforcement_view(value: bytes) -> tuple[tuple[Interval, ...], tuple[str, ...]]:
-    """What ingest needs from a changelog record, without building the whole history."""
+class EnforcementView(NamedTuple):
+    intervals: tuple[Interval, ...]
+    pending: tuple[str, ...]  # objections whose purge marker is not confirmed
+    pending_withdrawals: tuple[str, ...]  # withdrawals not yet acknowledged
+    notices: NoticeFacts
+
+
+def notice_facts(sent_at_us: Iterable[int], countries: Iterable[str]) -> NoticeFacts:
+    first = min(sent_at_us, default=None)
+    return NO_NOTICES if first is None else NoticeFacts(first, frozenset(countries))
+
+
+def decode_enforcement_view(value: bytes) -> EnforcementView:
+    """What ingest needs from a changelog record, without building the whole history:
+    the intervals, the objections to purge, the withdrawals to acknowledge and the facts
+    of the notice rule (first notice, notice countries)."""
     obj = orjson.loads(value)
-    return tuple((i[0], i[1]) for i in obj["intervals"]), tuple(obj["pending"])
+    notices = obj.get("notices", ())
+    return EnforcementView(
+        tuple((i[0], i[1]) for i in obj["intervals"]),
+        tuple(obj["pending"]),
+        tuple(obj.get("pending_withdrawals", ())),
+        notice_facts((_us(n["sent_at"]) or 0 for n in notices), (n["country"] for n in notices)) if notices else NO_NOTICES,
+    )

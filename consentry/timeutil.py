@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -34,3 +35,22 @@ def format_rfc3339(us: int) -> str:
     """`2025-05-27T10:00:00.123456Z` (microseconds kept only when non-zero)."""
     # isoformat on a naive UTC datetime: C code, twice as fast as strftime (on the ingest hot path).
     return (_EPOCH_NAIVE + timedelta(0, 0, us)).isoformat() + "Z"
+
+
+_UNITS_US = {"s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000, "w": 604_800_000_000}
+_SHORT_DURATION = re.compile(r"(\d+)\s*([smhdw])")
+_ISO_DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?")
+
+
+def parse_duration_us(value: str) -> int:
+    """`30d`, `45m`, `90s`, `12h`, `2w`, or ISO 8601 `P30D`, `PT5M`, `P1DT12H` -> microseconds.
+    Raises ValueError on anything else (no months or years: their length varies)."""
+    text = value.strip()
+    short = _SHORT_DURATION.fullmatch(text)
+    if short:
+        return int(short[1]) * _UNITS_US[short[2]]
+    iso = _ISO_DURATION.fullmatch(text.upper())
+    if iso and any(iso.groups()) and not text.upper().endswith("T"):
+        weeks, days, hours, minutes, seconds = (int(g) if g else 0 for g in iso.groups())
+        return ((weeks * 7 + days) * 86_400 + hours * 3_600 + minutes * 60 + seconds) * 1_000_000
+    raise ValueError(f"{value!r} is not a duration: use 30d, 12h, 45m, 90s or ISO 8601 such as P30D or PT5M")

@@ -51,6 +51,12 @@ class Topics:
         return f"{self.prefix}consentry.consent-state"
 
     @property
+    def posts_deferred(self) -> str:
+        """Posts waiting for their author's notice grace period, keyed by post_id (compacted:
+        a release or a drop writes a tombstone), in the user's home partition."""
+        return f"{self.prefix}consentry.posts-deferred"
+
+    @property
     def receipts(self) -> str:
         """Enforcement receipts: ingest's `enforced`, the sink's `purged`."""
         return f"{self.prefix}consentry.receipts"
@@ -75,4 +81,18 @@ class Topics:
             TopicSpec(self.posts_by_user, True, big),
             TopicSpec(self.consent_state, True, {"cleanup.policy": "compact", "retention.ms": forever}),
             TopicSpec(self.receipts, True, {"retention.ms": str(30 * DAY_MS)}),
+            # Kept until released or dropped; segments roll and are compacted daily, so the text
+            # of a dropped post leaves the log within days of its tombstone.
+            TopicSpec(
+                self.posts_deferred,
+                True,
+                {
+                    "cleanup.policy": "compact",
+                    "retention.ms": forever,
+                    "max.message.bytes": str(2 << 20),
+                    "segment.ms": str(DAY_MS),
+                    "max.compaction.lag.ms": str(DAY_MS),
+                    "delete.retention.ms": str(DAY_MS),
+                },
+            ),
         ]

@@ -12,6 +12,9 @@ from consentry.broker import EmbeddedBroker
 from tests.support.ports import free_port
 from tests.support.system import System
 
+# start_gateway: a real gateway (uvicorn) inside the test process, for HTTP integration tests.
+pytest_plugins = ["tests.support.gateway"]
+
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
 
 

@@ -1,8 +1,10 @@
-"""Consent-state transitions: how objections, withdrawals and receipts change a user's row.
+"""Consent-state transitions: how objections, withdrawals, receipts and notices change a
+user's row.
 
-Every function is pure. A re-delivered `objection_id` changes nothing; events may arrive
-in any order (imports carry their original `received_at`), so intervals are always
-derived from the whole history sorted by time.
+Every function is pure. A re-delivered `objection_id` or `notice_id` changes nothing;
+events may arrive in any order (imports carry their original `received_at` / `sent_at`), so
+intervals and the notice version an objection answered are always derived from the whole
+row sorted by time.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from consentry.events import (
     ConsentState,
     HistoryEntry,
     Interval,
+    Notice,
+    NoticeEntry,
     ObjectionEvent,
     Receipt,
     history_entry_to_dict,
+    notice_entry_to_dict,
 )
 
 NONE = "none"
@@ -50,10 +55,40 @@ def pending_enforcement(history: tuple[HistoryEntry, ...]) -> tuple[str, ...]:
     return tuple(e.objection_id for e in history if e.kind == OBJECT and e.enforced_at_us is None)
 
 
-def _rebuild(user_id: str, history: list[HistoryEntry], now_us: int) -> ConsentState:
+def pending_withdrawals(history: tuple[HistoryEntry, ...]) -> tuple[str, ...]:
+    """Withdrawals ingest has not yet confirmed: until then it may still drop new posts."""
+    return tuple(e.objection_id for e in history if e.kind == WITHDRAW and e.enforced_at_us is None)
+
+
+def notice_seen_by(notices: tuple[NoticeEntry, ...], at_us: int) -> str | None:
+    """The version of the latest notice sent at or before `at_us` (notices sorted by time)."""
+    seen = None
+    for notice in notices:
+        if notice.sent_at_us > at_us:
+            break
+        seen = notice.notice_version
+    return seen
+
+
+def with_notice_versions(history: list[HistoryEntry], notices: tuple[NoticeEntry, ...]) -> list[HistoryEntry]:
+    """An objection that named no notice version records the one the user had last been sent
+    by then. Derived again on every change: a notice imported late may come before it."""
+    out = []
+    for entry in history:
+        if entry.kind == OBJECT and (entry.notice_version is None or entry.notice_version_derived):
+            seen = notice_seen_by(notices, entry.received_at_us)
+            if seen != entry.notice_version:
+                entry = replace(entry, notice_version=seen, notice_version_derived=seen is not None)
+        out.append(entry)
+    return out
+
+
+def _rebuild(user_id: str, history: list[HistoryEntry], now_us: int, notices: tuple[NoticeEntry, ...] = ()) -> ConsentState:
     history.sort(key=lambda e: (e.received_at_us, e.objection_id))
-    ordered = tuple(history)
-    return ConsentState(user_id, ordered, derive_intervals(ordered), pending_enforcement(ordered), now_us)
+    ordered = tuple(with_notice_versions(history, notices))
+    return ConsentState(
+        user_id, ordered, derive_intervals(ordered), pending_enforcement(ordered), pending_withdrawals(ordered), now_us, notices
+    )
 
 
 def apply_objection(state: ConsentState | None, event: ObjectionEvent, now_us: int) -> ConsentState:
@@ -70,22 +105,32 @@ def apply_objection(state: ConsentState | None, event: ObjectionEvent, now_us: i
     )
     history = list(state.history) if state is not None else []
     history.append(entry)
-    return _rebuild(event.user_id, history, now_us)
+    return _rebuild(event.user_id, history, now_us, state.notices if state is not None else ())
+
+
+def apply_notice(state: ConsentState | None, notice: Notice, now_us: int) -> ConsentState:
+    """Record a notice sent to the user. Re-delivery of a known notice_id returns `state` as is."""
+    if state is not None and any(n.notice_id == notice.notice_id for n in state.notices):
+        return state
+    entry = NoticeEntry(notice.notice_id, notice.notice_version, notice.channel, notice.sent_at_us, notice.country)
+    notices = tuple(sorted((*(state.notices if state is not None else ()), entry), key=lambda n: (n.sent_at_us, n.notice_id)))
+    return _rebuild(notice.user_id, list(state.history) if state is not None else [], now_us, notices)
 
 
 def apply_receipt(state: ConsentState | None, receipt: Receipt, now_us: int) -> ConsentState | None:
-    """Stamp `enforced` or `purged` on the objections a receipt names; the first stamp wins."""
+    """Stamp `enforced` (objections and withdrawals) or `purged` (objections) on the events a
+    receipt names; the first stamp wins."""
     if state is None:
         return None
     ids = set(receipt.objection_ids)
     changed = False
     history: list[HistoryEntry] = []
     for entry in state.history:
-        if entry.objection_id in ids and entry.kind == OBJECT:
+        if entry.objection_id in ids:
             updated = entry
             if receipt.kind == ENFORCED and entry.enforced_at_us is None:
                 updated = replace(entry, enforced_at_us=receipt.at_us)
-            elif receipt.kind == PURGED and entry.purged_at_us is None:
+            elif receipt.kind == PURGED and entry.kind == OBJECT and entry.purged_at_us is None:
                 updated = replace(
                     entry,
                     purged_at_us=receipt.at_us,
@@ -99,7 +144,7 @@ def apply_receipt(state: ConsentState | None, receipt: Receipt, now_us: int) -> 
             history.append(entry)
     if not changed:
         return state
-    return _rebuild(state.user_id, history, now_us)
+    return _rebuild(state.user_id, history, now_us, state.notices)
 
 
 def is_active(intervals: tuple[Interval, ...], now_us: int) -> bool:
@@ -121,10 +166,12 @@ def status_of(state: ConsentState | None) -> str:
 
 
 def status_document(user_id: str, state: ConsentState | None, now_us: int) -> dict:
-    """What `GET /v1/objections/me` shows: the current step and every event with its stamps."""
+    """What `GET /v1/objections/me` shows: the current step, every event with its stamps, and
+    every notice the user was sent."""
     return {
         "user_id": user_id,
         "objected": bool(state and is_active(state.intervals, now_us)),
         "status": status_of(state),
         "history": [history_entry_to_dict(e) for e in state.history] if state else [],
+        "notices": [notice_entry_to_dict(n) for n in state.notices] if state else [],
     }

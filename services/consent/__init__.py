@@ -1,1 +1,1 @@
-"""Consent: the per-user consent table (faust, RocksDB), fed by objections and receipts."""
+"""Consent: the per-user consent table (faust, RocksDB), fed by objections, receipts and notices."""

@@ -11,6 +11,7 @@ import faust
 
 from consentry import compat
 from services.consent.agents import register_agents
+from services.consent.monitoring import install_monitoring
 from services.consent.settings import ConsentSettings
 from services.consent.views import register_views
 
@@ -37,12 +38,13 @@ def create_app(settings: ConsentSettings) -> faust.App:
         web_bind=settings.consent_host,
         web_host=settings.consent_host,
         web_port=settings.consent_port,
-        canonical_url=f"http://{settings.consent_host}:{settings.consent_port}",
+        canonical_url=settings.canonical_url,
         web_in_thread=False,
     )
     topics = settings.topics
     changelog = app.topic(topics.consent_state, partitions=settings.partitions, compacting=True, internal=True, **RAW)
     table = app.Table("consent", partitions=settings.partitions, changelog_topic=changelog, key_type=bytes, value_type=bytes)
-    register_agents(app, table, settings)
-    register_views(app, table)
+    watch = install_monitoring(app, table)
+    register_agents(app, table, settings, watch)
+    register_views(app, table, settings)
     return app

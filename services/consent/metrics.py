@@ -1,11 +1,22 @@
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
 OBJECTIONS = Counter("consentry_consent_objections_total", "Objection events applied, by kind and channel", ["kind", "channel"])
 DUPLICATES = Counter("consentry_consent_duplicates_total", "Re-delivered objection ids (state unchanged)")
 REPARTITIONED = Counter("consentry_consent_repartitioned_total", "Objections that arrived off their user's home partition")
+NOTICES = Counter("consentry_consent_notices_total", "Notices recorded, by channel", ["channel"])
+DUPLICATES_NOTICES = Counter("consentry_consent_notice_duplicates_total", "Re-delivered notice ids (state unchanged)")
+REPARTITIONED_NOTICES = Counter("consentry_consent_notices_repartitioned_total", "Notices that arrived off their user's home partition")
 RECEIPTS = Counter("consentry_consent_receipts_total", "Receipts applied, by kind", ["kind"])
 INVALID = Counter("consentry_consent_invalid_total", "Unreadable messages skipped, by topic and reason", ["topic", "reason"])
 ENFORCE_LATENCY = Histogram("consentry_objection_enforce_seconds", "Objection received -> enforced (ingest drops the user's posts)", buckets=_LATENCY_BUCKETS)
 PURGE_LATENCY = Histogram("consentry_objection_purge_seconds", "Objection received -> purged (Delta delete committed)", buckets=_LATENCY_BUCKETS)
+
+# Kept by services.consent.backlog.ConsentWatch (bound in services.consent.monitoring).
+CONSENT_USERS = Gauge("consentry_consent_users", "Users in the consent table partitions this worker owns")
+BACKLOG_AGE = Gauge(
+    "consentry_purge_backlog_age_seconds",
+    "Age of this worker's oldest objection not yet purged (0 when none); imports count from when they were recorded",
+)
+BACKLOG = Gauge("consentry_purge_backlog_objections", "This worker's objections not yet purged")

@@ -10,6 +10,11 @@ from consentry.settings import CommonSettings
 class ConsentSettings(CommonSettings):
     consent_host: str = Field(default="127.0.0.1", description="Where the consent web views listen.")
     consent_port: int = Field(default=6066)
+    consent_advertised_url: str | None = Field(
+        default=None,
+        description="How the other consent workers reach this one (a user's look-up is routed to the worker owning "
+        "their partition); default http://CONSENTRY_CONSENT_HOST:CONSENTRY_CONSENT_PORT. Set it when the host is 0.0.0.0.",
+    )
     consent_store: str = Field(default="rocksdb://", description="faust table store: rocksdb:// or memory://")
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
@@ -17,6 +22,10 @@ class ConsentSettings(CommonSettings):
     @property
     def app_id(self) -> str:
         return self.topics.group("consent")
+
+    @property
+    def canonical_url(self) -> str:
+        return self.consent_advertised_url or f"http://{self.consent_host}:{self.consent_port}"
 
     @property
     def state_dir(self) -> Path:

@@ -11,9 +11,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from consentry.domain.consent import status_document
 from consentry.events import decode_consent_state
 from consentry.timeutil import now_us
+from services.consent.monitoring import refresh_lag
+from services.consent.settings import ConsentSettings
 
 
-def register_views(app: faust.App, table: faust.Table) -> None:
+def register_views(app: faust.App, table: faust.Table, settings: ConsentSettings) -> None:
+    sources = {settings.topics.objections, settings.topics.receipts, settings.topics.notices}
+
     def recovering() -> bool:
         return bool(app.rebalancing) or not app.tables.recovery.completed.is_set()
 
@@ -43,5 +47,6 @@ def register_views(app: faust.App, table: faust.Table) -> None:
 
     @app.page("/metrics")
     async def prometheus(self: View, request: Request) -> Response:
+        refresh_lag(app, sources)
         # aiohttp refuses a charset inside content_type=, so set the header directly.
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -7,17 +7,53 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway import metrics
+from services.gateway.auth import verifier_for
+from services.gateway.bodylimit import BodyLimitMiddleware
 from services.gateway.consent_client import ConsentClient
+from services.gateway.deps import RateLimited
 from services.gateway.publisher import KafkaObjectionPublisher, ObjectionPublisher
+from services.gateway.ratelimit import RateLimiter
 from services.gateway.receipts import ReceiptCache
-from services.gateway.routers import health, objections
+from services.gateway.observer import DashboardObserver
+from services.gateway.routers import admin, dashboard, health, object_page, objections
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
+
+
+class RequestMetricsMiddleware:
+    """Requests and latency by route. Plain ASGI rather than @app.middleware("http"): that one
+    runs the app in a task group, which would turn a 413 raised while reading the body into
+    an exception group (and a 400)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status_code = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            metrics.REQUESTS.labels(path, str(status_code)).inc()
+            metrics.LATENCY.labels(path).observe(time.perf_counter() - started)
 
 
 def create_app(settings: GatewaySettings | None = None, publisher: ObjectionPublisher | None = None) -> FastAPI:
@@ -30,49 +66,52 @@ def create_app(settings: GatewaySettings | None = None, publisher: ObjectionPubl
         app.state.publisher = publisher or KafkaObjectionPublisher(settings)
         app.state.consent = ConsentClient(settings.consent_url)
         app.state.receipts = ReceiptCache()
+        app.state.observer = DashboardObserver(settings, app.state.publisher)
+        app.state.verifier = verifier_for(settings)
+        app.state.user_limiter = RateLimiter(settings.rate_limit_user_per_s, settings.rate_limit_user_burst)
+        app.state.address_limiter = RateLimiter(settings.rate_limit_address_per_s, settings.rate_limit_address_burst)
         await app.state.publisher.start()
         try:
             yield
         finally:
+            await app.state.observer.close()
             await app.state.publisher.stop()
             await app.state.consent.close()
 
     app = FastAPI(
         title="Consentry gateway",
         version="0.1.0",
-        description="File, check and withdraw objections to the use of your posts for AI training.",
+        description=(
+            "File, check and withdraw objections to the use of your posts for AI training. People authenticate "
+            "with a bearer JWT whose `sub` is their user id (HS256 with `CONSENTRY_JWT_SECRET`, or RS256 from "
+            "the identity provider's JWKS); a one-click link from a notice carries a signed, expiring token "
+            "instead; operators use a token with the `admin` scope."
+        ),
         lifespan=lifespan,
     )
 
-    app.add_middleware(RequestMetrics)
+    @app.exception_handler(RateLimited)
+    async def rate_limited(request: Request, exc: RateLimited) -> Response:
+        if request.url.path.startswith("/object"):  # people on the one-click page get a page
+            return object_page.rate_limited_page(request, exc.headers or {})
+        return await http_exception_handler(request, exc)
+
     app.include_router(objections.router)
+    app.include_router(object_page.router)
+    app.include_router(admin.router)
     app.include_router(health.router)
+    app.include_router(dashboard.router)
+
+    # Outermost last: the size limit sees every request first; CORS only when origins are listed.
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
+    app.add_middleware(RequestMetricsMiddleware)
+    app.add_middleware(BodyLimitMiddleware, default_limit=settings.max_body_bytes, by_path={admin.IMPORT_PATH: settings.max_import_bytes, admin.NOTICES_IMPORT_PATH: settings.max_import_bytes})
     return app
-
-
-class RequestMetrics:
-    """Counts requests by route and status, and their latency. A plain ASGI middleware:
-    starlette's BaseHTTPMiddleware (`@app.middleware`) cost a third of each request."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status_code = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status_code
-            if message["type"] == "http.response.start":
-                status_code = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            path = getattr(scope.get("route"), "path", "unmatched")
-            metrics.REQUESTS.labels(path, str(status_code)).inc()
-            metrics.LATENCY.labels(path).observe(time.perf_counter() - started)

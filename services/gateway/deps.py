@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
-from services.gateway.auth import InvalidToken, Principal, verify_token
+from services.gateway import metrics
+from services.gateway.auth import InvalidToken, Principal, TokenVerifier
 from services.gateway.consent_client import ConsentClient
+from services.gateway.observer import DashboardObserver
 from services.gateway.publisher import ObjectionPublisher
+from services.gateway.ratelimit import RateLimiter
 from services.gateway.receipts import ReceiptCache
 from services.gateway.settings import GatewaySettings
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT whose `sub` is your user_id.")
+
+
+class RateLimited(HTTPException):
+    """429 with Retry-After; the app renders it as a page on the one-click routes."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"too many requests; retry in {retry_after_s} s",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+        self.retry_after_s = retry_after_s
 
 
 async def get_settings(request: Request) -> GatewaySettings:
@@ -32,24 +49,63 @@ async def get_receipts(request: Request) -> ReceiptCache:
     return request.app.state.receipts
 
 
+async def get_observer(request: Request) -> DashboardObserver:
+    return request.app.state.observer
+async def get_verifier(request: Request) -> TokenVerifier:
+    return request.app.state.verifier
+
+
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 PublisherDep = Annotated[ObjectionPublisher, Depends(get_publisher)]
 ConsentDep = Annotated[ConsentClient, Depends(get_consent)]
 ReceiptsDep = Annotated[ReceiptCache, Depends(get_receipts)]
+ObserverDep = Annotated[DashboardObserver, Depends(get_observer)]
+VerifierDep = Annotated[TokenVerifier, Depends(get_verifier)]
 
 
-# Async (as are the getters above): FastAPI runs a sync dependency in a worker thread, and
-# that hop cost more than the whole request (docs/benchmarks.md). HS256 checks are CPU-only.
+def limit_user(request: Request, user_id: str) -> None:
+    """Spend one token of `user_id`'s bucket or raise 429. Call it on the event loop only
+    (the buckets are not shared with worker threads)."""
+    limiter: RateLimiter = request.app.state.user_limiter
+    verdict = limiter.take(user_id, time.monotonic())
+    if not verdict.allowed:
+        metrics.RATE_LIMITED.labels("user").inc()
+        raise RateLimited(verdict.retry_after_s)
+
+
+async def limit_address(request: Request) -> None:
+    """Per client address (the proxy's, unless uvicorn is told to trust forwarded headers)."""
+    limiter: RateLimiter = request.app.state.address_limiter
+    address = request.client.host if request.client else "unknown"
+    verdict = limiter.take(address, time.monotonic())
+    if not verdict.allowed:
+        metrics.RATE_LIMITED.labels("address").inc()
+        raise RateLimited(verdict.retry_after_s)
+
+
+# Async, as are the getters above: FastAPI runs a sync dependency in a worker thread, and that
+# hop cost more than the whole request (docs/benchmarks.md). Only with identity-provider keys,
+# whose fetch (PyJWKClient) blocks, does verification go to a worker thread.
 async def current_principal(
-    settings: SettingsDep,
+    request: Request,
+    verifier: VerifierDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
     try:
-        return verify_token(settings.jwt_secret, credentials.credentials)
+        if verifier.keys is not None:
+            principal = await run_in_threadpool(verifier.verify, credentials.credentials)
+        else:
+            principal = verifier.verify(credentials.credentials)  # HS256: CPU only, ~30 µs
     except InvalidToken as exc:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+    return principal
+
+
+async def limited_principal(request: Request, principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    limit_user(request, principal.user_id)
+    return principal
 
 
 async def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
@@ -58,5 +114,6 @@ async def admin_principal(principal: Annotated[Principal, Depends(current_princi
     return principal
 
 
-CurrentUser = Annotated[Principal, Depends(current_principal)]
+CurrentUser = Annotated[Principal, Depends(limited_principal)]
 AdminUser = Annotated[Principal, Depends(admin_principal)]
+AddressLimit = Depends(limit_address)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 
-from consentry.events import ObjectionEvent, encode_objection
+from consentry.events import Notice, ObjectionEvent, encode_notice, encode_objection
+from consentry.importer import publish_events, publish_objections
 from consentry.kafka import producer_options
 from consentry.partitioning import home_partition
 from services.gateway.settings import GatewaySettings
@@ -29,6 +31,14 @@ class ObjectionPublisher(ABC):
 
     @abstractmethod
     async def publish(self, event: ObjectionEvent) -> None: ...
+
+    @abstractmethod
+    async def publish_many(self, events: Sequence[ObjectionEvent]) -> None:
+        """Bulk (imports): returns once the broker acknowledged every event."""
+
+    @abstractmethod
+    async def publish_notices(self, notices: Sequence[Notice]) -> None:
+        """Bulk import of notices: returns once the broker acknowledged every one."""
 
     @abstractmethod
     async def broker_reachable(self) -> bool: ...
@@ -87,6 +97,26 @@ class KafkaObjectionPublisher(ObjectionPublisher):
             )
         except Exception as exc:
             log.error("objection %s not acknowledged by the broker: %s", event.objection_id, type(exc).__name__)
+            raise PublishUnavailable(str(exc) or type(exc).__name__) from exc
+
+    async def publish_many(self, events: Sequence[ObjectionEvent]) -> None:
+        producer = self._producer
+        if producer is None:
+            raise PublishUnavailable("not connected to the broker yet")
+        try:
+            await publish_objections(producer, self.settings.topics.objections, self.settings.partitions, events)
+        except Exception as exc:
+            log.error("%d imported objections not acknowledged by the broker: %s", len(events), type(exc).__name__)
+            raise PublishUnavailable(str(exc) or type(exc).__name__) from exc
+
+    async def publish_notices(self, notices: Sequence[Notice]) -> None:
+        producer = self._producer
+        if producer is None:
+            raise PublishUnavailable("not connected to the broker yet")
+        try:
+            await publish_events(producer, self.settings.topics.notices, self.settings.partitions, notices, encode_notice)
+        except Exception as exc:
+            log.error("%d imported notices not acknowledged by the broker: %s", len(notices), type(exc).__name__)
             raise PublishUnavailable(str(exc) or type(exc).__name__) from exc
 
     async def broker_reachable(self) -> bool:

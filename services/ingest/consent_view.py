@@ -2,23 +2,28 @@
 
 Fed from the consent table's changelog. A partition is `ready` once it was read up to the
 high watermark seen after it was assigned; posts of a partition that is not ready wait.
+Only users with an objection, something to acknowledge, or a notice are held.
 """
 
 from __future__ import annotations
 
 import logging
 
-from consentry.events import Interval, decode_enforcement_view
+from consentry.events import NO_NOTICES, EnforcementView, Interval, NoticeFacts, decode_enforcement_view
 
 log = logging.getLogger(__name__)
 
 # A state record we cannot read means we cannot tell: treat the user as objected.
 FAIL_CLOSED: tuple[Interval, ...] = ((0, None),)
+_UNREADABLE = EnforcementView(FAIL_CLOSED, (), (), NO_NOTICES)
 
 
 class ConsentView:
     def __init__(self) -> None:
-        self._users: dict[int, dict[str, tuple[tuple[Interval, ...], tuple[str, ...]]]] = {}
+        # partition -> user -> (intervals, objections to purge, withdrawals to acknowledge, notice facts)
+        self._users: dict[int, dict[str, EnforcementView]] = {}
+        # Most users share a few country sets: keep one copy of each.
+        self._country_sets: dict[frozenset[str], frozenset[str]] = {}
         self.ready: set[int] = set()
 
     def reset(self, partitions: set[int]) -> None:
@@ -36,12 +41,17 @@ class ConsentView:
         entry = self._users[partition].get(user_id)
         return entry[0] if entry is not None else ()
 
-    def pending(self, partition: int, user_id: str) -> tuple[str, ...]:
+    def notices(self, partition: int, user_id: str) -> NoticeFacts:
         entry = self._users[partition].get(user_id)
-        return entry[1] if entry is not None else ()
+        return entry[3] if entry is not None else NO_NOTICES
+
+    def pending(self, partition: int, user_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(objections awaiting their purge marker, withdrawals awaiting acknowledgement)."""
+        entry = self._users[partition].get(user_id)
+        return (entry[1], entry[2]) if entry is not None else ((), ())
 
     def users_with_pending(self, partition: int) -> list[str]:
-        return [u for u, (_, pending) in self._users[partition].items() if pending]
+        return [u for u, entry in self._users[partition].items() if entry[1] or entry[2]]
 
     def apply(self, partition: int, key: bytes | None, value: bytes | None) -> str | None:
         """Apply one changelog record; return the user it concerns."""
@@ -53,13 +63,16 @@ class ConsentView:
             users.pop(user_id, None)
             return user_id
         try:
-            intervals, pending = decode_enforcement_view(value)
+            view = decode_enforcement_view(value)
         except (ValueError, KeyError, TypeError, IndexError):
             log.error("unreadable consent state record in partition %d; user treated as objected", partition)
-            users[user_id] = (FAIL_CLOSED, ())
+            users[user_id] = _UNREADABLE
             return user_id
-        if intervals or pending:
-            users[user_id] = (intervals, pending)
+        if view.intervals or view.pending or view.pending_withdrawals or view.notices.first_sent_us is not None:
+            if view.notices.countries:
+                countries = self._country_sets.setdefault(view.notices.countries, view.notices.countries)
+                view = view._replace(notices=NoticeFacts(view.notices.first_sent_us, countries))
+            users[user_id] = view
         else:
             users.pop(user_id, None)
         return user_id

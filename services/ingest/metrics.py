@@ -1,5 +1,7 @@
 from prometheus_client import Counter, Gauge
 
+from consentry.lag import CONSUMER_LAG as LAG  # noqa: F401  (shared by every service)
+
 POSTS_IN = Counter("consentry_ingest_posts_in_total", "Posts read, by source topic", ["source"])
 ACCEPTED = Counter("consentry_ingest_accepted_total", "Posts forwarded to training.posts")
 DROPPED = Counter("consentry_ingest_dropped_total", "Posts kept out of training, by reason", ["reason"])
@@ -10,4 +12,12 @@ CONSENT_USERS = Gauge("consentry_ingest_consent_users", "Users with consent stat
 PARTITIONS_READY = Gauge("consentry_ingest_partitions_ready", "Home partitions whose consent state is loaded")
 PARTITIONS_HELD = Gauge("consentry_ingest_partitions_held", "Owned partitions whose posts wait for consent state")
 ERRORS = Counter("consentry_ingest_errors_total", "Errors, by stage", ["stage"])
-LAG = Gauge("consentry_consumer_lag", "Records behind the high watermark", ["service", "topic", "partition"])
+
+# The notice rule: deferred posts are not drops; each ends released or dropped.
+DEFERRED = Counter("consentry_ingest_deferred_total", "Posts deferred at their first decision: their author's notice grace period has not ended")
+DEFERRED_POSTS = Gauge("consentry_ingest_deferred_posts", "Posts this worker holds until their author's notice grace period ends")
+DEFERRED_BYTES = Gauge("consentry_ingest_deferred_bytes", "Memory estimate of the deferred posts held (bounded by CONSENTRY_DEFERRED_MAX_BYTES)")
+DEFERRED_RELEASED = Counter("consentry_ingest_deferred_released_total", "Deferred posts released into training.posts")
+DEFERRED_DROPPED = Counter("consentry_ingest_deferred_dropped_total", "Deferred posts dropped: their author objected while they waited")
+USERS_WAITING = Gauge("consentry_ingest_users_waiting_for_notice", "Users with deferred posts: no notice yet, or its grace period not over")
+DEFERRED_FULL = Gauge("consentry_ingest_deferred_full", "1 while deferred posts fill their memory bound and ingest has stopped reading posts")

@@ -1,8 +1,18 @@
 from __future__ import annotations
 
-from pydantic import Field
+import logging
+from typing import Literal
 
+from pydantic import Field, field_validator
+
+from consentry.domain.eligibility import EU_EEA, NoticePolicy
+from consentry.events import is_country_code
 from consentry.settings import CommonSettings
+from consentry.timeutil import parse_duration_us
+
+log = logging.getLogger(__name__)
+
+EU_EEA_CODES = ",".join(sorted(EU_EEA))
 
 
 class IngestSettings(CommonSettings):
@@ -13,3 +23,40 @@ class IngestSettings(CommonSettings):
     ingest_poll_ms: int = Field(default=50)
     session_timeout_ms: int = Field(default=10_000, description="Consumer group session timeout.")
     heartbeat_interval_ms: int = Field(default=2_000)
+
+    notice_rule: Literal["on", "off"] = Field(
+        default="on",
+        description="'off' accepts posts without any notice: only where the platform has no notice obligation at all.",
+    )
+    notice_grace: str = Field(default="30d", description="How long after a user's first notice their posts may be used.")
+    notice_jurisdictions: str = Field(default=EU_EEA_CODES, description="Comma-separated ISO country codes where a notice is required.")
+    deferred_max_bytes: int = Field(default=512 << 20, gt=0, description="Memory for deferred posts; beyond it ingest stops reading posts.")
+
+    @field_validator("notice_grace")
+    @classmethod
+    def _grace_is_a_duration(cls, value: str) -> str:
+        parse_duration_us(value)  # raises ValueError with the accepted forms
+        return value
+
+    @field_validator("notice_jurisdictions")
+    @classmethod
+    def _jurisdictions_are_country_codes(cls, value: str) -> str:
+        bad = [c for c in (c.strip() for c in value.split(",")) if c and not is_country_code(c)]
+        if bad:
+            raise ValueError(f"not ISO 3166-1 alpha-2 codes (two upper-case letters): {', '.join(bad)}")
+        return value
+
+    @property
+    def notice_policy(self) -> NoticePolicy | None:
+        """None when the notice rule is off."""
+        if self.notice_rule == "off":
+            return None
+        jurisdictions = frozenset(c.strip() for c in self.notice_jurisdictions.split(",") if c.strip())
+        return NoticePolicy(parse_duration_us(self.notice_grace), jurisdictions)
+
+    def warn_if_notice_rule_off(self) -> None:
+        if self.notice_rule == "off":
+            log.warning(
+                "CONSENTRY_NOTICE_RULE=off: posts are used without any notice to their authors; "
+                "only acceptable where the platform has no notice obligation at all"
+            )

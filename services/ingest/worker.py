@@ -10,7 +10,8 @@ changelog for the home partitions it owns. For each post:
 - otherwise -> forwarded to posts-by-user, to the worker that owns the user's home.
 
 So every post of a user is decided by one worker, which also writes that user's purge
-markers: a marker lands in training.posts after every post forwarded before it.
+markers: a marker lands in training.posts after every post forwarded before it. Posts that
+wait for their author's notice grace period are services.ingest.deferred's (a few hooks here).
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ from consentry.events import (
     parse_post,
 )
 from consentry.kafka import BatchSender, producer_options, wait_partitions
+from consentry.lag import LagGauge, lag_of
 from consentry.partitioning import home_partition
 from consentry.timeutil import now_us
 from consentry.web import StatusServer
 from services.ingest import metrics
 from services.ingest.consent_view import ConsentView
+from services.ingest.deferred import DeferredPosts
 from services.ingest.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,8 @@ class IngestWorker:
         self.topics = settings.topics
         self.partitions = settings.partitions
         self.view = ConsentView()
+        self.notice_policy = settings.notice_policy  # None: the notice rule is off
+        self.deferred = DeferredPosts(settings, self.view)
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._assigned: set[TopicPartition] = set()
@@ -79,6 +84,7 @@ class IngestWorker:
         self._committed_at = 0.0
         self._consumed: dict[TopicPartition, int] = {}  # next offset to read, for the lag gauge
         self._lag_at = 0.0
+        self._lag = LagGauge("ingest")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -86,7 +92,7 @@ class IngestWorker:
         s = self.settings
         self.producer = AIOKafkaProducer(**producer_options(s), linger_ms=5, max_batch_size=512 * 1024)
         await self.producer.start()
-        for topic in (self.topics.training_posts, self.topics.posts_by_user, self.topics.receipts):
+        for topic in (self.topics.training_posts, self.topics.posts_by_user, self.topics.receipts, self.topics.posts_deferred):
             count = await wait_partitions(self.producer, topic)
             if count != self.partitions:
                 raise RuntimeError(f"{topic} has {count} partitions, expected {self.partitions}")
@@ -118,6 +124,8 @@ class IngestWorker:
             client_id="consentry-ingest",
         )
         await self.posts.start()
+        await self.deferred.start(self.sender, self.posts)
+        self.settings.warn_if_notice_rule_off()
         self.posts.subscribe([self.topics.posts, self.topics.posts_by_user], listener=_Rebalance(self))
         self.status = StatusServer(s.ingest_host, s.ingest_port, self.readiness)
         await self.status.start()
@@ -129,7 +137,7 @@ class IngestWorker:
                 await self._flush_and_commit()
             except Exception:
                 log.exception("final commit failed; the next owner re-reads from the last commit")
-        for closer in (self.posts.stop, self.consent.stop, self.producer.stop, self.status.stop):
+        for closer in (self.posts.stop, self.consent.stop, self.deferred.stop, self.producer.stop, self.status.stop):
             try:
                 await closer()
             except Exception:
@@ -146,6 +154,7 @@ class IngestWorker:
         while not self._stopping.is_set():
             async with self._lock:
                 await self._pump_consent()
+                await self.deferred.tick(self._held)  # releases deferred posts when due
                 held = bool(self._held)
             if held:
                 continue
@@ -181,6 +190,7 @@ class IngestWorker:
             self._positions.clear()
             self._acked.clear()
             self._assigned = set()
+            self.deferred.revoke()
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self._lock:
@@ -195,6 +205,7 @@ class IngestWorker:
             self.consent.assign(changelog)
             if changelog:
                 await self.consent.seek_to_beginning(*changelog)
+            await self.deferred.assign(homes)  # and reload the deferred posts of each
             self._held = set(assigned)
             self.posts.pause(*assigned)
             metrics.PARTITIONS_HELD.set(len(self._held))
@@ -220,6 +231,7 @@ class IngestWorker:
         if touched:
             metrics.CONSENT_USERS.set(self.view.user_count())
             await self._enforce(touched)
+            self.deferred.on_consent_changed(touched)
 
     async def _check_loaded(self) -> None:
         for p in sorted(self._owned_homes - self.view.ready):
@@ -230,6 +242,8 @@ class IngestWorker:
             if await self.consent.position(tp) < highwater:
                 return
             self.view.ready.add(p)
+        if not await self.deferred.load():
+            return
         # Every owned home is loaded: enforce whatever is pending, then let posts flow.
         await self._enforce({(p, u) for p in self._owned_homes for u in self.view.users_with_pending(p)})
         self.posts.resume(*self._held)
@@ -240,32 +254,38 @@ class IngestWorker:
         metrics.CONSENT_USERS.set(self.view.user_count())
 
     async def _enforce(self, touched: set[tuple[int, str]]) -> None:
-        """Write a purge marker for every newly pending objection, then confirm it."""
-        markers: list[tuple[int, PurgeMarker]] = []
+        """Write a purge marker for every newly pending objection, then confirm it (and any
+        pending withdrawal, which needs no marker) with an `enforced` receipt."""
+        confirmations: list[tuple[int, PurgeMarker | None, Receipt]] = []
         now = now_us()
         for partition, user in touched:
-            pending = self.view.pending(partition, user)
-            if not pending:
+            objections, withdrawals = self.view.pending(partition, user)
+            if not objections and not withdrawals:
                 self._emitted.pop(user, None)
                 continue
             done = self._emitted.setdefault(user, set())
-            fresh = tuple(i for i in pending if i not in done)
-            if fresh:
-                markers.append((partition, PurgeMarker(user, fresh, now)))
-        if not markers:
+            fresh_objections = tuple(i for i in objections if i not in done)
+            fresh_withdrawals = tuple(i for i in withdrawals if i not in done)
+            if fresh_objections or fresh_withdrawals:
+                marker = PurgeMarker(user, fresh_objections, now) if fresh_objections else None
+                receipt = Receipt(ENFORCED, user, fresh_objections + fresh_withdrawals, now)
+                confirmations.append((partition, marker, receipt))
+        if not confirmations:
             return
+        markers = [(p, m) for p, m, _ in confirmations if m is not None]
         # Every post forwarded so far is acknowledged before a marker is written after it.
         await self._settle(keep=0)
         for partition, marker in markers:
             self.sender.append(self.topics.training_posts, partition, marker.user_id.encode(), encode_purge_marker(marker))
         await self.sender.flush()
         metrics.PURGE_MARKERS.inc(len(markers))
-        for partition, marker in markers:
-            receipt = Receipt(ENFORCED, marker.user_id, marker.objection_ids, marker.marked_at_us)
-            self.sender.append(self.topics.receipts, partition, marker.user_id.encode(), encode_receipt(receipt))
-            self._emitted[marker.user_id].update(marker.objection_ids)
+        for partition, _, receipt in confirmations:
+            self.sender.append(self.topics.receipts, partition, receipt.user_id.encode(), encode_receipt(receipt))
+            self._emitted[receipt.user_id].update(receipt.objection_ids)
         await self.sender.flush()
-        log.info("enforced %d objections (purge markers written)", sum(len(m.objection_ids) for _, m in markers))
+        objections = sum(len(m.objection_ids) for _, m in markers)
+        withdrawals = sum(len(r.objection_ids) for _, _, r in confirmations) - objections
+        log.info("enforced %d objections (purge markers written) and %d withdrawals", objections, withdrawals)
 
     # ------------------------------------------------------------------ posts
 
@@ -274,6 +294,7 @@ class IngestWorker:
         now = now_us()
         sender = self.sender
         view = self.view
+        policy = self.notice_policy
         owned = self._owned_homes
         n = self.partitions
         accepted = 0
@@ -281,8 +302,8 @@ class IngestWorker:
         rejected: dict[str, int] = {}
         moved = 0
         # Hoisted out of the per-post loop (hot path: attribute and property look-ups show in profiles).
-        append, intervals, direct = sender.append, view.intervals, self.direct
-        training_posts, posts_by_user, accept = topics.training_posts, topics.posts_by_user, Decision.ACCEPT
+        append, intervals, notices, direct = sender.append, view.intervals, view.notices, self.direct
+        training_posts, posts_by_user, accept, deferred = topics.training_posts, topics.posts_by_user, Decision.ACCEPT, Decision.DEFERRED
         for tp, records in batch.items():
             from_posts = tp.topic == topics.posts
             metrics.POSTS_IN.labels("posts" if from_posts else "posts_by_user").inc(len(records))
@@ -306,10 +327,12 @@ class IngestWorker:
                     moved += 1
                     append(posts_by_user, home, record.key, record.value)
                     continue
-                decision = decide(post, intervals(home, post.user_id), now)
+                decision = decide(post, intervals(home, post.user_id), now, notices(home, post.user_id), policy)
                 if decision is accept:
                     accepted += 1
                     append(training_posts, home, record.key, encode_training_post(post, now))
+                elif decision is deferred:  # not a drop: held until the notice grace period ends
+                    self.deferred.hold(home, post, record.value)
                 else:
                     dropped[decision] = dropped.get(decision, 0) + 1
             self._positions[tp] = self._consumed[tp] = records[-1].offset + 1
@@ -356,8 +379,4 @@ class IngestWorker:
         if now - self._lag_at < 5:
             return
         self._lag_at = now
-        for tp in self._assigned:
-            highwater = self.posts.highwater(tp)
-            position = self._consumed.get(tp)
-            if highwater is not None and position is not None:
-                metrics.LAG.labels("ingest", tp.topic, str(tp.partition)).set(max(highwater - position, 0))
+        self._lag.update({(tp.topic, tp.partition): lag_of(self.posts.highwater(tp), self._consumed.get(tp)) for tp in self._assigned})

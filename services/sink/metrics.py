@@ -1,4 +1,8 @@
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from consentry.lag import CONSUMER_LAG as LAG  # noqa: F401  (shared by every service)
 
 APPENDED = Counter("consentry_sink_rows_appended_total", "Rows appended to the training store")
 DUPLICATES = Counter("consentry_sink_duplicates_total", "Posts skipped because their post_id is stored")
@@ -12,3 +16,29 @@ COMMIT_SECONDS = Histogram(
 TABLE_VERSION = Gauge("consentry_sink_table_version", "Delta table version")
 INVALID = Counter("consentry_sink_invalid_total", "Unreadable training.posts messages skipped", ["reason"])
 ERRORS = Counter("consentry_sink_errors_total", "Errors, by stage", ["stage"])
+TABLE_BYTES = Gauge("consentry_sink_table_bytes", "Total size of the Delta table's live files (from its add actions)")
+TABLE_FILES = Gauge("consentry_sink_table_files", "Live data files of the Delta table")
+LAST_PURGE = Gauge("consentry_sink_last_purge_timestamp", "When this sink last deleted rows for a purge (Unix seconds; 0: not since it started)")
+LAST_VACUUM = Gauge(
+    "consentry_sink_last_vacuum_timestamp",
+    "When `consentry vacuum` last finished on this table (Unix seconds; 0: never), from the table's vacuum record",
+)
+LAST_VACUUM_FILES = Gauge("consentry_sink_last_vacuum_files_removed", "Files the last vacuum removed")
+
+
+class _VacuumRuns(Collector):
+    """consentry_vacuum_runs_total: runs of `consentry vacuum` on this table. The command is
+    one-shot, so it counts its runs in the table's vacuum record and the sink exposes the
+    count (services.sink.vacuum_record explains why not the Delta log)."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        family = CounterMetricFamily("consentry_vacuum_runs", "Runs of `consentry vacuum` recorded with the training store")
+        family.add_metric([], self.runs)
+        yield family
+
+
+VACUUM_RUNS = _VacuumRuns()
+REGISTRY.register(VACUUM_RUNS)

@@ -17,6 +17,7 @@ class SinkSettings(CommonSettings):
     # by one batch of everything that arrived meanwhile: the sink catches up instead of falling behind.
     sink_batch_rows: int = Field(default=200_000, description="Flush a batch at this many messages...")
     sink_flush_seconds: float = Field(default=1.0, description="...or this long after its first message.")
+    sink_stats_seconds: float = Field(default=5.0, description="Refresh table size, vacuum record and lag at most this often.")
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
 

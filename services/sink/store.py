@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+
+from consentry.timeutil import now_us
+from services.sink.vacuum_record import RECORD_DIR, RECORD_NAME, VacuumRecord, decode_record, encode_record, next_record
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +44,20 @@ TABLE_CONFIGURATION = {
 }
 
 
+ORPHAN_GRACE_HOURS = 1
+
+
 @dataclass(frozen=True)
 class VacuumResult:
     files_removed: int
     version: int
+
+
+@dataclass(frozen=True)
+class TableStats:
+    version: int
+    live_bytes: int  # sum of the live files' sizes (the table's add actions)
+    live_files: int
 
 
 def rows_to_arrow(rows: list[dict[str, Any]]) -> pa.Table:
@@ -90,11 +104,20 @@ class TrainingStore(ABC):
     @abstractmethod
     def version(self) -> int: ...
 
+    @abstractmethod
+    def stats(self) -> TableStats:
+        """Version and size of the live table, from metadata only (no data is read)."""
+
+    @abstractmethod
+    def vacuum_record(self) -> VacuumRecord | None:
+        """What the vacuums so far left behind (services.sink.vacuum_record), if any."""
+
 
 class MemoryTrainingStore(TrainingStore):
     def __init__(self) -> None:
         self._rows: dict[str, dict[str, Any]] = {}
         self._version = 0
+        self._vacuums: VacuumRecord | None = None
 
     def post_ids(self) -> set[str]:
         return set(self._rows)
@@ -121,10 +144,17 @@ class MemoryTrainingStore(TrainingStore):
         return table.select(list(columns)) if columns is not None else table
 
     def vacuum(self) -> VacuumResult:
+        self._vacuums = next_record(self._vacuums, 0, self._version, now_us())
         return VacuumResult(0, self._version)
 
     def version(self) -> int:
         return self._version
+
+    def stats(self) -> TableStats:
+        return TableStats(self._version, self.read().nbytes, 1 if self._rows else 0)
+
+    def vacuum_record(self) -> VacuumRecord | None:
+        return self._vacuums
 
 
 class DeltaTrainingStore(TrainingStore):
@@ -180,11 +210,47 @@ class DeltaTrainingStore(TrainingStore):
 
     def vacuum(self) -> VacuumResult:
         table = self._fresh()
-        # full=True also removes files no commit references (a crashed write's leftovers).
-        removed = table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True)
+        # Files that purges (and compactions) removed go at once: no reader may need them.
+        removed = table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False)
+        # Files no commit references are a crashed write's leftovers -- or a running sink's
+        # write about to be committed: only those older than ORPHAN_GRACE_HOURS go.
+        removed += table.vacuum(retention_hours=ORPHAN_GRACE_HOURS, dry_run=False, enforce_retention_duration=False, full=True)
         table.create_checkpoint()
         table.cleanup_metadata()
-        return VacuumResult(len(removed), table.version())
+        result = VacuumResult(len(removed), table.version())
+        try:
+            self._write_record(next_record(self.vacuum_record(), result.files_removed, result.version, now_us()))
+        except OSError:
+            log.warning("vacuum done, but its record at %s/%s could not be written", self.uri, RECORD_DIR, exc_info=True)
+        return result
 
     def version(self) -> int:
         return self._fresh().version()
+
+    def stats(self) -> TableStats:
+        table = self._fresh()
+        sizes = pa.table(table.get_add_actions(flatten=True)).column("size_bytes")
+        return TableStats(table.version(), int(pc.sum(sizes).as_py() or 0), len(sizes))
+
+    # The vacuum record lives beside the table, through pyarrow's filesystems (local, s3, gcs...).
+    def _record_fs(self):  # type: ignore[no-untyped-def]
+        from pyarrow import fs
+
+        filesystem, root = fs.FileSystem.from_uri(self.uri)
+        return filesystem, f"{root.rstrip('/')}/{RECORD_DIR}"
+
+    def vacuum_record(self) -> VacuumRecord | None:
+        try:
+            filesystem, folder = self._record_fs()
+            with filesystem.open_input_stream(f"{folder}/{RECORD_NAME}") as stream:
+                return decode_record(stream.read())
+        except (OSError, pa.ArrowInvalid):
+            return None  # never vacuumed (or unreadable: the sink shows no vacuum yet)
+
+    def _write_record(self, record: VacuumRecord) -> None:
+        filesystem, folder = self._record_fs()
+        filesystem.create_dir(folder, recursive=True)
+        temporary = f"{folder}/.{RECORD_NAME}.tmp"
+        with filesystem.open_output_stream(temporary) as stream:
+            stream.write(encode_record(record))
+        filesystem.move(temporary, f"{folder}/{RECORD_NAME}")

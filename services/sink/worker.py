@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 
 from consentry.events import PURGED, Receipt, encode_receipt
 from consentry.kafka import BatchSender, producer_options
+from consentry.lag import LagGauge, lag_of
 from consentry.partitioning import home_partition
 from consentry.timeutil import now_us
 from consentry.web import StatusServer
@@ -34,6 +35,7 @@ class _Rebalance(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self.worker._lock:
             self.worker._assigned = set(assigned)
+            self.worker._consumed = {}
 
 
 class SinkWorker:
@@ -47,12 +49,15 @@ class SinkWorker:
         self._values: list[bytes] = []
         self._offsets: dict[TopicPartition, int] = {}
         self._first_at: float | None = None
+        self._consumed: dict[TopicPartition, int] = {}  # next offset to read, for the lag gauge
+        self._lag = LagGauge("sink")
+        self._stats_at = float("-inf")
 
     async def start(self) -> None:
         s = self.settings
         store = self._store or await asyncio.to_thread(DeltaTrainingStore, s.store_uri)
         self.writer = await asyncio.to_thread(IdempotentWriter, store)
-        metrics.TABLE_VERSION.set(await asyncio.to_thread(store.version))
+        await self._refresh_store_gauges()
         log.info("training store at %s: %d posts", getattr(store, "uri", "memory"), len(self.writer.index))
         self.producer = AIOKafkaProducer(**producer_options(s), linger_ms=5)
         await self.producer.start()
@@ -106,12 +111,38 @@ class SinkWorker:
                     if tp not in self._assigned:
                         continue  # fetched before a rebalance took it away
                     self._values.extend(r.value for r in records)
-                    self._offsets[tp] = records[-1].offset + 1
+                    self._offsets[tp] = self._consumed[tp] = records[-1].offset + 1
                 if self._values and self._first_at is None:
                     self._first_at = time.monotonic()
                 due = self._first_at is not None and time.monotonic() - self._first_at >= s.sink_flush_seconds
                 if len(self._values) >= s.sink_batch_rows or due:
                     await self._flush()
+                if time.monotonic() - self._stats_at >= s.sink_stats_seconds:
+                    await self._refresh_gauges()
+
+    async def _refresh_gauges(self) -> None:
+        """Lag, table size and vacuum record: at most every sink_stats_seconds, not per batch."""
+        self._stats_at = time.monotonic()
+        self._lag.update({(tp.topic, tp.partition): lag_of(self.consumer.highwater(tp), self._consumed.get(tp)) for tp in self._assigned})
+        await self._refresh_store_gauges()
+
+    async def _refresh_store_gauges(self) -> None:
+        """Metadata reads only: the table's add actions and the vacuum record."""
+        store = self.writer.store
+        try:
+            stats = await asyncio.to_thread(store.stats)
+            record = await asyncio.to_thread(store.vacuum_record)
+        except Exception:
+            metrics.ERRORS.labels("stats").inc()
+            log.warning("could not read the training store's metadata for the gauges", exc_info=True)
+            return
+        metrics.TABLE_VERSION.set(stats.version)
+        metrics.TABLE_BYTES.set(stats.live_bytes)
+        metrics.TABLE_FILES.set(stats.live_files)
+        if record is not None:
+            metrics.VACUUM_RUNS.runs = record.runs
+            metrics.LAST_VACUUM.set(record.last_ended_at_us / 1e6)
+            metrics.LAST_VACUUM_FILES.set(record.last_files_removed)
 
     async def _flush(self) -> None:
         """Apply the pending batch to the store, confirm its purges, then commit offsets."""
@@ -136,6 +167,8 @@ class SinkWorker:
         metrics.DUPLICATES.inc(applied.duplicates)
         if plan.purges:
             at = now_us()
+            if any(applied.purged_rows.values()):
+                metrics.LAST_PURGE.set(at / 1e6)
             for purge in plan.purges.values():
                 rows = applied.purged_rows.get(purge.user_id, 0)
                 metrics.PURGES.inc()

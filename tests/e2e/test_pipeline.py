@@ -93,15 +93,15 @@ def test_withdrawal_makes_later_posts_eligible_again(system: System) -> None:
     system.publish_posts([post("frank-during", "frank", created_us=during)])
     eventually(lambda: total(system.metrics("ingest"), "consentry_ingest_dropped_total", reason="objected") >= 1, what="dropped")
 
-    system.withdraw("frank")
+    withdrawal = system.withdraw("frank")
     system.wait_status("frank", "withdrawn")
     assert system.status("frank")["objected"] is False
-    eventually(lambda: _view_open(system), timeout=30, what="withdrawal reached ingest")
+    # The withdrawal takes effect once ingest has applied it (its `enforced_at`).
+    eventually(lambda: _withdrawal_applied(system, withdrawal["objection_id"]), timeout=30, what="withdrawal applied by ingest")
     system.publish_posts([post("frank-after", "frank"), post("frank-during-again", "frank", created_us=during)])
     eventually(lambda: stored_ids(system) == ["frank-after"], timeout=30, what="post after withdrawal stored")
 
 
-def _view_open(system: System) -> bool:
-    """True once ingest knows the objection is closed (its enforcement receipts have landed)."""
-    history = system.status("frank")["history"]
-    return len(history) == 2 and history[-1]["kind"] == "withdraw"
+def _withdrawal_applied(system: System, withdrawal_id: str) -> bool:
+    [entry] = [e for e in system.status("frank")["history"] if e["objection_id"] == withdrawal_id]
+    return entry["kind"] == "withdraw" and entry["enforced_at"] is not None

@@ -32,7 +32,12 @@ SECRET = "test-secret-" + uuid.uuid4().hex
 
 
 class System:
-    def __init__(self, bootstrap: str, flavor: str, root: Path, partitions: int = 4, extra_env: dict[str, str] | None = None) -> None:
+    """`notices=False` (the default) turns the notice rule off (CONSENTRY_NOTICE_RULE=off): the
+    stories that are not about notices publish no notices. Notice stories pass True."""
+
+    def __init__(
+        self, bootstrap: str, flavor: str, root: Path, partitions: int = 4, extra_env: dict[str, str] | None = None, notices: bool = False
+    ) -> None:
         self.bootstrap = bootstrap
         self.prefix = f"t{uuid.uuid4().hex[:10]}-"
         self.partitions = partitions
@@ -53,13 +58,16 @@ class System:
             "CONSENTRY_CONSENT_PORT": str(self.ports["consent"]),
             "CONSENTRY_CONSENT_URL": f"http://127.0.0.1:{self.ports['consent']}",
             "CONSENTRY_INGEST_PORT": str(self.ports["ingest"]),
+            "CONSENTRY_INGEST_URL": f"http://127.0.0.1:{self.ports['ingest']}",
             "CONSENTRY_SINK_PORT": str(self.ports["sink"]),
+            "CONSENTRY_SINK_URL": f"http://127.0.0.1:{self.ports['sink']}",
             "GATEWAY_PORT": str(self.ports["gateway"]),
             "CONSENTRY_JWT_SECRET": self.secret,
             # Short group timeouts: Tansu hands out a group's first assignment after half of it.
             "CONSENTRY_SESSION_TIMEOUT_MS": "3000",
             "CONSENTRY_HEARTBEAT_INTERVAL_MS": "500",
             "CONSENTRY_SINK_FLUSH_SECONDS": "0.3",
+            "CONSENTRY_NOTICE_RULE": "on" if notices else "off",
             **(extra_env or {}),
         }
         self.settings = CommonSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=self.prefix, partitions=partitions, broker_flavor=flavor)
@@ -163,6 +171,10 @@ class System:
 
     def publish_posts(self, posts: list[dict[str, Any]]) -> None:
         self.publish([(p["user_id"].encode(), orjson.dumps(p)) for p in posts])
+
+    def publish_notices(self, notices: list[dict[str, Any]]) -> None:
+        """As the platform's notification system does: default partitioner, key = user_id."""
+        self.publish([(n["user_id"].encode(), orjson.dumps(n)) for n in notices], topic=self.topics.notices)
 
     def read(self, topic: str) -> list:
         return asyncio.run(read_all(self.bootstrap, topic))

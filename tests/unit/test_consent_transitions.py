@@ -48,6 +48,15 @@ def test_withdrawal_closes_the_interval() -> None:
     assert state.pending == ("o1",)  # posts of the interval may already be stored: still purge
 
 
+def test_a_withdrawal_awaits_ingest_acknowledgement() -> None:
+    state = run(objection("o1", T), objection("w1", T + 10, "withdraw"))
+    assert state.pending_withdrawals == ("w1",)
+    acked = apply_receipt(state, Receipt(ENFORCED, "u-1", ("o1", "w1"), T + 20), now_us=T + 21)
+    assert acked.pending == () and acked.pending_withdrawals == ()
+    assert [e.enforced_at_us for e in acked.history] == [T + 20, T + 20]
+    assert status_document("u-1", acked, T + 30)["history"][1]["enforced_at"] is not None
+
+
 def test_events_in_any_order_give_the_same_state() -> None:
     events = [objection("o1", T), objection("w1", T + 10, "withdraw"), objection("o2", T + 20), objection("o0", T - 5)]
     forward = run(*events)
@@ -98,4 +107,4 @@ def test_status_document_shows_each_step_reached() -> None:
     assert doc["objected"] is True and doc["status"] == "enforced"
     assert doc["history"][0]["enforced_at"] == "2023-11-14T22:13:21Z"
     assert doc["history"][0]["purged_at"] is None
-    assert status_document("nobody", None, T) == {"user_id": "nobody", "objected": False, "status": "none", "history": []}
+    assert status_document("nobody", None, T) == {"user_id": "nobody", "objected": False, "status": "none", "history": [], "notices": []}

@@ -4,10 +4,24 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from pydantic import BaseModel
 
 from services.gateway.deps import PublisherDep
 
 router = APIRouter(tags=["health"])
+
+
+class Readiness(BaseModel):
+    ready: bool
+    detail: str
+
+
+NOT_READY = {
+    "model": Readiness,
+    "description": "Broker unreachable.",
+    "content": {"application/json": {"example": {"ready": False, "detail": "broker unreachable"}}},
+}
+METRICS = {200: {"description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}}
 
 
 @router.get("/healthz", summary="Liveness")
@@ -15,7 +29,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: the broker is reachable", responses={503: {"description": "Broker unreachable."}})
+@router.get("/readyz", summary="Readiness: the broker is reachable", responses={503: NOT_READY})
 async def readyz(publisher: PublisherDep, response: Response) -> dict[str, object]:
     if await publisher.broker_reachable():
         return {"ready": True, "detail": "broker reachable"}
@@ -23,6 +37,6 @@ async def readyz(publisher: PublisherDep, response: Response) -> dict[str, objec
     return {"ready": False, "detail": "broker unreachable"}
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response, responses=METRICS)
 async def metrics() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,99 @@
+"""One-click objection links: signed, expiring, single-purpose tokens for `/object?token=…`.
+
+A link token is an HS256 JWT signed with CONSENTRY_JWT_SECRET whose audience and `purpose`
+say "object link": it can file (and show) an objection for its `sub` and nothing else.
+API bearer tokens carry no audience, so PyJWT refuses each kind where the other is expected.
+
+The notice sender calls `objection_link(...)`; `consentry link USER` prints one.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import jwt
+
+ALGORITHM = "HS256"
+LINK_AUDIENCE = "consentry:object-link"
+LINK_PURPOSE = "object"
+LINK_CHANNELS = frozenset({"email", "app", "web"})
+DEFAULT_TTL_SECONDS = 30 * 24 * 3600
+MAX_USER_ID_LENGTH = 256
+
+
+class InvalidLink(Exception):
+    """The link cannot be used; `expired` tells the two cases apart for the page."""
+
+    def __init__(self, message: str, expired: bool = False) -> None:
+        super().__init__(message)
+        self.expired = expired
+
+
+@dataclass(frozen=True)
+class LinkClaims:
+    user_id: str
+    channel: str  # recorded on the objection: email (notice e-mail), app (in-app notice), web
+    link_id: str
+    expires_at: int  # seconds since the epoch
+
+
+def make_link_token(
+    secret: str, user_id: str, *, channel: str = "email", ttl_seconds: int = DEFAULT_TTL_SECONDS, now: float | None = None
+) -> str:
+    if not user_id or len(user_id) > MAX_USER_ID_LENGTH or "\x00" in user_id:
+        raise ValueError(f"user_id must be 1 to {MAX_USER_ID_LENGTH} characters without NUL")
+    if channel not in LINK_CHANNELS:
+        raise ValueError(f"channel must be one of {', '.join(sorted(LINK_CHANNELS))}")
+    if ttl_seconds <= 0:
+        raise ValueError("ttl_seconds must be positive")
+    issued = int(now if now is not None else time.time())
+    claims = {
+        "sub": user_id,
+        "aud": LINK_AUDIENCE,
+        "purpose": LINK_PURPOSE,
+        "channel": channel,
+        "jti": secrets.token_urlsafe(12),
+        "iat": issued,
+        "exp": issued + ttl_seconds,
+    }
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_link_token(secret: str, token: str, now: float | None = None) -> LinkClaims:
+    if not token or len(token) > 4096:
+        raise InvalidLink("this link is incomplete")
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            audience=LINK_AUDIENCE,
+            # `now` (tests, tools) replaces the clock: then the expiry is checked below.
+            options={"require": ["sub", "exp", "aud", "jti"], "verify_exp": now is None},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise InvalidLink("this link has expired", expired=True) from exc
+    except jwt.InvalidTokenError as exc:
+        raise InvalidLink("this link is not valid") from exc
+    if now is not None and (type(claims["exp"]) is not int or claims["exp"] <= now):
+        raise InvalidLink("this link has expired", expired=True)
+    sub, channel, jti = claims.get("sub"), claims.get("channel"), claims.get("jti")
+    if claims.get("purpose") != LINK_PURPOSE or channel not in LINK_CHANNELS:
+        raise InvalidLink("this link is not valid")
+    if type(sub) is not str or not sub or len(sub) > MAX_USER_ID_LENGTH or "\x00" in sub or type(jti) is not str:
+        raise InvalidLink("this link is not valid")
+    return LinkClaims(user_id=sub, channel=channel, link_id=jti, expires_at=int(claims["exp"]))
+
+
+def objection_url(base_url: str, token: str) -> str:
+    return f"{base_url.rstrip('/')}/object?{urlencode({'token': token})}"
+
+
+def objection_link(
+    secret: str, base_url: str, user_id: str, *, channel: str = "email", ttl_seconds: int = DEFAULT_TTL_SECONDS
+) -> str:
+    """The URL a notice (e-mail or in-app) carries: one click to the objection page."""
+    return objection_url(base_url, make_link_token(secret, user_id, channel=channel, ttl_seconds=ttl_seconds))

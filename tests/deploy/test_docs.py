@@ -1,0 +1,54 @@
+"""The documents say what the code does: every setting with its default, every topic."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from consentry.topics import Topics
+from tests.support.deploy import ROOT, SETTINGS_OF_COMMAND, env_names
+
+OPERATIONS = ROOT / "docs" / "operations.md"
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+
+def table_rows(markdown: Path) -> list[list[str]]:
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in markdown.read_text().splitlines() if line.startswith("| `")]
+
+
+def shown(default: Any) -> str:
+    """How the configuration table writes a default."""
+    if default is None:
+        return "unset"
+    if isinstance(default, Path):
+        return f"`./{default}`"
+    if default == "":
+        return '`""`'
+    return f"`{default}`"
+
+
+def test_the_configuration_tables_list_every_setting_with_its_default() -> None:
+    documented = {}
+    for cells in table_rows(OPERATIONS):
+        name = re.fullmatch(r"`([A-Z_]+)`", cells[0])
+        if name and len(cells) == 3:
+            documented[name.group(1)] = cells[1]
+
+    expected = {}
+    for cls in set(SETTINGS_OF_COMMAND.values()):
+        for env, field in env_names(cls).items():
+            expected[env] = shown(cls.model_fields[field].default)
+
+    assert set(documented) == set(expected)
+    for env, default in expected.items():
+        assert documented[env].startswith(default), f"{env}: the code's default is {default}, the table says {documented[env]}"
+
+
+def test_the_architecture_lists_every_topic_with_its_configuration() -> None:
+    rows = {re.sub(r"`", "", cells[0]): cells for cells in table_rows(ARCHITECTURE)}
+    for spec in Topics().specs():
+        assert spec.name in rows, spec.name
+        partitions = rows[spec.name][2]
+        assert ("CONSENTRY_PARTITIONS" in partitions) == spec.user_keyed, spec.name
+        assert ("compact" in rows[spec.name][3]) == (spec.config.get("cleanup.policy") == "compact"), spec.name

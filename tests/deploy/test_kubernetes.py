@@ -1,0 +1,232 @@
+"""deploy/k8s: valid Kubernetes objects, and every container wired the way the code reads it.
+
+Validation uses `kubernetes-validate`, which ships the Kubernetes OpenAPI-derived JSON
+schemas of each release inside the package (strict mode: unknown fields are errors).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from tests.support.deploy import (
+    K8S_DIR,
+    SERVICE_COMMANDS,
+    SETTINGS_OF_COMMAND,
+    config_map_data,
+    k8s_manifest_files,
+    k8s_resources,
+    load_yaml,
+    parse_command_line,
+    settings_with_env,
+    unknown_settings,
+    workloads,
+)
+
+PORT_FIELD = {"consent": "consent_port", "ingest": "ingest_port", "sink": "sink_port", "gateway": "gateway_port"}
+# Oldest release still commonly run, and the newest the package knows.
+VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
+
+
+def containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def container_env(container: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """The environment a container gets from the shared ConfigMap and its own `env`, and the
+    names of downward-API helpers (such as POD_NAME) that other values refer to as $(NAME)."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(config_map_data(source["configMapRef"]["name"]))
+    helpers = []
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        elif "fieldRef" in item.get("valueFrom", {}):
+            helpers.append(item["name"])
+        else:  # from a Secret: the value is not known here, only that it is set
+            env[item["name"]] = "from-secret"
+    for name in helpers:
+        assert any(f"$({name})" in value for value in env.values()), f"{name} is set but never used"
+    resolved = {name: re.sub(r"\$\((\w+)\)", lambda m: f"{m.group(1).lower()}-value", value) for name, value in env.items()}
+    return resolved, helpers
+
+
+def service_containers() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """command -> (container, resource) for the four services."""
+    found = {}
+    for _name, resource, spec in workloads():
+        for container in spec["containers"]:
+            command = parse_command_line(container["command"])
+            if command in SERVICE_COMMANDS:
+                found[command] = (container, resource)
+    return found
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_manifest_is_a_valid_kubernetes_object(version: str) -> None:
+    checked = []
+    for path, resource in k8s_resources():
+        kubernetes_validate.validate(resource, version, strict=True)
+        checked.append(f"{path.name}:{resource['kind']}/{resource['metadata']['name']}")
+    kinds = {item.split(":")[1].split("/")[0] for item in checked}
+    assert {"Namespace", "ConfigMap", "Secret", "Job", "StatefulSet", "Deployment", "Service", "PersistentVolumeClaim"} <= kinds
+
+
+def test_the_kubernetes_check_catches_a_misspelled_field() -> None:
+    _path, deployment = next((p, r) for p, r in k8s_resources() if r["kind"] == "Deployment")
+    broken = copy.deepcopy(deployment)
+    container = broken["spec"]["template"]["spec"]["containers"][0]
+    container["readinesProbe"] = container.pop("readinessProbe")
+
+    with pytest.raises(kubernetes_validate.ValidationError) as caught:
+        kubernetes_validate.validate(broken, VERSIONS[-1], strict=True)
+
+    assert "readinesProbe" in caught.value.message
+
+
+def test_kustomization_deploys_every_manifest_but_the_on_demand_ones() -> None:
+    kustomization = load_yaml(K8S_DIR / "kustomization.yaml")
+
+    listed = set(kustomization["resources"])
+
+    assert listed == {p.name for p in k8s_manifest_files()} - {"jwt-secret.example.yaml", "vacuum-job.yaml"}
+
+
+def test_every_container_runs_a_real_consentry_command() -> None:
+    commands = {name: [parse_command_line(c["command"]) for c in containers(spec)] for name, _r, spec in workloads()}
+
+    assert commands == {
+        "Job/consentry-topics": ["topics"],
+        "Job/consentry-vacuum": ["vacuum"],
+        "StatefulSet/consent": ["topics", "consent"],
+        "Deployment/ingest": ["ingest"],
+        "Deployment/sink": ["sink"],
+        "Deployment/gateway": ["gateway"],
+    }
+
+
+def test_topics_are_replicated_on_a_production_cluster() -> None:
+    for _name, _resource, spec in workloads():
+        for container in containers(spec):
+            if container["command"][1] == "topics":
+                assert container["command"][2:] == ["--replication", "3"]
+
+
+def test_every_environment_variable_is_a_setting_the_container_reads() -> None:
+    for name, _resource, spec in workloads():
+        for container in containers(spec):
+            settings_class = SETTINGS_OF_COMMAND[parse_command_line(container["command"])]
+            env, _helpers = container_env(container)
+            assert unknown_settings(settings_class, env) == [], f"{name}/{container['name']}"
+
+
+def test_consent_workers_advertise_their_own_stable_address() -> None:
+    container, statefulset = service_containers()["consent"]
+    env, helpers = container_env(container)
+    settings = settings_with_env(SETTINGS_OF_COMMAND["consent"], env)
+
+    assert helpers == ["POD_NAME"]
+    assert settings.consent_host == "0.0.0.0"
+    assert settings.canonical_url == f"http://pod_name-value.{statefulset['spec']['serviceName']}:{settings.consent_port}"
+    headless = next(r for _p, r in k8s_resources() if r["kind"] == "Service" and r["metadata"]["name"] == statefulset["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+
+
+@pytest.mark.parametrize("command", SERVICE_COMMANDS)
+def test_probes_ask_healthz_and_readyz_on_the_port_the_service_listens_on(command: str) -> None:
+    container, _resource = service_containers()[command]
+    env, _helpers = container_env(container)
+    port = getattr(settings_with_env(SETTINGS_OF_COMMAND[command], env), PORT_FIELD[command])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+
+    liveness, readiness = container["livenessProbe"]["httpGet"], container["readinessProbe"]["httpGet"]
+
+    assert liveness["path"] == "/healthz" and readiness["path"] == "/readyz"
+    assert ports[liveness["port"]] == ports[readiness["port"]] == port
+
+
+@pytest.mark.parametrize("command", SERVICE_COMMANDS)
+def test_the_service_and_the_scrape_annotations_point_at_the_same_port(command: str) -> None:
+    container, resource = service_containers()[command]
+    port = container["ports"][0]["containerPort"]
+    labels = resource["spec"]["template"]["metadata"]["labels"]
+    annotations = resource["spec"]["template"]["metadata"]["annotations"]
+    services = [r for _p, r in k8s_resources() if r["kind"] == "Service" and r["spec"]["selector"].items() <= labels.items()]
+
+    assert annotations["prometheus.io/port"] == str(port) and annotations["prometheus.io/path"] == "/metrics"
+    assert services and all(s["spec"]["ports"][0]["port"] == port for s in services)
+
+
+def test_every_container_has_resource_requests_and_limits() -> None:
+    for name, _resource, spec in workloads():
+        for container in containers(spec):
+            resources = container["resources"]
+            assert {"cpu", "memory"} <= set(resources["requests"]) and {"cpu", "memory"} <= set(resources["limits"]), name
+
+
+def test_every_pod_runs_as_a_non_root_user_without_privileges() -> None:
+    for name, _resource, spec in workloads():
+        assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0, name
+        for container in containers(spec):
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
+            assert container["securityContext"]["capabilities"]["drop"] == ["ALL"], name
+
+
+def test_consent_keeps_its_rocksdb_state_on_a_volume_per_pod() -> None:
+    container, statefulset = service_containers()["consent"]
+    env, _helpers = container_env(container)
+    state_dir = settings_with_env(SETTINGS_OF_COMMAND["consent"], env).state_dir
+    claims = {t["metadata"]["name"] for t in statefulset["spec"]["volumeClaimTemplates"]}
+
+    mounted = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+
+    assert statefulset["kind"] == "StatefulSet"
+    assert any(state_dir.is_relative_to(path) and name in claims for path, name in mounted.items())
+
+
+def test_the_sink_writes_the_delta_table_on_its_volume() -> None:
+    container, deployment = service_containers()["sink"]
+    env, _helpers = container_env(container)
+    store_uri = settings_with_env(SETTINGS_OF_COMMAND["sink"], env).store_uri
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+
+    mounted = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+
+    assert any(store_uri.startswith(path + "/") and "persistentVolumeClaim" in volumes[name] for path, name in mounted.items())
+    # One writer on a ReadWriteOnce volume: the old pod must let go before the new one starts.
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_no_service_has_more_replicas_than_partitions_to_share() -> None:
+    partitions = int(config_map_data("consentry-config")["CONSENTRY_PARTITIONS"])
+    for command in ("consent", "ingest", "sink"):
+        _container, resource = service_containers()[command]
+        assert 1 <= resource["spec"]["replicas"] <= partitions, command
+
+
+def test_vacuum_works_on_the_table_the_sink_writes() -> None:
+    sink_container, sink = service_containers()["sink"]
+    vacuum_job = next(r for _n, r, _s in workloads() if r["metadata"]["name"] == "consentry-vacuum")
+    vacuum_container = vacuum_job["spec"]["template"]["spec"]["containers"][0]
+
+    def store(container: dict[str, Any], resource: dict[str, Any]) -> tuple[str, set[str]]:
+        env, _helpers = container_env(container)
+        claims = {v["persistentVolumeClaim"]["claimName"] for v in resource["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v}
+        return settings_with_env(SETTINGS_OF_COMMAND[parse_command_line(container["command"])], env).store_uri, claims
+
+    assert store(vacuum_container, vacuum_job) == store(sink_container, sink)
+
+
+def test_the_gateway_reads_its_jwt_secret_from_a_secret() -> None:
+    container, _resource = service_containers()["gateway"]
+    secret = next(item for item in container["env"] if item["name"] == "CONSENTRY_JWT_SECRET")
+
+    assert secret["valueFrom"]["secretKeyRef"] == {"name": "consentry-jwt", "key": "CONSENTRY_JWT_SECRET"}
+    example = load_yaml(K8S_DIR / "jwt-secret.example.yaml")
+    assert example["metadata"]["name"] == "consentry-jwt" and "CONSENTRY_JWT_SECRET" in example["stringData"]

@@ -1,0 +1,118 @@
+"""The objection API over real HTTP (uvicorn) against the real broker: idempotency, rate
+limits, size limits, CORS and the docs."""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+
+from consentry.links import make_link_token
+from services.gateway.auth import make_token
+from tests.support.gateway import StartGateway
+from tests.support.gateway_settings import SECRET
+from tests.support.kafka import read_topic
+
+
+def bearer(user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {make_token(SECRET, user)}"}
+
+
+def objections_on_topic(settings) -> list[dict]:  # type: ignore[no-untyped-def]
+    return [orjson.loads(r.value) for r in read_topic(settings.bootstrap_servers, settings.topics.objections)]
+
+
+def test_an_objection_is_on_the_topic_once_and_a_repeated_idempotency_key_returns_the_same_receipt(start_gateway: StartGateway) -> None:
+    url, settings = start_gateway()
+    headers = {**bearer("alice"), "Idempotency-Key": "settings-page-click-1"}
+    first = httpx.post(f"{url}/v1/objections", headers=headers, json={"channel": "app", "reason": "no"})
+    again = httpx.post(f"{url}/v1/objections", headers=headers, json={"channel": "app", "reason": "no"})
+    assert first.status_code == again.status_code == 202
+    assert first.json() == again.json()
+    assert first.json()["user_id"] == "alice" and first.json()["status"] == "received"
+
+    other = httpx.post(f"{url}/v1/objections", headers=bearer("alice"))
+    assert other.json()["objection_id"] != first.json()["objection_id"]
+
+    events = objections_on_topic(settings)
+    assert sorted(e["objection_id"] for e in events) == sorted([first.json()["objection_id"], other.json()["objection_id"]])
+    filed = next(e for e in events if e["objection_id"] == first.json()["objection_id"])
+    assert (filed["user_id"], filed["kind"], filed["channel"], filed["reason"]) == ("alice", "object", "app", "no")
+    assert filed["received_at"] == first.json()["received_at"]
+
+
+def test_tokens_are_required_and_a_link_token_is_not_an_api_token(start_gateway: StartGateway) -> None:
+    url, _settings = start_gateway()
+    assert httpx.post(f"{url}/v1/objections").status_code == 401
+    link = make_link_token(SECRET, "alice")
+    refused = httpx.get(f"{url}/v1/objections/me", headers={"Authorization": f"Bearer {link}"})
+    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer"
+    assert httpx.post(f"{url}/v1/objections", headers={"Authorization": "Bearer not.a.jwt"}).json() == {"detail": "invalid token"}
+
+
+def test_status_without_the_consent_service_is_a_clear_503(start_gateway: StartGateway) -> None:
+    url, _settings = start_gateway()
+    response = httpx.get(f"{url}/v1/objections/me", headers=bearer("alice"))
+    assert response.status_code == 503
+    assert "temporarily unavailable" in response.json()["detail"]
+
+
+def test_a_user_sending_too_many_requests_gets_429_with_retry_after_and_others_do_not(start_gateway: StartGateway) -> None:
+    url, _settings = start_gateway(rate_limit_user_per_s=0.1, rate_limit_user_burst=2)
+    codes = [httpx.post(f"{url}/v1/objections", headers=bearer("eager")).status_code for _ in range(3)]
+    assert codes == [202, 202, 429]
+    limited = httpx.post(f"{url}/v1/objections", headers=bearer("eager"))
+    assert limited.status_code == 429
+    assert 1 <= int(limited.headers["Retry-After"]) <= 10
+    assert "too many requests" in limited.json()["detail"]
+    assert httpx.post(f"{url}/v1/objections", headers=bearer("calm")).status_code == 202
+
+
+def test_one_address_sending_too_many_requests_gets_429_whatever_the_user(start_gateway: StartGateway) -> None:
+    url, _settings = start_gateway(rate_limit_user_per_s=0, rate_limit_address_per_s=0.1, rate_limit_address_burst=3)
+    codes = [httpx.post(f"{url}/v1/objections", headers=bearer(f"user-{i}")).status_code for i in range(4)]
+    assert codes == [202, 202, 202, 429]
+    assert httpx.get(f"{url}/healthz").status_code == 200  # health and metrics are never limited
+
+
+def test_an_oversized_body_gets_413_with_a_message_even_without_content_length(start_gateway: StartGateway) -> None:
+    url, _settings = start_gateway(max_body_bytes=1024)
+    big = orjson.dumps({"reason": "x" * 2000})
+    declared = httpx.post(f"{url}/v1/objections", headers={**bearer("alice"), "Content-Type": "application/json"}, content=big)
+    assert declared.status_code == 413
+    assert declared.json() == {"detail": "request body too large: this endpoint accepts at most 1 KiB"}
+
+    def chunks():  # type: ignore[no-untyped-def]
+        yield big[:600]
+        yield big[600:]
+
+    streamed = httpx.post(f"{url}/v1/objections", headers={**bearer("alice"), "Content-Type": "application/json"}, content=chunks())
+    assert streamed.status_code == 413
+    assert httpx.post(f"{url}/v1/objections", headers=bearer("alice"), json={"reason": "short"}).status_code == 202
+
+
+def test_cors_is_closed_by_default(start_gateway: StartGateway) -> None:
+    url, _settings = start_gateway()
+    preflight = httpx.options(
+        f"{url}/v1/objections", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+    simple = httpx.get(f"{url}/healthz", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in simple.headers
+
+
+def test_cors_opens_only_to_listed_origins(start_gateway: StartGateway) -> None:
+    url, _settings = start_gateway(cors_allow_origins="https://app.example, https://www.example")
+    request = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,idempotency-key"}
+    allowed = httpx.options(f"{url}/v1/objections", headers={"Origin": "https://app.example", **request})
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    refused = httpx.options(f"{url}/v1/objections", headers={"Origin": "https://evil.example", **request})
+    assert "access-control-allow-origin" not in refused.headers
+
+
+def test_the_api_documentation_is_served(start_gateway: StartGateway) -> None:
+    url, _settings = start_gateway()
+    docs = httpx.get(f"{url}/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    spec = httpx.get(f"{url}/openapi.json").json()
+    assert "/v1/admin/objections:import" in spec["paths"] and "/object" in spec["paths"]
