@@ -43,7 +43,10 @@ def run_gateway(bootstrap: str, work: Path, profile: Path | None = None, extra_e
         tokens.write_text("\n".join(make_token(SECRET, f"gw-user-{i:06d}", ttl_seconds=3600) for i in range(TOKENS)) + "\n")
     prefix = f"gw{len(extra_env or {})}-"
     points = []
-    with Services(bootstrap, prefix, work / prefix, extra_env) as services:
+    # wrk sends everything from one address: the per-address limit would answer 429 (it is
+    # meant for one client, not for a load generator). The per-user limit stays on.
+    env = {"CONSENTRY_RATE_LIMIT_ADDRESS_PER_S": "0", **(extra_env or {})}
+    with Services(bootstrap, prefix, work / prefix, env) as services:
         services.create_topics()
         services.start("gateway")
         url = services.url("gateway")

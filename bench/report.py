@@ -110,8 +110,9 @@ def rows(results: dict) -> list[tuple[str, str, str, str]]:
         ))
     if "import" in results and not failed("import"):
         r = results["import"]
-        first = r["output"].splitlines()[-1] if r.get("output") else ""
-        out.append(("Import micro-benchmark (bench/import_bench.py)", first, "", "—" if r.get("exit_code") == 0 else "**failed**"))
+        text = " ".join(r.get("output", "").splitlines())
+        verdict = {0: "met", 2: "**missed**"}.get(r.get("exit_code"), "**failed**")
+        out.append(("Import of 1,000,000 objection lines (bench/import_bench.py)", text, "< 60 s", verdict))
     return out
 
 
