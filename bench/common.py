@@ -21,8 +21,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from consentry.domain.consent import apply_objection, apply_receipt
-from consentry.events import ENFORCED, PURGED, ObjectionEvent, Receipt, encode_consent_state, encode_objection
+from consentry.domain.consent import apply_notice, apply_objection, apply_receipt
+from consentry.events import ENFORCED, PURGED, Notice, ObjectionEvent, Receipt, encode_consent_state, encode_notice, encode_objection
 from consentry.kafka import BatchSender
 from consentry.partitioning import home_partition
 from consentry.timeutil import format_rfc3339, now_us
@@ -44,6 +44,13 @@ class Dataset:
     expected_accepted: int  # what a correct filter forwards
     mean_bytes: float = 0.0
     objections: list[ObjectionEvent] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)  # every user was told long ago (notice rule on)
+
+    def consent_changelog(self) -> list[tuple[bytes, bytes]]:
+        """The consent table's changelog as the consent service leaves it once every notice and
+        objection was applied, enforced and purged: one record per user."""
+        objected = {e.user_id: e for e in self.objections}
+        return [(n.user_id.encode(), user_state(n, objected.get(n.user_id), self.objected_at_us)) for n in self.notices]
 
 
 def make_dataset(n_posts: int, n_users: int, seed: int = 6) -> Dataset:
@@ -79,16 +86,25 @@ def make_dataset(n_posts: int, n_users: int, seed: int = 6) -> Dataset:
     objections = [
         ObjectionEvent(f"obj-{user}", user, "object", objected_at, "web") for user in objected
     ]
-    return Dataset(posts, users, objected, objected_at, accepted, total / max(n_posts, 1), objections)
+    told = objected_at - 60 * 86_400_000_000  # beyond any notice grace period
+    notices = [Notice(f"notice-{user}", user, "v1", "email", told, "FR") for user in users]
+    return Dataset(posts, users, objected, objected_at, accepted, total / max(n_posts, 1), objections, notices)
+
+
+def user_state(notice: Notice | None, objection: ObjectionEvent | None, at_us: int) -> bytes:
+    """One user's consent table row, built with the consent service's own domain code."""
+    state = apply_notice(None, notice, at_us) if notice is not None else None
+    if objection is not None:
+        state = apply_objection(state, objection, at_us)
+        ids = (objection.objection_id,)
+        state = apply_receipt(state, Receipt(ENFORCED, objection.user_id, ids, at_us), at_us)
+        state = apply_receipt(state, Receipt(PURGED, objection.user_id, ids, at_us, 0, at_us), at_us)
+    return encode_consent_state(state)  # type: ignore[arg-type]
 
 
 def enforced_state(event: ObjectionEvent, at_us: int) -> bytes:
-    """The consent table row of a user whose objection was applied, enforced and purged
-    (what the consent service writes to its changelog, built with the same domain code)."""
-    state = apply_objection(None, event, at_us)
-    state = apply_receipt(state, Receipt(ENFORCED, event.user_id, (event.objection_id,), at_us), at_us)
-    state = apply_receipt(state, Receipt(PURGED, event.user_id, (event.objection_id,), at_us, 0, at_us), at_us)
-    return encode_consent_state(state)  # type: ignore[arg-type]
+    """The consent table row of a user whose objection was applied, enforced and purged."""
+    return user_state(None, event, at_us)
 
 
 def free_port() -> int:

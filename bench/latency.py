@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,7 @@ import orjson
 from bench.common import ROOT, Dataset, percentile, read_topic
 from bench.common import run as run_async
 from bench.system import SECRET, Services
+from bench.throughput import seed_consent
 from consentry.events import ENFORCED, PURGED, Invalid, parse_receipt
 from consentry.timeutil import parse_rfc3339
 from services.gateway.auth import make_token
@@ -36,6 +38,8 @@ def run(bootstrap: str, data: Dataset, work: Path, ingest_capacity: float | None
     users = len(data.users)
     with Services(bootstrap, "lat-", work / "latency") as services:
         services.create_topics()
+        # Every user of the load was told long ago (notice rule on) and nobody objected yet.
+        seed_consent(bootstrap, replace(data, objections=[]), services)
         services.start("consent", "ingest", "sink", "gateway")
         duration = WARMUP_S + OBJECTING_S + SETTLE_S
         load_log = open(work / "loadgen.log", "ab")

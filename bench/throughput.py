@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import ROOT, Dataset, create_topics, enforced_state, produce, run_child
+from bench.common import ROOT, Dataset, commit_to_end, create_topics, produce, run_child
 from bench.system import Services
-from consentry.events import encode_objection
+from consentry.events import encode_notice, encode_objection
 from consentry.scrape import parse_metrics as parse, total
 
 PEER_PYTHON = ROOT / ".venv-peer" / "bin" / "python"
@@ -48,11 +48,19 @@ def _prepare_consentry(bootstrap: str, data: Dataset, services: Services) -> Non
     """Topics, the consent table's changelog as the consent service leaves it after the
     objections were applied and enforced, and the posts backlog."""
     services.create_topics()
+    seed_consent(bootstrap, data, services)
+    asyncio.run(produce(bootstrap, services.topics.posts, data.posts))
+
+
+def seed_consent(bootstrap: str, data: Dataset, services: Services) -> None:
+    """Notices (every user told long ago) and objections on their topics, the consent table's
+    changelog as the consent service leaves them once applied, and the consent group's
+    offsets at the end of its inputs: a consent service restarted after doing that work."""
     topics = services.topics
-    changelog = [(e.user_id.encode(), enforced_state(e, data.objected_at_us)) for e in data.objections]
+    asyncio.run(produce(bootstrap, topics.notices, [(n.user_id.encode(), encode_notice(n)) for n in data.notices]))
     asyncio.run(produce(bootstrap, topics.objections, [(e.user_id.encode(), encode_objection(e)) for e in data.objections]))
-    asyncio.run(produce(bootstrap, topics.consent_state, changelog))
-    asyncio.run(produce(bootstrap, topics.posts, data.posts))
+    asyncio.run(produce(bootstrap, topics.consent_state, data.consent_changelog()))
+    asyncio.run(commit_to_end(bootstrap, topics.group("consent"), [topics.objections, topics.receipts, topics.notices]))
 
 
 def ingest(bootstrap: str, data: Dataset, work: Path, profile: Path | None = None, run: int = 0) -> dict:
