@@ -3,12 +3,16 @@ import sys
 from services.consent.app import create_app
 from services.consent.settings import ConsentSettings
 
+# faust's command line knows these level names only.
+FAUST_LEVELS = {"CRITICAL": "crit", "CRIT": "crit", "ERROR": "error", "WARNING": "warn", "WARN": "warn", "INFO": "info", "DEBUG": "debug"}
+
 
 def main() -> None:
     settings = ConsentSettings()
     app = create_app(settings)
+    level = FAUST_LEVELS.get(settings.log_level.upper(), "info")
     # faust's own command line runs the worker (with its web server for the views).
-    sys.argv = [sys.argv[0], "worker", "--loglevel", settings.log_level.lower()]
+    sys.argv = [sys.argv[0], "worker", "--loglevel", level]
     app.main()
 
 
