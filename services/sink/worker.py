@@ -8,6 +8,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
+from consentry import failpoints
 from consentry.events import PURGED, Receipt, encode_receipt
 from consentry.kafka import BatchSender, producer_options
 from consentry.partitioning import home_partition
@@ -34,6 +35,7 @@ class _Rebalance(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self.worker._lock:
             self.worker._assigned = set(assigned)
+            await self.worker._load_applied(assigned)
 
 
 class SinkWorker:
@@ -45,6 +47,8 @@ class SinkWorker:
         self._stopping = asyncio.Event()
         self._assigned: set[TopicPartition] = set()
         self._values: list[bytes] = []
+        self._replayed: list[bytes] = []  # read again but already in the table (see writer.py)
+        self._applied: dict[TopicPartition, int] = {}
         self._offsets: dict[TopicPartition, int] = {}
         self._first_at: float | None = None
 
@@ -105,7 +109,12 @@ class SinkWorker:
                 for tp, records in batch.items():
                     if tp not in self._assigned:
                         continue  # fetched before a rebalance took it away
-                    self._values.extend(r.value for r in records)
+                    applied = self._applied.get(tp, 0)
+                    if records[0].offset < applied:
+                        self._replayed.extend(r.value for r in records if r.offset < applied)
+                        self._values.extend(r.value for r in records if r.offset >= applied)
+                    else:
+                        self._values.extend(r.value for r in records)
                     self._offsets[tp] = records[-1].offset + 1
                 if self._values and self._first_at is None:
                     self._first_at = time.monotonic()
@@ -118,15 +127,18 @@ class SinkWorker:
         if not self._values and not self._offsets:
             return
         values, self._values = self._values, []
+        replayed, self._replayed = self._replayed, []
         offsets, self._offsets = self._offsets, {}
         self._first_at = None
         plan = plan_batch(values)
+        # Only forward: a batch made only of replayed messages must not lower a position.
+        positions = {self._stream(tp): offset for tp, offset in offsets.items() if offset > self._applied.get(tp, 0)}
         for invalid in plan.invalid:
             log.error("skipping unreadable training.posts message: %s", invalid.reason)
             metrics.INVALID.labels(invalid.code).inc()
         started = time.monotonic()
         try:
-            applied = await asyncio.to_thread(self.writer.apply, plan)
+            applied = await asyncio.to_thread(self.writer.apply, plan, positions)
         except Exception:
             metrics.ERRORS.labels("store").inc()
             raise  # offsets stay uncommitted: the batch is replayed after restart
@@ -134,17 +146,34 @@ class SinkWorker:
         metrics.COMMITS.inc()
         metrics.APPENDED.inc(applied.appended)
         metrics.DUPLICATES.inc(applied.duplicates)
-        if plan.purges:
+        failpoints.hit("sink.after_store")
+        # Purges a previous process committed but may not have confirmed: confirm them again
+        # (the consent table keeps the first stamp; how many rows they removed is not known).
+        confirm = [(purge, None) for purge in plan_batch(replayed).purges.values()] if replayed else []
+        if replayed:
+            log.info("skipped %d messages already applied to the table; re-confirming %d purges", len(replayed), len(confirm))
+        confirm += [(purge, applied.purged_rows.get(purge.user_id, 0)) for purge in plan.purges.values()]
+        if confirm:
             at = now_us()
-            for purge in plan.purges.values():
-                rows = applied.purged_rows.get(purge.user_id, 0)
-                metrics.PURGES.inc()
-                metrics.ROWS_PURGED.inc(rows)
+            for purge, rows in confirm:
+                if rows is not None:
+                    metrics.PURGES.inc()
+                    metrics.ROWS_PURGED.inc(rows)
                 receipt = Receipt(PURGED, purge.user_id, purge.objection_ids, at, rows, purge.marked_at_us)
                 partition = home_partition(purge.user_id, self.settings.partitions)
                 self.sender.append(self.topics.receipts, partition, purge.user_id.encode(), encode_receipt(receipt))
             await self.sender.flush()
-            log.info("purged %d users (%d rows)", len(plan.purges), sum(applied.purged_rows.values()))
+            if plan.purges:
+                log.info("purged %d users (%d rows)", len(plan.purges), sum(applied.purged_rows.values()))
         metrics.TABLE_VERSION.set(await asyncio.to_thread(self.writer.store.version))
+        failpoints.hit("sink.before_commit")
         if offsets:
             await self.consumer.commit(offsets)
+
+    def _stream(self, tp: TopicPartition) -> str:
+        """The name under which the table records how far this partition is applied."""
+        return f"consentry-sink:{tp.topic}:{tp.partition}"
+
+    async def _load_applied(self, assigned: set[TopicPartition]) -> None:
+        store = self.writer.store
+        self._applied = {tp: (await asyncio.to_thread(store.applied_position, self._stream(tp))) or 0 for tp in assigned}
