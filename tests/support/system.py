@@ -158,6 +158,25 @@ class System:
     def wait_status(self, user: str, status: str, timeout: float = 60.0) -> dict[str, Any]:
         return eventually(lambda: (doc := self.status(user))["status"] == status and doc, timeout=timeout, what=f"{user} {status}")
 
+    def sync_ingest(self, *users: str, timeout: float = 60.0) -> None:
+        """Return once ingest has applied every consent change the consent service had made for
+        `users` before the call. Ingest exposes no per-user view, so this files an objection for
+        a barrier user in each of their home partitions and waits until ingest enforced it: the
+        consent changelog is ordered per partition, so ingest has read everything before it."""
+        from consentry.partitioning import home_partition
+
+        homes = {home_partition(user, self.partitions) for user in users}
+        barriers = []
+        for home in sorted(homes):
+            n = 0
+            while home_partition(f"barrier-{home}-{n}-{self.prefix}", self.partitions) != home:
+                n += 1
+            barrier = f"barrier-{home}-{n}-{self.prefix}"
+            self.object(barrier)  # a new objection_id each call, so a new marker to wait for
+            barriers.append(barrier)
+        for barrier in barriers:
+            eventually(lambda: self.status(barrier)["history"][-1].get("enforced_at"), timeout=timeout, what=f"ingest caught up ({barrier})")
+
     def publish(self, messages: list[tuple[bytes | None, bytes]], topic: str | None = None, partition: int | None = None) -> None:
         asyncio.run(produce(self.bootstrap, topic or self.topics.posts, messages, partition))
 
