@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-e2e clean venv
+.PHONY: run test test-unit test-e2e test-reliability clean venv
 
 venv: $(STAMP)
 
@@ -23,6 +23,10 @@ run: $(STAMP)
 test: $(STAMP)
 	./scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest
+
+## The full reliability runs (races, kills, fuzz; see docs/reliability.md): about 25 minutes on 2 cores.
+test-reliability: $(STAMP)
+	$(BIN)/python -m pytest -m reliability --timeout 1500 tests/reliability
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
