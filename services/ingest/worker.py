@@ -22,6 +22,7 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
+from consentry import failpoints
 from consentry.domain.eligibility import Decision, decide
 from consentry.events import (
     ENFORCED,
@@ -309,6 +310,7 @@ class IngestWorker:
     async def _flush_and_commit(self) -> None:
         await self.sender.flush()
         if self._positions:
+            failpoints.hit("ingest.before_commit")
             offsets, self._positions = self._positions, {}
             await self.posts.commit(offsets)
 

@@ -147,6 +147,8 @@ class SinkWorker:
         metrics.APPENDED.inc(applied.appended)
         metrics.DUPLICATES.inc(applied.duplicates)
         failpoints.hit("sink.after_store")
+        if plan.purges:
+            failpoints.hit("sink.after_purge")
         # Purges a previous process committed but may not have confirmed: confirm them again
         # (the consent table keeps the first stamp; how many rows they removed is not known).
         confirm = [(purge, None) for purge in plan_batch(replayed).purges.values()] if replayed else []

@@ -187,11 +187,12 @@ class World:
                 await asyncio.sleep(0.5)
 
 
-def flush_pipeline(system: System, posts_partitions: int, timeout: float = 120.0) -> None:
+def flush_pipeline(system: System, posts_partitions: int | None = None, timeout: float = 120.0) -> None:
     """Publish one post on every path (each `posts` partition to each home partition) and wait
     until all are stored: everything published before has then been decided and applied."""
     from tests.support.wait import eventually
 
+    posts_partitions = posts_partitions or system.partitions
     marker = uuid.uuid4().hex[:8]
     wanted: dict[str, tuple[int, bytes, bytes]] = {}
     for home in range(system.partitions):
@@ -253,3 +254,115 @@ def check_world(world: World, rows: list[dict[str, Any]], consent: dict[str, dic
         "lost": len(lost),
         "duplicates": duplicates,
     }
+
+
+class Load:
+    """A sustained load in a thread of its own: posts of many users, and now and then an
+    objection or a withdrawal through the gateway, retried like a careful client (same
+    Idempotency-Key) until the gateway answers 202, while services are killed around it."""
+
+    def __init__(self, world: World, users: int, objectors: float = 0.3, posts_per_wave: int = 8) -> None:
+        import threading
+
+        self.world = world
+        self.users = [world.user(f"{world.tag}-u{n}") for n in range(users)]
+        self.objectors = self.users[: int(users * objectors)]
+        self.posts_per_wave = posts_per_wave
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="load", daemon=True)
+        self.error: BaseException | None = None
+        self.retries = 0
+
+    @property
+    def posts(self) -> int:
+        return self.world.counts["posts"]
+
+    def start(self) -> Load:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+        assert not self._thread.is_alive(), "load did not stop"
+        if self.error is not None:
+            raise self.error
+
+    def wait_progress(self, posts: int, timeout: float = 60.0) -> None:
+        """Poll until the load has published `posts` more posts (it keeps going meanwhile)."""
+        from tests.support.wait import eventually
+
+        target = self.posts + posts
+
+        def reached() -> bool:
+            if self.error is not None:
+                raise self.error
+            return self.posts >= target
+
+        eventually(reached, timeout=timeout, what=f"load reached {target} posts")
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # surfaced by stop() / wait_progress()
+            self.error = exc
+
+    async def _run(self) -> None:
+        world = self.world
+        async with world:
+            wave = 0
+            while not self._stop.is_set():
+                wave += 1
+                calls = []
+                for user in world.rng.sample(self.users, self.posts_per_wave):
+                    from tests.reliability.races import created_choice
+
+                    calls.append(world.publish_post(user, created_choice(world, user)))
+                if wave % 4 == 0:
+                    user = world.rng.choice(self.objectors)
+                    kind = "withdraw" if user.events and world.rng.random() < 0.4 else "object"
+                    calls.append(self.object_until_accepted(user, kind))
+                if wave % 7 == 0:
+                    calls.append(world.redeliver_post(world.rng.choice(self.users)))
+                await asyncio.gather(*calls)
+                await asyncio.sleep(0.02)  # pacing, not synchronisation: about 300 posts/s
+
+    async def object_until_accepted(self, user: UserState, kind: str, timeout: float = 120.0) -> None:
+        key = uuid.uuid4().hex
+        world = self.world
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            headers = {**world.system.auth(user.user_id), "Idempotency-Key": key}
+            try:
+                if kind == "object":
+                    response = await world.http.post("/v1/objections", headers=headers)
+                else:
+                    response = await world.http.delete("/v1/objections/me", headers=headers)
+                if response.status_code == 202:
+                    break
+                assert response.status_code == 503, response.text
+            except httpx.TransportError:
+                pass  # the gateway is down: retry with the same key
+            self.retries += 1
+            assert asyncio.get_running_loop().time() < deadline, f"no 202 for {user.user_id} within {timeout}s"
+            await asyncio.sleep(0.2)
+        receipt = response.json()
+        event = Event(receipt["objection_id"], kind, parse_rfc3339(receipt["received_at"]))
+        user.events[event.objection_id] = event
+        world.counts[f"{kind} via gateway"] += 1
+
+
+def adopt_consent_history(world: World, consent: dict[str, dict[str, Any]]) -> int:
+    """After gateway crashes the consent table may hold an event whose 202 never reached the
+    client (or, retried with its Idempotency-Key, with another received_at): check that every
+    acknowledged event is there, then judge by what the table holds. Returns how many events
+    the table held that no client saw acknowledged."""
+    unseen = 0
+    for user in world.users.values():
+        doc = consent[user.user_id]
+        held = {item["objection_id"]: item for item in doc["history"]}
+        missing = set(user.events) - set(held)
+        assert not missing, f"{user.user_id}: acknowledged objections lost: {missing}"
+        unseen += len(set(held) - set(user.events))
+        user.events = {i: Event(i, item["kind"], parse_rfc3339(item["received_at"])) for i, item in held.items()}
+    return unseen

@@ -81,11 +81,12 @@ class System:
     def gateway_url(self) -> str:
         return self.url("gateway")
 
-    def start(self, *services: str, wait: bool = True) -> None:
+    def start(self, *services: str, wait: bool = True, env: dict[str, str] | None = None) -> None:
+        """Start services as processes; `env` adds variables for these processes only."""
         for name in services or SERVICES:
             log = open(self.log_dir / f"{name}.log", "ab")
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "consentry", name], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                [sys.executable, "-m", "consentry", name], env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         if wait:
             for name in services or SERVICES:
@@ -101,6 +102,15 @@ class System:
                 return False
 
         eventually(ready, timeout=timeout, what=f"{service} ready")
+
+    def wait_exit(self, service: str, timeout: float = 60.0) -> int:
+        """Wait for a service to end by itself (a failpoint); return its exit code."""
+        process = self.processes.pop(service)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.processes[service] = process
+            raise AssertionError(f"{service} still running after {timeout}s") from None
 
     def kill(self, service: str, sig: int = signal.SIGKILL) -> None:
         process = self.processes.pop(service)
