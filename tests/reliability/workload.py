@@ -309,6 +309,7 @@ class Load:
 
     async def _run(self) -> None:
         world = self.world
+        clients: set[asyncio.Task] = set()  # objections in flight, retried on their own
         async with world:
             wave = 0
             while not self._stop.is_set():
@@ -321,11 +322,14 @@ class Load:
                 if wave % 4 == 0:
                     user = world.rng.choice(self.objectors)
                     kind = "withdraw" if user.events and world.rng.random() < 0.4 else "object"
-                    calls.append(self.object_until_accepted(user, kind))
+                    task = asyncio.create_task(self.object_until_accepted(user, kind))
+                    clients.add(task)
+                    task.add_done_callback(clients.discard)
                 if wave % 7 == 0:
                     calls.append(world.redeliver_post(world.rng.choice(self.users)))
                 await asyncio.gather(*calls)
                 await asyncio.sleep(0.02)  # pacing, not synchronisation: about 300 posts/s
+            await asyncio.gather(*clients)
 
     async def object_until_accepted(self, user: UserState, kind: str, timeout: float = 120.0) -> None:
         key = uuid.uuid4().hex
