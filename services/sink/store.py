@@ -40,6 +40,9 @@ TABLE_CONFIGURATION = {
 }
 
 
+ORPHAN_GRACE_HOURS = 1
+
+
 @dataclass(frozen=True)
 class VacuumResult:
     files_removed: int
@@ -218,12 +221,24 @@ class DeltaTrainingStore(TrainingStore):
         return self._fresh().to_pyarrow_dataset().to_table(columns=list(columns) if columns is not None else None)
 
     def vacuum(self) -> VacuumResult:
+        """Safe while the sink runs. Files removed by commits go at once; files no commit
+        references go only once they are an hour old: a younger one may be the sink's write
+        in flight (deleting it would break the commit that is about to add it). A crashed
+        sink's leftovers are removed by the sink itself when it restarts (`remove_orphans`)."""
         table = self._fresh()
-        # full=True also removes files no commit references (a crashed write's leftovers).
-        removed = table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True)
+        removed = table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False)
+        removed += table.vacuum(retention_hours=ORPHAN_GRACE_HOURS, dry_run=False, enforce_retention_duration=False, full=True)
+        # A checkpoint, then no log before it: the purge's commit (its predicate names the
+        # users) and older versions (time travel to purged rows) are gone.
         table.create_checkpoint()
         table.cleanup_metadata()
         return VacuumResult(len(removed), table.version())
+
+    def remove_orphans(self) -> int:
+        """Files no commit references, whatever their age: call only where no write can be in
+        flight (the sink, before its first write)."""
+        table = self._fresh()
+        return len(table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True))
 
     def version(self) -> int:
         return self._fresh().version()

@@ -55,6 +55,11 @@ class SinkWorker:
     async def start(self) -> None:
         s = self.settings
         store = self._store or await asyncio.to_thread(DeltaTrainingStore, s.store_uri)
+        if isinstance(store, DeltaTrainingStore):
+            # What a crashed predecessor wrote but never committed (maybe posts since purged).
+            orphans = await asyncio.to_thread(store.remove_orphans)
+            if orphans:
+                log.info("removed %d uncommitted files left by a previous run", orphans)
         self.writer = await asyncio.to_thread(IdempotentWriter, store)
         metrics.TABLE_VERSION.set(await asyncio.to_thread(store.version))
         log.info("training store at %s: %d posts", getattr(store, "uri", "memory"), len(self.writer.index))
