@@ -81,7 +81,7 @@ async def play(world: World, users: int, concurrency: int = 12) -> None:
     """Run every user's script, interleaved: waves of steps of different users at once."""
     queues = {}
     for n in range(users):
-        user = world.user(f"{world.tag}-u{n}")
+        user = world.user(f"{world.tag}-u{n}z")  # z: no id is a prefix of another
         queues[user.user_id] = (user, deque(script(world.rng)))
     while queues:
         wave = world.rng.sample(sorted(queues), min(concurrency, len(queues)))

@@ -30,7 +30,7 @@ import pytest
 
 from tests.reliability import races
 from tests.reliability.oracle import objecting_now
-from tests.reliability.workload import World, check_world, flush_pipeline
+from tests.reliability.workload import World, check_purged_leave_nothing, check_world, flush_pipeline
 from tests.support import ledger
 from tests.support.logcheck import assert_logs_clean
 from tests.support.system import System
@@ -69,7 +69,9 @@ def run_races(system: System, seed: int, users: int, posts_partitions: int) -> d
     consent = asyncio.run(final_states())
     figures = check_world(world, system.training_rows(), consent)
     assert_logs_clean(system, [t for u in world.users.values() for t in u.texts], [system.token(u) for u in list(world.users)[:50]])
-    print(f"seed {seed}: {figures} {dict(world.counts)}")
+    vacuumed = check_purged_leave_nothing(world)
+    print(f"seed {seed}: {figures} {vacuumed} {dict(world.counts)}")
+    ledger.record("no leak", **vacuumed)
     ledger.record("no leak", cases=figures["cases"], leaks=figures["leaks"])
     ledger.record("nothing lost", cases=figures["cases"], posts=figures["posts"], lost=figures["lost"], duplicates=figures["duplicates"])
     ledger.record("old and new requests", **{"imported events": sum(v for k, v in world.counts.items() if k.startswith("imported")),

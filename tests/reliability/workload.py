@@ -265,7 +265,7 @@ class Load:
         import threading
 
         self.world = world
-        self.users = [world.user(f"{world.tag}-u{n}") for n in range(users)]
+        self.users = [world.user(f"{world.tag}-u{n}z") for n in range(users)]
         self.objectors = self.users[: int(users * objectors)]
         self.posts_per_wave = posts_per_wave
         self._stop = threading.Event()
@@ -370,3 +370,19 @@ def adopt_consent_history(world: World, consent: dict[str, dict[str, Any]]) -> i
         unseen += len(set(held) - set(user.events))
         user.events = {i: Event(i, item["kind"], parse_rfc3339(item["received_at"])) for i, item in held.items()}
     return unseen
+
+
+def check_purged_leave_nothing(world: World) -> dict[str, int]:
+    """`consentry vacuum` on the live table, then: no byte of any user objecting at the end
+    (id, post ids, texts) under the table's directory, and no older version shows them."""
+    from tests.support.residue import residue, time_travel_residue, vacuum
+
+    uri = world.system.data_dir / "training"
+    gone = [u for u in world.users.values() if u.events and objecting_now(list(u.events.values()))]
+    vacuum(str(uri))
+    needles = {u.user_id for u in gone} | {t for u in gone for t in u.texts} | {p for u in gone for p in u.posts}
+    left = residue(uri, needles)
+    assert left == [], f"purged data left after vacuum: {left[:10]}"
+    travel = time_travel_residue(str(uri), {u.user_id for u in gone})
+    assert travel == [], f"older versions still show purged users: {travel[:10]}"
+    return {"purged users scanned": len(gone), "bytes left": len(left), "rows back by time travel": len(travel)}
