@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request, Response
 
 from services.gateway import metrics
 from services.gateway.consent_client import ConsentClient
+from services.gateway.limits import BodySizeLimit
 from services.gateway.publisher import KafkaObjectionPublisher, ObjectionPublisher
 from services.gateway.receipts import ReceiptCache
 from services.gateway.routers import health, objections
@@ -53,6 +54,7 @@ def create_app(settings: GatewaySettings | None = None, publisher: ObjectionPubl
         metrics.LATENCY.labels(path).observe(time.perf_counter() - started)
         return response
 
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_bulk_bytes=settings.max_bulk_body_bytes)
     app.include_router(objections.router)
     app.include_router(health.router)
     return app

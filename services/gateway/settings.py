@@ -16,6 +16,8 @@ class GatewaySettings(CommonSettings):
     jwt_secret: str = Field(default=DEV_SECRET, description="Verifies user and admin tokens (HS256).")
     consent_url: str = Field(default="http://127.0.0.1:6066", description="The consent service's web views.")
     publish_timeout_s: float = Field(default=5.0, description="How long a request waits for the broker's ack.")
+    max_body_bytes: int = Field(default=64 << 10, description="Largest request body (413 above it).")
+    max_bulk_body_bytes: int = Field(default=512 << 20, description="Largest body for /v1/admin/ (bulk imports).")
 
     def warn_if_insecure(self) -> None:
         if self.jwt_secret == DEV_SECRET:
