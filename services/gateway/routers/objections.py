@@ -18,7 +18,7 @@ from services.gateway.schemas import ObjectionReceipt, ObjectionRequest, Objecti
 
 router = APIRouter(prefix="/v1/objections", tags=["objections"])
 
-UNAVAILABLE = {"model": Problem, "description": "The broker did not acknowledge the event: nothing was recorded, retry."}
+UNAVAILABLE = {"model": Problem, "description": "The broker did not acknowledge the event in time: it is not confirmed, retry (with the same Idempotency-Key a retry never counts twice)."}
 AUTH = {401: {"model": Problem, "description": "Missing, invalid or expired token."}}
 IdempotencyKey = Annotated[
     str | None,
@@ -41,7 +41,8 @@ async def file_event(
             metrics.PUBLISH_FAILURES.inc()
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE,
-                "the objection could not be recorded right now (event store unavailable); nothing was saved, please retry",
+                "the objection could not be confirmed right now (event store unavailable); please retry, "
+                "with the same Idempotency-Key if you sent one: a retry is never counted twice",
                 headers={"Retry-After": "5"},
             ) from exc
         receipts.remember(event)
