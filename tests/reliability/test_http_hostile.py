@@ -57,7 +57,10 @@ def raw_request(system: System, head: bytes) -> bytes:
 
     with socket.create_connection(("127.0.0.1", system.ports["gateway"]), timeout=10) as sock:
         sock.sendall(head)
-        return sock.recv(65536)
+        answer = b""
+        while chunk := sock.recv(65536):  # the gateway closes the connection after a 413
+            answer += chunk
+        return answer
 
 
 def chunked(body: bytes):  # a body without Content-Length
