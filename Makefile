@@ -24,9 +24,10 @@ test: $(STAMP)
 	./scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest
 
-## The full reliability runs (races, kills, fuzz; see docs/reliability.md): about 25 minutes on 2 cores.
+## The full reliability runs (races, kills, fuzz; see docs/reliability.md), with the tests that
+## have one size only (failpoints, fail closed, broker outage, purge/vacuum, compat).
 test-reliability: $(STAMP)
-	$(BIN)/python -m pytest -m reliability --timeout 1500 tests/reliability
+	$(BIN)/python -m pytest -m "not quick" --timeout 1500 tests/reliability tests/integration
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit

@@ -83,14 +83,16 @@ def kill_under_load(system: System, seed: int, rounds: int, users: int = 150) ->
     return figures
 
 
+@pytest.mark.quick
 def test_kill_each_service_once_under_load(system: System) -> None:
     kill_under_load(system, seed=11, rounds=1)
 
 
 @pytest.mark.reliability
 @pytest.mark.timeout(1200)
-def test_kill_each_service_repeatedly_under_load(system: System) -> None:
-    kill_under_load(system, seed=12, rounds=4)
+@pytest.mark.parametrize("seed", [12, 13])
+def test_kill_each_service_repeatedly_under_load(system: System, seed: int) -> None:
+    kill_under_load(system, seed=seed, rounds=4)
 
 
 def post(post_id: str, user: str, created_us: int | None = None) -> dict:

@@ -88,6 +88,7 @@ def run_fuzz(system: System, count: int, seed: int) -> None:
     ledger.record("nothing lost", duplicates=sum(n - 1 for n in stored.values()))
 
 
+@pytest.mark.quick
 def test_hostile_posts_quick(system: System) -> None:
     run_fuzz(system, 1_500, seed=5)
 
@@ -95,4 +96,4 @@ def test_hostile_posts_quick(system: System) -> None:
 @pytest.mark.reliability
 @pytest.mark.timeout(900)
 def test_hostile_posts_full(system: System) -> None:
-    run_fuzz(system, 30_000, seed=6)
+    run_fuzz(system, 50_000, seed=6)

@@ -79,6 +79,7 @@ def run_races(system: System, seed: int, users: int, posts_partitions: int) -> d
     return figures
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(("seed", "posts_partitions"), [(1, 4), (2, 3)])
 def test_races_quick(system: System, seed: int, posts_partitions: int) -> None:
     """`posts` laid out like the user-keyed topics (decided in place), or not (all re-keyed)."""
@@ -87,6 +88,6 @@ def test_races_quick(system: System, seed: int, posts_partitions: int) -> None:
 
 @pytest.mark.reliability
 @pytest.mark.timeout(1200)
-@pytest.mark.parametrize(("seed", "posts_partitions"), [(101, 4), (202, 3), (303, 4)])
+@pytest.mark.parametrize(("seed", "posts_partitions"), [(101, 4), (202, 3), (303, 4), (404, 6)])
 def test_races_full(system: System, seed: int, posts_partitions: int) -> None:
-    run_races(system, seed=seed, users=400, posts_partitions=posts_partitions)
+    run_races(system, seed=seed, users=600, posts_partitions=posts_partitions)
