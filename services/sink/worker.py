@@ -23,6 +23,35 @@ from services.sink.writer import IdempotentWriter
 log = logging.getLogger(__name__)
 
 
+async def record_timestamps(bootstrap: str, wanted: dict[TopicPartition, int], timeout: float = 10.0) -> dict[TopicPartition, int]:
+    """The timestamp of the record at each (partition, offset), where the partition has it."""
+    if not wanted:
+        return {}
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50, client_id="consentry-sink-probe")
+    await probe.start()
+    found: dict[TopicPartition, int] = {}
+    try:
+        probe.assign(list(wanted))
+        for tp, offset in wanted.items():
+            probe.seek(tp, offset)
+        pending = set(wanted)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            batch = await probe.getmany(*pending, timeout_ms=100)
+            for tp, records in batch.items():
+                match = [r for r in records if r.offset == wanted[tp]]
+                if match:
+                    found[tp] = match[0].timestamp
+                pending.discard(tp)  # it answered: the record is there or it is not
+            for tp in list(pending):
+                highwater = probe.highwater(tp)
+                if highwater is not None and highwater <= wanted[tp]:
+                    pending.discard(tp)  # the partition is shorter than that
+    finally:
+        await probe.stop()
+    return found
+
+
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, worker: SinkWorker) -> None:
         self.worker = worker
@@ -50,6 +79,7 @@ class SinkWorker:
         self._replayed: list[bytes] = []  # read again but already in the table (see writer.py)
         self._applied: dict[TopicPartition, int] = {}
         self._offsets: dict[TopicPartition, int] = {}
+        self._last_ts: dict[TopicPartition, int] = {}  # timestamp of the last record read, per partition
         self._first_at: float | None = None
 
     async def start(self) -> None:
@@ -121,6 +151,7 @@ class SinkWorker:
                     else:
                         self._values.extend(r.value for r in records)
                     self._offsets[tp] = records[-1].offset + 1
+                    self._last_ts[tp] = records[-1].timestamp
                 if self._values and self._first_at is None:
                     self._first_at = time.monotonic()
                 due = self._first_at is not None and time.monotonic() - self._first_at >= s.sink_flush_seconds
@@ -137,7 +168,11 @@ class SinkWorker:
         self._first_at = None
         plan = plan_batch(values)
         # Only forward: a batch made only of replayed messages must not lower a position.
-        positions = {self._stream(tp): offset for tp, offset in offsets.items() if offset > self._applied.get(tp, 0)}
+        positions = {}
+        for tp, offset in offsets.items():
+            if offset > self._applied.get(tp, 0):
+                positions[self._stream(tp)] = offset
+                positions[self._stream(tp) + "@timestamp"] = self._last_ts[tp]
         for invalid in plan.invalid:
             log.error("skipping unreadable training.posts message: %s", invalid.reason)
             metrics.INVALID.labels(invalid.code).inc()
@@ -182,5 +217,20 @@ class SinkWorker:
         return f"consentry-sink:{tp.topic}:{tp.partition}"
 
     async def _load_applied(self, assigned: set[TopicPartition]) -> None:
+        """Positions the table recorded, kept only where the partition still holds the record
+        they end with (same timestamp): a topic deleted and created again (an embedded broker
+        restarted empty, an operator's re-creation) starts over at offset 0."""
         store = self.writer.store
-        self._applied = {tp: (await asyncio.to_thread(store.applied_position, self._stream(tp))) or 0 for tp in assigned}
+        recorded = {}
+        for tp in assigned:
+            position = await asyncio.to_thread(store.applied_position, self._stream(tp))
+            if position:
+                recorded[tp] = (position, await asyncio.to_thread(store.applied_position, self._stream(tp) + "@timestamp"))
+        found = await record_timestamps(self.settings.bootstrap_servers, {tp: p - 1 for tp, (p, _) in recorded.items()})
+        self._applied = {}
+        for tp, (position, timestamp) in recorded.items():
+            if found.get(tp) == timestamp:
+                self._applied[tp] = position
+            else:
+                log.warning("%s[%d] does not hold the record the table says it applied last (offset %d): the topic was "
+                            "created again; applying it from the consumer group's position", tp.topic, tp.partition, position - 1)

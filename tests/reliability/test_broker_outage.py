@@ -58,3 +58,33 @@ def test_gateway_answers_503_while_the_broker_is_down_and_recovers_by_itself(tmp
     finally:
         system.stop()
         broker.stop()
+
+
+def test_after_the_embedded_broker_restarts_empty_new_posts_are_still_stored(tmp_path: Path) -> None:
+    """`consentry up` again on the same data directory: the table remembers how far it applied
+    the old training.posts, the new (empty) topic starts again at offset 0."""
+    from consentry.timeutil import format_rfc3339, now_us
+
+    def posts(prefix: str, n: int) -> list[dict]:
+        return [{"post_id": f"{prefix}-{i}", "user_id": f"{prefix}-user-{i}", "created_at": format_rfc3339(now_us()),
+                 "visibility": "public", "text": "t"} for i in range(n)]
+
+    broker = EmbeddedBroker(free_port(), log_path=tmp_path / "broker.log")
+    broker.start()
+    system = System(broker.bootstrap, "tansu", tmp_path)
+    try:
+        system.create_topics()
+        system.start("ingest", "sink")
+        system.publish_posts(posts("before", 20))
+        eventually(lambda: len(system.training_rows()) == 20, what="first posts stored")
+        system.stop()
+        broker.stop()
+        broker.start()
+        system.create_topics()
+        system.start("ingest", "sink")
+        system.publish_posts(posts("after", 8))
+        eventually(lambda: len(system.training_rows()) == 28, what="posts of the new topic stored")
+        assert "was created again" in system.log("sink")
+    finally:
+        system.stop()
+        broker.stop()
