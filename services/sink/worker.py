@@ -152,7 +152,7 @@ class SinkWorker:
                         self._values.extend(r.value for r in records)
                     self._offsets[tp] = records[-1].offset + 1
                     self._last_ts[tp] = records[-1].timestamp
-                if self._values and self._first_at is None:
+                if (self._values or self._replayed) and self._first_at is None:
                     self._first_at = time.monotonic()
                 due = self._first_at is not None and time.monotonic() - self._first_at >= s.sink_flush_seconds
                 if len(self._values) >= s.sink_batch_rows or due:

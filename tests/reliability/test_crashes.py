@@ -136,10 +136,11 @@ def test_sink_crash_between_delta_commit_and_offset_commit(system: System, failp
     assert system.wait_exit("sink") == 75  # died right after the Delta commit of the purge
     assert not [r for r in system.training_rows() if r["user_id"] == "alice"]
     assert system.status("alice")["status"] in ("received", "enforced")  # not confirmed yet
-    # Meanwhile: bob writes, alice's old post is re-delivered, bob's too.
-    system.publish_posts([post("bob-2", "bob"), post("alice-1", "alice"), post("bob-1", "bob")])
+    # The restarted sink confirms the purge without waiting for new traffic.
     system.start("sink")
     doc = system.wait_status("alice", "purged")
+    # Then bob writes, alice's old post is re-delivered, bob's too.
+    system.publish_posts([post("bob-2", "bob"), post("alice-1", "alice"), post("bob-1", "bob")])
     eventually(lambda: "bob-2" in {r["post_id"] for r in system.training_rows()}, what="bob-2 stored")
     ids = sorted(r["post_id"] for r in system.training_rows())
     assert ids == sorted(["bob-1", "bob-2"] + (["bob-0"] if failpoint == "sink.before_commit" else []))
