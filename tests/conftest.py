@@ -42,6 +42,13 @@ def system(broker: tuple[str, str], tmp_path: Path, request: pytest.FixtureReque
         if failed is not None and failed.failed:
             for name in ("consent", "ingest", "sink", "gateway"):
                 print(f"\n===== {name} log (tail) =====\n{sut.log(name)[-4000:]}")
+            # Whole logs where they outlive pytest's rotation of temporary directories.
+            import re
+            import shutil
+
+            keep = OUTPUT / "failed" / re.sub(r"[^\w.-]+", "_", request.node.nodeid)[-150:]
+            shutil.copytree(sut.log_dir, keep, dirs_exist_ok=True)
+            print(f"logs kept in {keep}")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

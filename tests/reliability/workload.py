@@ -182,7 +182,11 @@ class World:
                 results += await asyncio.gather(*(self.settled(u) for u in pending[i : i + 40]))
             pending = [u for u, ok in zip(pending, results, strict=True) if not ok]
             if pending and asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"{len(pending)} users never settled, e.g. {pending[0].user_id}: {await self.status(pending[0].user_id)}")
+                user = pending[0]
+                doc = await self.status(user.user_id)
+                missing = sorted(set(user.events) - {item["objection_id"] for item in doc["history"]})
+                raise AssertionError(f"{len(pending)} users never settled, e.g. {user.user_id}: acknowledged but not applied: "
+                                     f"{[(i, user.events[i]) for i in missing]}; consent holds {doc}")
             if pending:
                 await asyncio.sleep(0.5)
 
