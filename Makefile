@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-e2e test-deploy clean venv bench
+.PHONY: run test test-unit test-e2e test-deploy test-reliability clean venv bench
 
 venv: $(STAMP)
 
@@ -39,6 +39,11 @@ $(PEER_VENV)/.installed: bench/requirements-peer.txt
 bench: $(BENCH_STAMP) $(PEER_VENV)/.installed
 	./scripts/ensure-wrk.sh
 	$(BIN)/python -m bench
+
+## The full reliability runs (races, kills, fuzz; see docs/reliability.md), with the tests that
+## have one size only (failpoints, fail closed, broker outage, purge/vacuum, compat).
+test-reliability: $(STAMP)
+	$(BIN)/python -m pytest -m "not quick" --timeout 1500 tests/reliability tests/integration
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit

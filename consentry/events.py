@@ -139,7 +139,7 @@ def parse_post(value: bytes | None, key: bytes | None) -> Post | Invalid:
     visibility = obj.get("visibility")
     if visibility is None:
         return Invalid("missing_field", "required field 'visibility' is missing")
-    if visibility not in VISIBILITIES or type(visibility) is not str:
+    if type(visibility) is not str or visibility not in VISIBILITIES:  # type first: a list is unhashable
         return Invalid("bad_value", "'visibility' must be one of public, friends, private")
 
     text = obj.get("text")
@@ -244,12 +244,19 @@ def parse_training_message(value: bytes) -> dict[str, Any] | PurgeMarker | Inval
         for name in ("post_id", "user_id", "created_at", "text", "ingested_at"):
             if type(obj.get(name)) is not str:
                 return Invalid("missing_field", f"training post lacks '{name}'")
+        # Checked here, not left to the store: one bad record must not stop the sink.
+        for name in ("created_at", "ingested_at"):
+            if parse_rfc3339(obj[name]) is None:
+                return Invalid("bad_timestamp", f"training post has a bad '{name}'")
+        for name in ("lang", "country"):
+            if obj.get(name) is not None and type(obj[name]) is not str:
+                return Invalid("wrong_type", f"training post has a non-string '{name}'")
         return obj
     if kind == "purge":
         user_id = obj.get("user_id")
-        marked_at = parse_rfc3339(obj.get("marked_at") or "")
+        marked_at = parse_rfc3339(obj.get("marked_at"))
         ids = obj.get("objection_ids") or []
-        if type(user_id) is not str or marked_at is None or not all(type(i) is str for i in ids):
+        if type(user_id) is not str or marked_at is None or type(ids) is not list or not all(type(i) is str for i in ids):
             return Invalid("bad_value", "malformed purge marker")
         return PurgeMarker(user_id, tuple(ids), marked_at)
     return Invalid("bad_value", "training message type must be 'post' or 'purge'")
@@ -279,7 +286,7 @@ def objection_from_dict(obj: Any) -> ObjectionEvent | Invalid:
     if type(user_id) is Invalid:
         return user_id
     kind = obj.get("kind")
-    if kind not in OBJECTION_KINDS or type(kind) is not str:
+    if type(kind) is not str or kind not in OBJECTION_KINDS:
         return Invalid("bad_value", "'kind' must be 'object' or 'withdraw'")
     received_at = obj.get("received_at")
     if type(received_at) is not str:
@@ -288,7 +295,7 @@ def objection_from_dict(obj: Any) -> ObjectionEvent | Invalid:
     if received_at_us is None:
         return Invalid("bad_timestamp", "'received_at' is not an RFC 3339 date-time with a time zone")
     channel = obj.get("channel")
-    if channel not in OBJECTION_CHANNELS or type(channel) is not str:
+    if type(channel) is not str or channel not in OBJECTION_CHANNELS:
         return Invalid("bad_value", "'channel' must be one of web, app, email, api, import")
     reason = _optional_str(obj, "reason", MAX_REASON_LENGTH)
     if type(reason) is Invalid:
@@ -441,7 +448,7 @@ def parse_receipt(value: bytes | None) -> Receipt | Invalid:
         return Invalid("bad_value", "receipt type must be 'enforced' or 'purged'")
     user_id = obj.get("user_id")
     ids = obj.get("objection_ids")
-    at_us = parse_rfc3339(obj.get("at") or "")
+    at_us = parse_rfc3339(obj.get("at"))
     if type(user_id) is not str or type(ids) is not list or not all(type(i) is str for i in ids) or at_us is None:
         return Invalid("bad_value", "malformed receipt")
     rows = obj.get("rows_purged")
@@ -452,7 +459,7 @@ def parse_receipt(value: bytes | None) -> Receipt | Invalid:
         tuple(ids),
         at_us,
         rows if type(rows) is int else None,
-        parse_rfc3339(enforced_at) if type(enforced_at) is str else None,
+        parse_rfc3339(enforced_at),
     )
 
 

@@ -9,21 +9,23 @@ from datetime import datetime, timedelta, timezone
 UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
+# RFC 3339 section 5.6 (date-time), with a space allowed for the T as its note permits.
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII)
 
 
 def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def parse_rfc3339(value: str) -> int | None:
-    """Microseconds since the epoch, or None when `value` is not an RFC 3339 date-time with a zone."""
-    if len(value) < 20 or len(value) > 40 or value[10] not in "Tt ":
+def parse_rfc3339(value: object) -> int | None:
+    """Microseconds since the epoch, or None when `value` is not an RFC 3339 date-time with a
+    zone, or names an instant outside years 1 to 9999 UTC (which no clock can print back)."""
+    if type(value) is not str or not _DATE_TIME.fullmatch(value):
         return None
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
+        parsed = datetime.fromisoformat(value.upper())
+        parsed.astimezone(UTC)  # OverflowError when the offset pushes it out of range
+    except (ValueError, OverflowError):
         return None
     return (parsed - _EPOCH) // _US
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from consentry.broker import EmbeddedBroker
+from tests.support import ledger
 from tests.support.ports import free_port
 from tests.support.system import System
 
@@ -43,6 +45,13 @@ def system(broker: tuple[str, str], tmp_path: Path, request: pytest.FixtureReque
         if failed is not None and failed.failed:
             for name in ("consent", "ingest", "sink", "gateway"):
                 print(f"\n===== {name} log (tail) =====\n{sut.log(name)[-4000:]}")
+            # Whole logs where they outlive pytest's rotation of temporary directories.
+            import re
+            import shutil
+
+            keep = OUTPUT / "failed" / re.sub(r"[^\w.-]+", "_", request.node.nodeid)[-150:]
+            shutil.copytree(sut.log_dir, keep, dirs_exist_ok=True)
+            print(f"logs kept in {keep}")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -50,3 +59,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    """One line per guarantee with the figures the reliability tests measured."""
+    figures = ledger.figures()
+    if not figures:
+        return
+    terminalreporter.section("reliability summary")
+    for guarantee, counts in figures.items():
+        terminalreporter.write_line(f"{guarantee:>21}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    OUTPUT.mkdir(exist_ok=True)
+    (OUTPUT / "reliability-summary.json").write_text(json.dumps(figures, indent=2) + "\n")

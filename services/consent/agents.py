@@ -95,11 +95,14 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
         state = load(key)
         updated = domain.apply_receipt(state, receipt, now_us())
         metrics.RECEIPTS.labels(receipt.kind).inc()
-        if updated is None or updated is state:
+        if updated is None:
             return
+        # Written even when unchanged, like objections: a re-delivered receipt re-asserts a
+        # stamp whose changelog record may have died with the process that wrote RocksDB.
         table[key] = encode_consent_state(updated)
         watch.on_write(state, updated)
-        _observe_latency(state, updated, receipt.kind)
+        if updated is not state:
+            _observe_latency(state, updated, receipt.kind)
 
     @app.agent(source, name=f"{settings.app_id}-agent")
     async def consent_agent(stream):  # type: ignore[no-untyped-def]

@@ -156,7 +156,7 @@ RATE_LIMITED = {**problem("Too many requests from this user or address.", "too m
 UNAVAILABLE = {
     **problem(
         "The broker did not acknowledge the event: nothing was recorded, retry.",
-        "the objection could not be recorded right now (event store unavailable); nothing was saved, please retry",
+        "the objection could not be confirmed right now (event store unavailable); please retry, with the same Idempotency-Key if you sent one: a retry is never counted twice",
     ),
     "headers": RETRY_AFTER,
 }

@@ -24,6 +24,7 @@ from collections import deque
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
+from consentry import failpoints
 from consentry.domain.eligibility import Decision, decide
 from consentry.events import (
     ENFORCED,
@@ -365,6 +366,7 @@ class IngestWorker:
             self._acked.update(positions)
         now = time.monotonic()
         if self._acked and (keep == 0 or now - self._committed_at >= COMMIT_EVERY_S):
+            failpoints.hit("ingest.before_commit")
             offsets, self._acked = self._acked, {}
             await self.posts.commit(offsets)
             self._committed_at = now

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,8 +76,20 @@ def rows_to_arrow(rows: list[dict[str, Any]]) -> pa.Table:
     )
 
 
+Positions = Mapping[str, int]  # stream (topic and partition) -> next offset to apply
+
+
 def _sql_list(values: Iterable[str]) -> str:
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+def _positions(positions: Positions | None):  # type: ignore[no-untyped-def]
+    """Delta `txn` actions (app id = stream, version = position): they name no user."""
+    if not positions:
+        return None
+    from deltalake import CommitProperties, Transaction
+
+    return CommitProperties(app_transactions=[Transaction(stream, position) for stream, position in positions.items()])
 
 
 class TrainingStore(ABC):
@@ -86,12 +98,22 @@ class TrainingStore(ABC):
         """Every stored post_id (to rebuild the sink's duplicate index)."""
 
     @abstractmethod
-    def purge(self, user_ids: Collection[str]) -> dict[str, list[str]]:
-        """Delete every row of these users in one commit; return the post_ids removed, per user."""
+    def purge(self, user_ids: Collection[str], positions: Positions | None = None) -> dict[str, list[str]]:
+        """Delete every row of these users in one commit; return the post_ids removed, per user.
+        No rows, no commit. `positions` (see `applied_position`) are recorded in that commit."""
 
     @abstractmethod
-    def append(self, rows: list[dict[str, Any]]) -> None:
-        """Append rows in one commit."""
+    def append(self, rows: list[dict[str, Any]], positions: Positions | None = None) -> None:
+        """Append rows in one commit, recording `positions` in it (no rows, no commit)."""
+
+    @abstractmethod
+    def record_positions(self, positions: Positions) -> None:
+        """A commit that only records how far the input streams are applied."""
+
+    @abstractmethod
+    def applied_position(self, stream: str) -> int | None:
+        """The last position recorded for `stream` by a commit: everything before it is in the
+        table, whatever the consumer group's committed offset says."""
 
     @abstractmethod
     def read(self, columns: Iterable[str] | None = None) -> pa.Table:
@@ -116,13 +138,14 @@ class TrainingStore(ABC):
 class MemoryTrainingStore(TrainingStore):
     def __init__(self) -> None:
         self._rows: dict[str, dict[str, Any]] = {}
+        self._positions: dict[str, int] = {}
         self._version = 0
         self._vacuums: VacuumRecord | None = None
 
     def post_ids(self) -> set[str]:
         return set(self._rows)
 
-    def purge(self, user_ids: Collection[str]) -> dict[str, list[str]]:
+    def purge(self, user_ids: Collection[str], positions: Positions | None = None) -> dict[str, list[str]]:
         users = set(user_ids)
         removed: dict[str, list[str]] = {}
         for post_id, row in list(self._rows.items()):
@@ -130,14 +153,21 @@ class MemoryTrainingStore(TrainingStore):
                 removed.setdefault(row["user_id"], []).append(post_id)
                 del self._rows[post_id]
         if removed:
-            self._version += 1
+            self.record_positions(positions or {})
         return removed
 
-    def append(self, rows: list[dict[str, Any]]) -> None:
+    def append(self, rows: list[dict[str, Any]], positions: Positions | None = None) -> None:
         if rows:
             for row in rows:
                 self._rows[row["post_id"]] = row
-            self._version += 1
+            self.record_positions(positions or {})
+
+    def record_positions(self, positions: Positions) -> None:
+        self._positions.update(positions)
+        self._version += 1
+
+    def applied_position(self, stream: str) -> int | None:
+        return self._positions.get(stream)
 
     def read(self, columns: Iterable[str] | None = None) -> pa.Table:
         table = rows_to_arrow(list(self._rows.values()))
@@ -179,7 +209,7 @@ class DeltaTrainingStore(TrainingStore):
         column = self._fresh().to_pyarrow_dataset().to_table(columns=["post_id"]).column("post_id")
         return set(column.to_pylist())
 
-    def purge(self, user_ids: Collection[str]) -> dict[str, list[str]]:
+    def purge(self, user_ids: Collection[str], positions: Positions | None = None) -> dict[str, list[str]]:
         users = sorted(set(user_ids))
         if not users:
             return {}
@@ -196,25 +226,40 @@ class DeltaTrainingStore(TrainingStore):
         removed: dict[str, list[str]] = {}
         for post_id, user_id in zip(hits.column("post_id").to_pylist(), hits.column("user_id").to_pylist(), strict=True):
             removed.setdefault(user_id, []).append(post_id)
-        table.delete(f"user_id IN ({_sql_list(removed)})")
+        table.delete(f"user_id IN ({_sql_list(removed)})", commit_properties=_positions(positions))
         return removed
 
-    def append(self, rows: list[dict[str, Any]]) -> None:
+    def append(self, rows: list[dict[str, Any]], positions: Positions | None = None) -> None:
         from deltalake import write_deltalake
 
         if rows:
-            write_deltalake(self._fresh(), rows_to_arrow(rows), mode="append")
+            write_deltalake(self._fresh(), rows_to_arrow(rows), mode="append", commit_properties=_positions(positions))
+
+    def record_positions(self, positions: Positions) -> None:
+        from deltalake import write_deltalake
+
+        # An append of no rows: a commit with the positions (Delta "txn" actions) and no file.
+        write_deltalake(self._fresh(), SCHEMA.empty_table(), mode="append", commit_properties=_positions(positions))
+
+    def applied_position(self, stream: str) -> int | None:
+        return self._fresh().transaction_version(stream)
 
     def read(self, columns: Iterable[str] | None = None) -> pa.Table:
         return self._fresh().to_pyarrow_dataset().to_table(columns=list(columns) if columns is not None else None)
 
     def vacuum(self) -> VacuumResult:
+        """Safe while the sink runs. Files removed by commits go at once; files no commit
+        references go only once they are an hour old: a younger one may be the sink's write
+        in flight (deleting it would break the commit that is about to add it). A crashed
+        sink's leftovers are removed by the sink itself when it restarts (`remove_orphans`)."""
         table = self._fresh()
         # Files that purges (and compactions) removed go at once: no reader may need them.
         removed = table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False)
         # Files no commit references are a crashed write's leftovers -- or a running sink's
         # write about to be committed: only those older than ORPHAN_GRACE_HOURS go.
         removed += table.vacuum(retention_hours=ORPHAN_GRACE_HOURS, dry_run=False, enforce_retention_duration=False, full=True)
+        # A checkpoint, then no log before it: the purge's commit (its predicate names the
+        # users) and older versions (time travel to purged rows) are gone.
         table.create_checkpoint()
         table.cleanup_metadata()
         result = VacuumResult(len(removed), table.version())
@@ -223,6 +268,12 @@ class DeltaTrainingStore(TrainingStore):
         except OSError:
             log.warning("vacuum done, but its record at %s/%s could not be written", self.uri, RECORD_DIR, exc_info=True)
         return result
+
+    def remove_orphans(self) -> int:
+        """Files no commit references, whatever their age: call only where no write can be in
+        flight (the sink, before its first write)."""
+        table = self._fresh()
+        return len(table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True))
 
     def version(self) -> int:
         return self._fresh().version()

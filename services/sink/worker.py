@@ -8,6 +8,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
+from consentry import failpoints
 from consentry.events import PURGED, Receipt, encode_receipt
 from consentry.kafka import BatchSender, producer_options
 from consentry.lag import LagGauge, lag_of
@@ -23,6 +24,35 @@ from services.sink.writer import IdempotentWriter
 log = logging.getLogger(__name__)
 
 
+async def record_timestamps(bootstrap: str, wanted: dict[TopicPartition, int], timeout: float = 10.0) -> dict[TopicPartition, int]:
+    """The timestamp of the record at each (partition, offset), where the partition has it."""
+    if not wanted:
+        return {}
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50, client_id="consentry-sink-probe")
+    await probe.start()
+    found: dict[TopicPartition, int] = {}
+    try:
+        probe.assign(list(wanted))
+        for tp, offset in wanted.items():
+            probe.seek(tp, offset)
+        pending = set(wanted)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            batch = await probe.getmany(*pending, timeout_ms=100)
+            for tp, records in batch.items():
+                match = [r for r in records if r.offset == wanted[tp]]
+                if match:
+                    found[tp] = match[0].timestamp
+                pending.discard(tp)  # it answered: the record is there or it is not
+            for tp in list(pending):
+                highwater = probe.highwater(tp)
+                if highwater is not None and highwater <= wanted[tp]:
+                    pending.discard(tp)  # the partition is shorter than that
+    finally:
+        await probe.stop()
+    return found
+
+
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, worker: SinkWorker) -> None:
         self.worker = worker
@@ -36,6 +66,7 @@ class _Rebalance(ConsumerRebalanceListener):
         async with self.worker._lock:
             self.worker._assigned = set(assigned)
             self.worker._consumed = {}
+            await self.worker._load_applied(assigned)
 
 
 class SinkWorker:
@@ -47,7 +78,10 @@ class SinkWorker:
         self._stopping = asyncio.Event()
         self._assigned: set[TopicPartition] = set()
         self._values: list[bytes] = []
+        self._replayed: list[bytes] = []  # read again but already in the table (see writer.py)
+        self._applied: dict[TopicPartition, int] = {}
         self._offsets: dict[TopicPartition, int] = {}
+        self._last_ts: dict[TopicPartition, int] = {}  # timestamp of the last record read, per partition
         self._first_at: float | None = None
         self._consumed: dict[TopicPartition, int] = {}  # next offset to read, for the lag gauge
         self._lag = LagGauge("sink")
@@ -56,6 +90,11 @@ class SinkWorker:
     async def start(self) -> None:
         s = self.settings
         store = self._store or await asyncio.to_thread(DeltaTrainingStore, s.store_uri)
+        if isinstance(store, DeltaTrainingStore):
+            # What a crashed predecessor wrote but never committed (maybe posts since purged).
+            orphans = await asyncio.to_thread(store.remove_orphans)
+            if orphans:
+                log.info("removed %d uncommitted files left by a previous run", orphans)
         self.writer = await asyncio.to_thread(IdempotentWriter, store)
         await self._refresh_store_gauges()
         log.info("training store at %s: %d posts", getattr(store, "uri", "memory"), len(self.writer.index))
@@ -110,9 +149,15 @@ class SinkWorker:
                 for tp, records in batch.items():
                     if tp not in self._assigned:
                         continue  # fetched before a rebalance took it away
-                    self._values.extend(r.value for r in records)
+                    applied = self._applied.get(tp, 0)
+                    if records[0].offset < applied:
+                        self._replayed.extend(r.value for r in records if r.offset < applied)
+                        self._values.extend(r.value for r in records if r.offset >= applied)
+                    else:
+                        self._values.extend(r.value for r in records)
                     self._offsets[tp] = self._consumed[tp] = records[-1].offset + 1
-                if self._values and self._first_at is None:
+                    self._last_ts[tp] = records[-1].timestamp
+                if (self._values or self._replayed) and self._first_at is None:
                     self._first_at = time.monotonic()
                 due = self._first_at is not None and time.monotonic() - self._first_at >= s.sink_flush_seconds
                 if len(self._values) >= s.sink_batch_rows or due:
@@ -149,15 +194,22 @@ class SinkWorker:
         if not self._values and not self._offsets:
             return
         values, self._values = self._values, []
+        replayed, self._replayed = self._replayed, []
         offsets, self._offsets = self._offsets, {}
         self._first_at = None
         plan = plan_batch(values)
+        # Only forward: a batch made only of replayed messages must not lower a position.
+        positions = {}
+        for tp, offset in offsets.items():
+            if offset > self._applied.get(tp, 0):
+                positions[self._stream(tp)] = offset
+                positions[self._stream(tp) + "@timestamp"] = self._last_ts[tp]
         for invalid in plan.invalid:
             log.error("skipping unreadable training.posts message: %s", invalid.reason)
             metrics.INVALID.labels(invalid.code).inc()
         started = time.monotonic()
         try:
-            applied = await asyncio.to_thread(self.writer.apply, plan)
+            applied = await asyncio.to_thread(self.writer.apply, plan, positions)
         except Exception:
             metrics.ERRORS.labels("store").inc()
             raise  # offsets stay uncommitted: the batch is replayed after restart
@@ -165,19 +217,53 @@ class SinkWorker:
         metrics.COMMITS.inc()
         metrics.APPENDED.inc(applied.appended)
         metrics.DUPLICATES.inc(applied.duplicates)
+        failpoints.hit("sink.after_store")
         if plan.purges:
+            failpoints.hit("sink.after_purge")
+        # Purges a previous process committed but may not have confirmed: confirm them again
+        # (the consent table keeps the first stamp; how many rows they removed is not known).
+        confirm = [(purge, None) for purge in plan_batch(replayed).purges.values()] if replayed else []
+        if replayed:
+            log.info("skipped %d messages already applied to the table; re-confirming %d purges", len(replayed), len(confirm))
+        confirm += [(purge, applied.purged_rows.get(purge.user_id, 0)) for purge in plan.purges.values()]
+        if confirm:
             at = now_us()
             if any(applied.purged_rows.values()):
                 metrics.LAST_PURGE.set(at / 1e6)
-            for purge in plan.purges.values():
-                rows = applied.purged_rows.get(purge.user_id, 0)
-                metrics.PURGES.inc()
-                metrics.ROWS_PURGED.inc(rows)
+            for purge, rows in confirm:
+                if rows is not None:
+                    metrics.PURGES.inc()
+                    metrics.ROWS_PURGED.inc(rows)
                 receipt = Receipt(PURGED, purge.user_id, purge.objection_ids, at, rows, purge.marked_at_us)
                 partition = home_partition(purge.user_id, self.settings.partitions)
                 self.sender.append(self.topics.receipts, partition, purge.user_id.encode(), encode_receipt(receipt))
             await self.sender.flush()
-            log.info("purged %d users (%d rows)", len(plan.purges), sum(applied.purged_rows.values()))
+            if plan.purges:
+                log.info("purged %d users (%d rows)", len(plan.purges), sum(applied.purged_rows.values()))
         metrics.TABLE_VERSION.set(await asyncio.to_thread(self.writer.store.version))
+        failpoints.hit("sink.before_commit")
         if offsets:
             await self.consumer.commit(offsets)
+
+    def _stream(self, tp: TopicPartition) -> str:
+        """The name under which the table records how far this partition is applied."""
+        return f"consentry-sink:{tp.topic}:{tp.partition}"
+
+    async def _load_applied(self, assigned: set[TopicPartition]) -> None:
+        """Positions the table recorded, kept only where the partition still holds the record
+        they end with (same timestamp): a topic deleted and created again (an embedded broker
+        restarted empty, an operator's re-creation) starts over at offset 0."""
+        store = self.writer.store
+        recorded = {}
+        for tp in assigned:
+            position = await asyncio.to_thread(store.applied_position, self._stream(tp))
+            if position:
+                recorded[tp] = (position, await asyncio.to_thread(store.applied_position, self._stream(tp) + "@timestamp"))
+        found = await record_timestamps(self.settings.bootstrap_servers, {tp: p - 1 for tp, (p, _) in recorded.items()})
+        self._applied = {}
+        for tp, (position, timestamp) in recorded.items():
+            if found.get(tp) == timestamp:
+                self._applied[tp] = position
+            else:
+                log.warning("%s[%d] does not hold the record the table says it applied last (offset %d): the topic was "
+                            "created again; applying it from the consumer group's position", tp.topic, tp.partition, position - 1)

@@ -1,16 +1,20 @@
 """Applies a planned batch to the store exactly once per post_id.
 
 The duplicate index (every stored post_id) is rebuilt from the store at start, so it is
-always what the table holds: replaying any suffix of training.posts after a crash gives
-the same table (a purge removes its user's ids from the index; appends skip known ids).
-"""
+always what the table holds. Re-deliveries (an upstream producer's, or ingest's after a
+crash) are skipped by post_id.
 
-from __future__ import annotations
+Replays of training.posts itself are not left to the index: a replayed batch could be cut
+differently, so a post that the first pass dropped because its user's purge marker came
+later in the same batch would be appended again until the marker is re-applied. Each batch
+therefore records the positions it applied in the same Delta commit (see
+`TrainingStore.applied_position`); the worker never re-applies what a commit recorded.
+"""
 
 from dataclasses import dataclass
 
 from services.sink.plan import Plan
-from services.sink.store import TrainingStore
+from services.sink.store import Positions, TrainingStore
 
 
 @dataclass(frozen=True)
@@ -25,13 +29,19 @@ class IdempotentWriter:
         self.store = store
         self.index = store.post_ids()
 
-    def apply(self, plan: Plan) -> Applied:
-        removed = self.store.purge(plan.purges.keys())
+    def apply(self, plan: Plan, positions: Positions | None = None) -> Applied:
+        """Purge, then append; `positions` go into the batch's last commit."""
+        appending = bool(plan.appends)
+        removed = self.store.purge(plan.purges.keys(), None if appending else positions)
         for ids in removed.values():
             self.index.difference_update(ids)
         fresh = [row for row in plan.appends if row["post_id"] not in self.index]
-        self.store.append(fresh)
+        self.store.append(fresh, positions)
         self.index.update(row["post_id"] for row in fresh)
+        recorded = bool(fresh) or (bool(removed) and not appending)
+        if positions and plan.purges and not recorded:
+            # Nothing to write, but a batch with a purge must not be re-applied in pieces.
+            self.store.record_positions(positions)
         return Applied(
             appended=len(fresh),
             duplicates=len(plan.appends) - len(fresh),

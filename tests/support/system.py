@@ -89,11 +89,12 @@ class System:
     def gateway_url(self) -> str:
         return self.url("gateway")
 
-    def start(self, *services: str, wait: bool = True) -> None:
+    def start(self, *services: str, wait: bool = True, env: dict[str, str] | None = None) -> None:
+        """Start services as processes; `env` adds variables for these processes only."""
         for name in services or SERVICES:
             log = open(self.log_dir / f"{name}.log", "ab")
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "consentry", name], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                [sys.executable, "-m", "consentry", name], env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         if wait:
             for name in services or SERVICES:
@@ -109,6 +110,15 @@ class System:
                 return False
 
         eventually(ready, timeout=timeout, what=f"{service} ready")
+
+    def wait_exit(self, service: str, timeout: float = 60.0) -> int:
+        """Wait for a service to end by itself (a failpoint); return its exit code."""
+        process = self.processes.pop(service)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.processes[service] = process
+            raise AssertionError(f"{service} still running after {timeout}s") from None
 
     def kill(self, service: str, sig: int = signal.SIGKILL) -> None:
         process = self.processes.pop(service)
@@ -165,6 +175,25 @@ class System:
 
     def wait_status(self, user: str, status: str, timeout: float = 60.0) -> dict[str, Any]:
         return eventually(lambda: (doc := self.status(user))["status"] == status and doc, timeout=timeout, what=f"{user} {status}")
+
+    def sync_ingest(self, *users: str, timeout: float = 60.0) -> None:
+        """Return once ingest has applied every consent change the consent service had made for
+        `users` before the call. Ingest exposes no per-user view, so this files an objection for
+        a barrier user in each of their home partitions and waits until ingest enforced it: the
+        consent changelog is ordered per partition, so ingest has read everything before it."""
+        from consentry.partitioning import home_partition
+
+        homes = {home_partition(user, self.partitions) for user in users}
+        barriers = []
+        for home in sorted(homes):
+            n = 0
+            while home_partition(f"barrier-{home}-{n}-{self.prefix}", self.partitions) != home:
+                n += 1
+            barrier = f"barrier-{home}-{n}-{self.prefix}"
+            self.object(barrier)  # a new objection_id each call, so a new marker to wait for
+            barriers.append(barrier)
+        for barrier in barriers:
+            eventually(lambda: self.status(barrier)["history"][-1].get("enforced_at"), timeout=timeout, what=f"ingest caught up ({barrier})")
 
     def publish(self, messages: list[tuple[bytes | None, bytes]], topic: str | None = None, partition: int | None = None) -> None:
         asyncio.run(produce(self.bootstrap, topic or self.topics.posts, messages, partition))

@@ -128,7 +128,7 @@ async def objection_page(
         200: HTML,
         **PAGE_RESPONSES,
         403: _html_response("The form was not sent from the objection page (CSRF check failed).", "<h1>This form could not be sent</h1>"),
-        503: _html_response("The objection could not be recorded; nothing was saved.", "<h1>Your objection could not be recorded right now</h1>"),
+        503: _html_response("The objection could not be confirmed; the person is asked to try again.", "<h1>Your objection could not be recorded right now</h1>"),
     },
 )
 async def file_from_page(

@@ -48,7 +48,7 @@ def receipt_of(event: ObjectionEvent) -> ObjectionReceipt:
 def unavailable(exc: Exception) -> HTTPException:
     return HTTPException(
         status.HTTP_503_SERVICE_UNAVAILABLE,
-        "the objection could not be recorded right now (event store unavailable); nothing was saved, please retry",
+        "the objection could not be confirmed right now (event store unavailable); please retry, with the same Idempotency-Key if you sent one: a retry is never counted twice",
         headers={"Retry-After": "5"},
     )
 

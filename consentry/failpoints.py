@@ -1,0 +1,30 @@
+"""Crash points for the reliability tests: kill the process at an exact step.
+
+`CONSENTRY_FAILPOINTS="sink.after_store:2,ingest.before_commit"` makes the 2nd pass through
+`sink.after_store` (and the 1st through `ingest.before_commit`) end the process at once, as
+a kill -9 would, so a test can crash a service inside a window that random kills rarely hit.
+Unset (always, outside tests), `hit` is one dict lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+EXIT_CODE = 75
+_armed: dict[str, int] = {}
+for _item in filter(None, os.environ.get("CONSENTRY_FAILPOINTS", "").split(",")):
+    _name, _, _count = _item.strip().partition(":")
+    _armed[_name] = int(_count or 1)
+
+
+def hit(name: str) -> None:
+    left = _armed.get(name)
+    if left is None:
+        return
+    if left > 1:
+        _armed[name] = left - 1
+        return
+    sys.stderr.write(f"failpoint {name}: exiting now\n")
+    sys.stderr.flush()
+    os._exit(EXIT_CODE)

@@ -1,0 +1,177 @@
+"""Crashes: kill -9 each service in the middle of a sustained load, restart it, and check
+0 leaks, every eligible post stored exactly once, every 202 objection applied (purged).
+
+Then the precise windows that random kills rarely hit, with failpoints
+(consentry/failpoints.py): the sink between its Delta commit and its receipts / offset
+commit, with a purge in the replayed batch; ingest between forwarding and committing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+
+import pytest
+
+from consentry.timeutil import now_us
+from tests.reliability import races
+from tests.reliability.oracle import objecting_now
+from tests.reliability.workload import Load, World, adopt_consent_history, check_world, flush_pipeline
+from tests.support import ledger
+from tests.support.logcheck import assert_logs_clean
+from tests.support.system import System
+from tests.support.wait import eventually
+
+ORDER = ("consent", "ingest", "sink", "gateway")
+
+
+def consent_states(world: World) -> dict:
+    async def fetch() -> dict:
+        async with world:
+            docs = await asyncio.gather(*(world.status(u) for u in world.users))
+        return {d["user_id"]: d for d in docs}
+
+    return asyncio.run(fetch())
+
+
+def kill_under_load(system: System, seed: int, rounds: int, users: int = 150) -> dict[str, int]:
+    system.create_topics()
+    system.start()
+    world = World(system, random.Random(seed), tag=f"k{seed}")
+    load = Load(world, users).start()
+    kills = 0
+    try:
+        for round_ in range(rounds):
+            for service in ORDER:
+                load.wait_progress(150)
+                system.kill(service)
+                kills += 1
+                if service == "consent" and round_ % 2 == 0:
+                    # A new machine: no local RocksDB, the table comes back from its changelog.
+                    shutil.rmtree(system.data_dir / "consent", ignore_errors=True)
+                load.wait_progress(100)  # the rest of the system keeps going meanwhile
+                system.start(service)
+        load.wait_progress(200)
+    finally:
+        load.stop()
+
+    async def settle() -> None:
+        async with world:
+            await world.wait_settled(timeout=240)
+
+    asyncio.run(settle())
+    unseen = adopt_consent_history(world, consent_states(world))
+    rows = system.training_rows()
+    objecting = {u.user_id for u in world.users.values() if objecting_now(list(u.events.values()))}
+    assert not [r for r in rows if r["user_id"] in objecting], "posts of objecting users stored after purged"
+
+    system.sync_ingest(*world.users)
+
+    async def late() -> None:
+        async with world:
+            await races.play_late(world)
+
+    asyncio.run(late())
+    flush_pipeline(system)
+    figures = check_world(world, system.training_rows(), consent_states(world))
+    assert_logs_clean(system, [t for u in world.users.values() for t in u.texts], [system.token(u) for u in list(world.users)[:30]])
+    print(f"seed {seed}: {kills} kills, {load.retries} client retries, {unseen} events acknowledged to nobody; {figures}")
+    ledger.record("no leak", kills=kills, leaks=figures["leaks"])
+    ledger.record("nothing lost", kills=kills, posts=figures["posts"], lost=figures["lost"], duplicates=figures["duplicates"],
+                  **{"202 objections": sum(v for k, v in world.counts.items() if k.endswith("via gateway"))})
+    return figures
+
+
+@pytest.mark.quick
+def test_kill_each_service_once_under_load(system: System) -> None:
+    kill_under_load(system, seed=11, rounds=1)
+
+
+@pytest.mark.reliability
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("seed", [12, 13])
+def test_kill_each_service_repeatedly_under_load(system: System, seed: int) -> None:
+    kill_under_load(system, seed=seed, rounds=4)
+
+
+def post(post_id: str, user: str, created_us: int | None = None) -> dict:
+    return {"post_id": post_id, "user_id": user, "created_at": _ts(created_us), "visibility": "public", "text": f"text of {post_id}"}
+
+
+def _ts(us: int | None) -> str:
+    from consentry.timeutil import format_rfc3339
+
+    return format_rfc3339(us if us is not None else now_us())
+
+
+def user_rows_by_version(system: System, user: str, since: int) -> dict[int, int]:
+    from deltalake import DeltaTable
+
+    uri = str(system.data_dir / "training")
+    latest = DeltaTable(uri).version()
+    return {v: sum(1 for r in DeltaTable(uri, version=v).to_pyarrow_table().to_pylist() if r["user_id"] == user) for v in range(since, latest + 1)}
+
+
+@pytest.mark.parametrize("failpoint", ["sink.after_purge", "sink.before_commit"])
+def test_sink_crash_between_delta_commit_and_offset_commit(system: System, failpoint: str) -> None:
+    """The batch holding alice's purge marker is committed to Delta, then the sink dies before
+    its receipts (or its offset commit). Replayed: no duplicate, alice's posts never come back
+    in any table version, and the purge is still confirmed."""
+    system.create_topics()
+    # Each sink flush is its own batch here: the crash lands in the batch with the marker.
+    system.start("consent", "ingest", "gateway")
+    system.start("sink", env={"CONSENTRY_FAILPOINTS": failpoint if failpoint == "sink.after_purge" else f"{failpoint}:2"})
+    system.publish_posts([post("alice-1", "alice"), post("alice-2", "alice"), post("bob-1", "bob")])
+    eventually(lambda: len(system.training_rows()) == 3, what="first posts stored")
+    if failpoint == "sink.before_commit":
+        system.publish_posts([post("bob-0", "bob")])  # flush 2 ends in the crash
+        eventually(lambda: "bob-0" in {r["post_id"] for r in system.training_rows()}, what="bob-0 stored")
+        assert system.wait_exit("sink") == 75
+        system.start("sink", env={"CONSENTRY_FAILPOINTS": "sink.after_purge"})
+    from deltalake import DeltaTable
+
+    before = DeltaTable(str(system.data_dir / "training")).version()
+    system.object("alice")
+    assert system.wait_exit("sink") == 75  # died right after the Delta commit of the purge
+    assert not [r for r in system.training_rows() if r["user_id"] == "alice"]
+    assert system.status("alice")["status"] in ("received", "enforced")  # not confirmed yet
+    # The restarted sink confirms the purge without waiting for new traffic.
+    system.start("sink")
+    doc = system.wait_status("alice", "purged")
+    # Then bob writes, alice's old post is re-delivered, bob's too.
+    system.publish_posts([post("bob-2", "bob"), post("alice-1", "alice"), post("bob-1", "bob")])
+    eventually(lambda: "bob-2" in {r["post_id"] for r in system.training_rows()}, what="bob-2 stored")
+    ids = sorted(r["post_id"] for r in system.training_rows())
+    assert ids == sorted(["bob-1", "bob-2"] + (["bob-0"] if failpoint == "sink.before_commit" else []))
+    versions = user_rows_by_version(system, "alice", before + 1)
+    assert all(count == 0 for count in versions.values()), versions  # never resurrected, not even briefly
+    assert doc["history"][0]["purged_at"]
+    assert "re-confirming 1 purges" in system.log("sink") or failpoint == "sink.before_commit"
+    ledger.record("nothing lost", **{"sink crashes in the commit window": 1}, duplicates=len(ids) - len(set(ids)))
+    ledger.record("no leak", **{"sink crashes in the commit window": 1}, leaks=sum(versions.values()))
+
+
+def test_ingest_crash_between_forwarding_and_offset_commit(system: System) -> None:
+    """Ingest forwards a batch, dies before committing its offsets, re-reads the batch after
+    the restart and forwards it again: the sink stores each post once."""
+    import orjson
+
+    system.create_topics()
+    system.start()
+    first = [post(f"carol-{n}", "carol") for n in range(5)]
+    system.publish_posts(first)
+    eventually(lambda: len(system.training_rows()) == 5, what="first batch stored")
+    system.kill("ingest")
+    system.start("ingest", env={"CONSENTRY_FAILPOINTS": "ingest.before_commit"})  # the next forwarded batch
+    system.publish_posts([post(f"dan-{n}", "dan") for n in range(5)])
+    assert system.wait_exit("ingest") == 75
+    system.start("ingest")
+    system.publish_posts([post("dan-5", "dan")])
+    eventually(lambda: "dan-5" in {r["post_id"] for r in system.training_rows()}, what="dan-5 stored")
+    ids = [r["post_id"] for r in system.training_rows()]
+    assert sorted(ids) == sorted({*(p["post_id"] for p in first), *(f"dan-{n}" for n in range(6))})
+    assert len(ids) == len(set(ids))
+    forwarded = [orjson.loads(r.value).get("post_id") for r in system.read(system.topics.training_posts)]
+    assert len(forwarded) > len(set(forwarded)), "the crash should have made ingest forward some posts twice"
+    ledger.record("nothing lost", **{"ingest crashes in the commit window": 1}, duplicates=len(ids) - len(set(ids)))

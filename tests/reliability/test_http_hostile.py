@@ -1,0 +1,108 @@
+"""Hostile HTTP: the gateway answers every malformed, oversized or unauthorised request
+with a clear 4xx, never a 5xx, and keeps running; schemathesis fuzzes its OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+
+from tests.support import ledger
+from tests.support.logcheck import assert_logs_clean
+from tests.support.system import System
+
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def hostile_requests(system: System) -> list[tuple[str, str, dict, bytes | None, int, str]]:
+    """(label, method+path, headers, body, expected status, words the message must hold)."""
+    alice = system.token("alice")
+    expired = jwt.encode({"sub": "alice", "iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600}, system.secret, algorithm="HS256")
+    foreign = jwt.encode({"sub": "alice", "exp": int(time.time()) + 3600}, "another-secret-entirely-not-the-gateways-one", algorithm="HS256")
+    no_exp = jwt.encode({"sub": "alice"}, system.secret, algorithm="HS256")
+    none_alg = jwt.encode({"sub": "alice", "exp": int(time.time()) + 3600}, None, algorithm="none")
+    json = {"Content-Type": "application/json"}
+    return [
+        ("no token", "POST /v1/objections", {}, None, 401, "missing bearer token"),
+        ("garbage token", "POST /v1/objections", bearer("not.a.jwt"), None, 401, "invalid token"),
+        ("expired token", "GET /v1/objections/me", bearer(expired), None, 401, "token expired"),
+        ("token signed by someone else", "DELETE /v1/objections/me", bearer(foreign), None, 401, "invalid token"),
+        ("token without expiry", "POST /v1/objections", bearer(no_exp), None, 401, "invalid token"),
+        ("unsigned token (alg none)", "POST /v1/objections", bearer(none_alg), None, 401, "invalid token"),
+        ("basic auth", "POST /v1/objections", {"Authorization": "Basic YWxpY2U6cGFzcw=="}, None, 401, "missing bearer token"),
+        ("objecting for another user", "POST /v1/objections", {**bearer(alice), **json}, b'{"user_id": "bob"}', 422, "user_id"),
+        ("not JSON", "POST /v1/objections", {**bearer(alice), **json}, b"{not json", 422, "JSON"),
+        ("JSON array", "POST /v1/objections", {**bearer(alice), **json}, b"[1, 2]", 422, "dict"),
+        ("unknown channel", "POST /v1/objections", {**bearer(alice), **json}, b'{"channel": "fax"}', 422, "channel"),
+        ("reason too long", "POST /v1/objections", {**bearer(alice), **json}, b'{"reason": "' + b"x" * 3000 + b'"}', 422, "reason"),
+        ("idempotency key too long", "POST /v1/objections", {**bearer(alice), "Idempotency-Key": "k" * 500}, None, 422, "Idempotency-Key"),
+        ("body over the limit", "POST /v1/objections", {**bearer(alice), **json}, b'{"reason": "' + b"x" * (2 << 20) + b'"}', 413, "too large"),
+        ("another user's path", "GET /v1/objections/bob", bearer(alice), None, 404, "Not Found"),
+    ]
+
+
+def raw_request(system: System, head: bytes) -> bytes:
+    """A request no well-behaved client would send (a Content-Length the body never reaches)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", system.ports["gateway"]), timeout=10) as sock:
+        sock.sendall(head)
+        answer = b""
+        while chunk := sock.recv(65536):  # the gateway closes the connection after a 413
+            answer += chunk
+        return answer
+
+
+def chunked(body: bytes):  # a body without Content-Length
+    for i in range(0, len(body), 65536):
+        yield body[i : i + 65536]
+
+
+@pytest.mark.parametrize("examples", [pytest.param(40, id="quick", marks=pytest.mark.quick), pytest.param(400, id="full", marks=[pytest.mark.reliability, pytest.mark.timeout(900)])])
+def test_hostile_http_gets_clear_4xx_and_schemathesis_finds_no_5xx(system: System, examples: int) -> None:
+    system.create_topics()
+    system.start()
+    checked = 0
+    with httpx.Client(base_url=system.gateway_url, timeout=30) as client:
+        for label, route, headers, body, status, words in hostile_requests(system):
+            method, path = route.split(" ")
+            response = client.request(method, path, headers=headers, content=body)
+            assert response.status_code == status, f"{label}: {response.status_code} {response.text[:300]}"
+            assert words.lower() in response.text.lower(), f"{label}: unclear message {response.text[:300]}"
+            checked += 1
+        streamed = client.post("/v1/objections", headers={**bearer(system.token("alice")), "Content-Type": "application/json"},
+                               content=chunked(b'{"reason": "' + b"y" * (1 << 20) + b'"}'))
+        assert streamed.status_code == 413 and "too large" in streamed.text, streamed.text[:300]
+        answer = raw_request(system, b"POST /v1/objections HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + system.token("alice").encode()
+                             + b"\r\nContent-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n{}")
+        assert answer.startswith(b"HTTP/1.1 413") and b"too large" in answer, answer[:300]
+        # Another user's token only ever shows that user's own state.
+        client.post("/v1/objections", headers=bearer(system.token("alice")))
+        bob = client.get("/v1/objections/me", headers=bearer(system.token("bob"))).json()
+        assert bob["user_id"] == "bob" and bob["history"] == []
+        assert client.get("/healthz").status_code == 200
+    checked += 3
+
+    token = system.token("fuzz-user")
+    run = subprocess.run(
+        [str(SCHEMATHESIS), "run", f"{system.gateway_url}/openapi.json", "--checks", "not_a_server_error", "--header", f"Authorization: Bearer {token}",
+         "--max-examples", str(examples), "--seed", "20250527", "--generation-deterministic", "--no-shrink", "--workers", "1",
+         "--wait-for-schema", "30", "--request-timeout", "20", "--output-sanitize", "true"],
+        capture_output=True, text=True, timeout=600, cwd=system.root, env={**system.env, "SCHEMATHESIS_HOOKS": ""},
+    )
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert system.processes["gateway"].poll() is None, "the gateway died"
+    calls = sum(int(w) for w in __import__("re").findall(r"(\d+) generated", run.stdout)) or 0
+    print(run.stdout[-1500:])
+    assert_logs_clean(system, [], [token, system.token("alice")], services=("gateway",))
+    ledger.record("fail closed", **{"hostile HTTP requests": checked + calls, "5xx answers": 0})
