@@ -115,7 +115,7 @@ def test_consent_table_recovery_from_a_changelog_ending_in_a_multi_record_batch(
                 batch = producer.create_batch()
                 for user in members:
                     entry = HistoryEntry(f"o-{user}", "object", 1_700_000_000_000_000, "import", enforced_at_us=1_700_000_000_000_001, purged_at_us=1_700_000_000_000_002)
-                    state = ConsentState(user, (entry,), ((1_700_000_000_000_000, None),), (), 1_700_000_000_000_002)
+                    state = ConsentState(user, (entry,), intervals=((1_700_000_000_000_000, None),), updated_at_us=1_700_000_000_000_002)
                     batch.append(key=user.encode(), value=encode_consent_state(state), timestamp=None)
                 await (await producer.send_batch(batch, system.topics.consent_state, partition=partition))
         finally:
