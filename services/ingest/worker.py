@@ -158,6 +158,8 @@ class IngestWorker:
                 await self.deferred.tick(self._held)  # releases deferred posts when due
                 held = bool(self._held)
             if held:
+                # Buffered records come back without suspending: let /readyz and /metrics answer.
+                await asyncio.sleep(0)
                 continue
             # Outside the lock: before the first assignment getmany waits for one, and the
             # rebalance listener that brings it needs the lock.
@@ -195,6 +197,10 @@ class IngestWorker:
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self._lock:
+            # Held before anything awaits: until the consent state is loaded, not ready.
+            self._held = set(assigned)
+            self.posts.pause(*assigned)
+            metrics.PARTITIONS_HELD.set(len(self._held))
             self._assigned = set(assigned)
             self._consumed = {}
             homes = {tp.partition for tp in assigned if tp.topic == self.topics.posts_by_user}
@@ -207,9 +213,6 @@ class IngestWorker:
             if changelog:
                 await self.consent.seek_to_beginning(*changelog)
             await self.deferred.assign(homes)  # and reload the deferred posts of each
-            self._held = set(assigned)
-            self.posts.pause(*assigned)
-            metrics.PARTITIONS_HELD.set(len(self._held))
             log.info("assigned %d partitions; loading consent state of home partitions %s", len(assigned), sorted(homes))
 
     # ------------------------------------------------------------------ consent state

@@ -18,6 +18,7 @@ from tests.support.logcheck import assert_logs_clean
 from tests.support.system import System
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -98,7 +99,7 @@ def test_hostile_http_gets_clear_4xx_and_schemathesis_finds_no_5xx(system: Syste
         [str(SCHEMATHESIS), "run", f"{system.gateway_url}/openapi.json", "--checks", "not_a_server_error", "--header", f"Authorization: Bearer {token}",
          "--max-examples", str(examples), "--seed", "20250527", "--generation-deterministic", "--no-shrink", "--workers", "1",
          "--wait-for-schema", "30", "--request-timeout", "20", "--output-sanitize", "true"],
-        capture_output=True, text=True, timeout=600, cwd=system.root, env={**system.env, "SCHEMATHESIS_HOOKS": ""},
+        capture_output=True, text=True, timeout=600, cwd=system.root, env={**system.env, "SCHEMATHESIS_HOOKS": "tests.support.schemathesis_hooks", "PYTHONPATH": str(ROOT)},
     )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert system.processes["gateway"].poll() is None, "the gateway died"
