@@ -348,12 +348,13 @@ class Load:
                     response = await world.http.delete("/v1/objections/me", headers=headers)
                 if response.status_code == 202:
                     break
-                assert response.status_code == 503, response.text
+                assert response.status_code in (429, 503), response.text
             except httpx.TransportError:
-                pass  # the gateway is down: retry with the same key
+                response = None  # the gateway is down: retry with the same key
             self.retries += 1
             assert asyncio.get_running_loop().time() < deadline, f"no 202 for {user.user_id} within {timeout}s"
-            await asyncio.sleep(0.2)
+            retry_after = response.headers.get("Retry-After") if response is not None else None
+            await asyncio.sleep(float(retry_after) if retry_after else 0.2)  # as a careful client does
         receipt = response.json()
         event = Event(receipt["objection_id"], kind, parse_rfc3339(receipt["received_at"]))
         user.events[event.objection_id] = event

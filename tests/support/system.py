@@ -67,6 +67,10 @@ class System:
             "CONSENTRY_SESSION_TIMEOUT_MS": "3000",
             "CONSENTRY_HEARTBEAT_INTERVAL_MS": "500",
             "CONSENTRY_SINK_FLUSH_SECONDS": "0.3",
+            # Every simulated person calls from 127.0.0.1, and the tests poll statuses far more
+            # often than a person would: rate limits have their own tests (test_gateway_api).
+            "CONSENTRY_RATE_LIMIT_ADDRESS_PER_S": "0",
+            "CONSENTRY_RATE_LIMIT_USER_PER_S": "0",
             "CONSENTRY_NOTICE_RULE": "on" if notices else "off",
             **(extra_env or {}),
         }
