@@ -38,6 +38,7 @@ class InvalidToken(Exception):
 class Principal:
     user_id: str
     scopes: frozenset[str]
+    expires_at: float = float("inf")  # the token's `exp`
 
     @property
     def is_admin(self) -> bool:
@@ -60,7 +61,8 @@ def principal_from_claims(claims: dict[str, object]) -> Principal:
         raise InvalidToken("token subject is not a user id")
     scope = claims.get("scope", "")
     scopes = frozenset(scope.split() if isinstance(scope, str) else scope if isinstance(scope, list) else ())
-    return Principal(sub, scopes)
+    exp = claims.get("exp")
+    return Principal(sub, scopes, float(exp) if isinstance(exp, int | float) else float("inf"))
 
 
 def verify_token(secret: str, token: str) -> Principal:
@@ -111,6 +113,9 @@ class JWKSFile:
         raise jwt.PyJWKClientError(f"no signing key with kid {kid!r} in the JWKS file")
 
 
+VERIFIED_CACHE_SIZE = 100_000
+
+
 class TokenVerifier:
     """Checks bearer tokens: HS256 with the shared secret, RS256 with the JWKS keys."""
 
@@ -125,8 +130,24 @@ class TokenVerifier:
         self.keys = keys
         self.audience = audience
         self.issuer = issuer
+        # Tokens already verified, until their `exp`: a person's client repeats its token
+        # (filing, then polling the status), and checking a signature is most of a request's
+        # work after the framework's. A cached entry never outlives the token's expiry.
+        self._verified: dict[str, Principal] = {}
 
     def verify(self, token: str) -> Principal:
+        principal = self._verified.get(token)
+        if principal is not None:
+            if principal.expires_at > time.time():
+                return principal
+            self._verified.pop(token, None)
+        principal = self._verify_signed(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()  # simple bound; refilled by the next requests
+        self._verified[token] = principal
+        return principal
+
+    def _verify_signed(self, token: str) -> Principal:
         try:
             alg = jwt.get_unverified_header(token).get("alg")
         except jwt.InvalidTokenError as exc:

@@ -30,3 +30,24 @@ def test_a_token_names_its_user_and_scope() -> None:
 def test_bad_tokens_are_refused(token: str, message: str) -> None:
     with pytest.raises(InvalidToken, match=message):
         verify_token(SECRET, token)
+
+
+def test_a_verified_token_is_remembered_only_until_it_expires() -> None:
+    from services.gateway.auth import TokenVerifier
+    from tests.support.wait import eventually
+
+    verifier = TokenVerifier(SECRET)
+    token = make_token(SECRET, "u-42", ttl_seconds=1)
+    assert verifier.verify(token).user_id == "u-42"
+    assert verifier.verify(token).user_id == "u-42"  # from the cache
+
+    def refused() -> bool:
+        try:
+            verifier.verify(token)
+        except InvalidToken as exc:
+            return str(exc) == "token expired"
+        return False
+
+    eventually(refused, timeout=5, what="the cached token refused once expired")
+    with pytest.raises(InvalidToken):
+        verifier.verify(make_token("another-secret-also-long-enough-0123456789", "u-42"))

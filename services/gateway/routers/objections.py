@@ -10,7 +10,7 @@ from consentry.domain.consent import RECEIVED
 from consentry.events import OBJECT, WITHDRAW, ObjectionEvent
 from consentry.timeutil import format_rfc3339
 from services.gateway.consent_client import ConsentUnavailable
-from services.gateway.deps import AddressLimit, ConsentDep, CurrentUser, PublisherDep, ReceiptsDep
+from services.gateway.deps import AddressLimit, CurrentUser, FilingDep
 from services.gateway.filing import FilingUnavailable, file_event, status_for
 from services.gateway.schemas import (
     INVALID,
@@ -64,16 +64,15 @@ def unavailable(exc: Exception) -> HTTPException:
 )
 async def create_objection(
     user: CurrentUser,
-    publisher: PublisherDep,
-    receipts: ReceiptsDep,
-    consent: ConsentDep,
+    filing: FilingDep,
     idempotency_key: IdempotencyKey = None,
     body: Annotated[ObjectionRequest | None, Body()] = None,
 ) -> ObjectionReceipt:
     body = body or ObjectionRequest()
     try:
         event = await file_event(
-            OBJECT, user.user_id, body.channel, body.reason, body.notice_version, idempotency_key, publisher, receipts, consent
+            OBJECT, user.user_id, body.channel, body.reason, body.notice_version, idempotency_key,
+            filing.publisher, filing.receipts, filing.consent,
         )
     except FilingUnavailable as exc:
         raise unavailable(exc) from exc
@@ -88,11 +87,11 @@ async def create_objection(
     description="Posts created while the objection was active stay out of training for good.",
     responses={**COMMON, 422: INVALID, 503: UNAVAILABLE},
 )
-async def withdraw_objection(
-    user: CurrentUser, publisher: PublisherDep, receipts: ReceiptsDep, consent: ConsentDep, idempotency_key: IdempotencyKey = None
-) -> ObjectionReceipt:
+async def withdraw_objection(user: CurrentUser, filing: FilingDep, idempotency_key: IdempotencyKey = None) -> ObjectionReceipt:
     try:
-        event = await file_event(WITHDRAW, user.user_id, "api", None, None, idempotency_key, publisher, receipts, consent)
+        event = await file_event(
+            WITHDRAW, user.user_id, "api", None, None, idempotency_key, filing.publisher, filing.receipts, filing.consent
+        )
     except FilingUnavailable as exc:
         raise unavailable(exc) from exc
     return receipt_of(event)
@@ -106,8 +105,8 @@ async def withdraw_objection(
     "received, enforced and purged, and how many stored posts the purge removed.",
     responses={**COMMON, 503: STATUS_UNAVAILABLE},
 )
-async def my_status(user: CurrentUser, consent: ConsentDep, receipts: ReceiptsDep) -> dict:
+async def my_status(user: CurrentUser, filing: FilingDep) -> dict:
     try:
-        return await status_for(user.user_id, consent, receipts)
+        return await status_for(user.user_id, filing.consent, filing.receipts)
     except ConsentUnavailable as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "objection status is temporarily unavailable, please retry") from exc
