@@ -15,6 +15,7 @@ import time
 
 from bench.common import emit
 from consentry.logs import configure
+from consentry.runtime import tune_gc
 from services.ingest import metrics
 from services.ingest.settings import IngestSettings
 from services.ingest.worker import IngestWorker
@@ -65,4 +66,5 @@ async def main(expected: int) -> dict:
 
 if __name__ == "__main__":
     configure("ingest-bench", "WARNING")
+    tune_gc()  # as `consentry ingest` does
     emit(asyncio.run(main(int(sys.argv[1]))))

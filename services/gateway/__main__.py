@@ -1,8 +1,16 @@
 import uvicorn
+from fastapi import FastAPI
 
 from consentry.logs import configure
+from consentry.runtime import tune_gc
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
+
+
+def worker_app() -> FastAPI:
+    """One gateway process's app (uvicorn calls it in each worker)."""
+    tune_gc()
+    return create_app(GatewaySettings())
 
 
 def main() -> None:
@@ -11,9 +19,9 @@ def main() -> None:
     options = {"host": settings.gateway_host, "port": settings.gateway_port, "log_level": "warning", "access_log": False}
     if settings.gateway_workers > 1:
         # Each worker process builds its app (and its Kafka producer) from the environment.
-        uvicorn.run("services.gateway.app:create_app", factory=True, workers=settings.gateway_workers, **options)
+        uvicorn.run("services.gateway.__main__:worker_app", factory=True, workers=settings.gateway_workers, **options)
     else:
-        uvicorn.run(create_app(settings), **options)
+        uvicorn.run(worker_app(), **options)
 
 
 if __name__ == "__main__":

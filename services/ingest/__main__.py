@@ -2,6 +2,7 @@ import asyncio
 
 from consentry.logs import configure
 from consentry.runner import serve
+from consentry.runtime import tune_gc
 from services.ingest.settings import IngestSettings
 from services.ingest.worker import IngestWorker
 
@@ -9,6 +10,7 @@ from services.ingest.worker import IngestWorker
 def main() -> None:
     settings = IngestSettings()
     configure("ingest", settings.log_level)
+    tune_gc()
     asyncio.run(serve(IngestWorker(settings)))
 
 

@@ -2,6 +2,7 @@ import asyncio
 
 from consentry.logs import configure
 from consentry.runner import serve
+from consentry.runtime import tune_gc
 from services.sink.settings import SinkSettings
 from services.sink.worker import SinkWorker
 
@@ -9,6 +10,7 @@ from services.sink.worker import SinkWorker
 def main() -> None:
     settings = SinkSettings()
     configure("sink", settings.log_level)
+    tune_gc()
     asyncio.run(serve(SinkWorker(settings)))
 
 
