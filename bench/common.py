@@ -22,7 +22,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from consentry.domain.consent import apply_notice, apply_objection, apply_receipt
-from consentry.events import ENFORCED, PURGED, Notice, ObjectionEvent, Receipt, encode_consent_state, encode_notice, encode_objection
+from consentry.domain.model import ENFORCED, PURGED, Notice, ObjectionEvent, Receipt
+from consentry.wire import encode_consent_state, encode_notice, encode_objection
 from consentry.kafka import BatchSender
 from consentry.partitioning import home_partition
 from consentry.timeutil import format_rfc3339, now_us

@@ -19,7 +19,8 @@ from bench.common import ROOT, Dataset, percentile, read_topic
 from bench.common import run as run_async
 from bench.system import SECRET, Services
 from bench.throughput import seed_consent
-from consentry.events import ENFORCED, PURGED, Invalid, parse_receipt
+from consentry.domain.model import ENFORCED, PURGED, Invalid
+from consentry.wire import parse_receipt
 from consentry.timeutil import parse_rfc3339
 from services.gateway.auth import make_token
 

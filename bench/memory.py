@@ -19,7 +19,8 @@ import httpx
 
 from bench.common import commit_to_end, enforced_state, produce, rss_mib, run
 from bench.system import Services
-from consentry.events import ObjectionEvent, encode_objection
+from consentry.domain.model import ObjectionEvent
+from consentry.wire import encode_objection
 from consentry.timeutil import now_us
 
 TEMPLATE_USER = "user-TEMPLATE9"

@@ -12,7 +12,7 @@ import httpx
 
 from bench.common import ROOT, Dataset, commit_to_end, create_topics, produce, run_child
 from bench.system import Services
-from consentry.events import encode_notice, encode_objection
+from consentry.wire import encode_notice, encode_objection
 from consentry.scrape import parse_metrics as parse, total
 
 PEER_PYTHON = ROOT / ".venv-peer" / "bin" / "python"

@@ -27,7 +27,8 @@ from typing import Any, Generic, TypeVar
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from consentry.events import Invalid, Notice, ObjectionEvent, encode_notice, encode_objection, notice_from_dict, objection_from_dict
+from consentry.domain.model import Invalid, Notice, ObjectionEvent
+from consentry.wire import encode_notice, encode_objection, notice_from_dict, objection_from_dict
 from consentry.kafka import BatchSender, producer_options
 from consentry.partitioning import home_partition
 from consentry.settings import CommonSettings

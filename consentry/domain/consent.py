@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from consentry.events import (
+from consentry.domain.model import (
     ENFORCED,
     OBJECT,
     PURGED,
@@ -23,15 +23,10 @@ from consentry.events import (
     NoticeEntry,
     ObjectionEvent,
     Receipt,
-    history_entry_to_dict,
-    notice_entry_to_dict,
+    Status,
+    UserStatus,
 )
-
-NONE = "none"
-RECEIVED = "received"
-STATUS_ENFORCED = "enforced"
-STATUS_PURGED = "purged"
-WITHDRAWN = "withdrawn"
+from consentry.domain.notices import with_notice_versions
 
 
 def derive_intervals(history: tuple[HistoryEntry, ...]) -> tuple[Interval, ...]:
@@ -58,29 +53,6 @@ def pending_enforcement(history: tuple[HistoryEntry, ...]) -> tuple[str, ...]:
 def pending_withdrawals(history: tuple[HistoryEntry, ...]) -> tuple[str, ...]:
     """Withdrawals ingest has not yet confirmed: until then it may still drop new posts."""
     return tuple(e.objection_id for e in history if e.kind == WITHDRAW and e.enforced_at_us is None)
-
-
-def notice_seen_by(notices: tuple[NoticeEntry, ...], at_us: int) -> str | None:
-    """The version of the latest notice sent at or before `at_us` (notices sorted by time)."""
-    seen = None
-    for notice in notices:
-        if notice.sent_at_us > at_us:
-            break
-        seen = notice.notice_version
-    return seen
-
-
-def with_notice_versions(history: list[HistoryEntry], notices: tuple[NoticeEntry, ...]) -> list[HistoryEntry]:
-    """An objection that named no notice version records the one the user had last been sent
-    by then. Derived again on every change: a notice imported late may come before it."""
-    out = []
-    for entry in history:
-        if entry.kind == OBJECT and (entry.notice_version is None or entry.notice_version_derived):
-            seen = notice_seen_by(notices, entry.received_at_us)
-            if seen != entry.notice_version:
-                entry = replace(entry, notice_version=seen, notice_version_derived=seen is not None)
-        out.append(entry)
-    return out
 
 
 def _rebuild(user_id: str, history: list[HistoryEntry], now_us: int, notices: tuple[NoticeEntry, ...] = ()) -> ConsentState:
@@ -151,27 +123,46 @@ def is_active(intervals: tuple[Interval, ...], now_us: int) -> bool:
     return any(end is None or end > now_us for _start, end in intervals)
 
 
-def status_of(state: ConsentState | None) -> str:
+def status_of(state: ConsentState | None) -> Status:
     """The user's current step: the latest event decides."""
     if state is None or not state.history:
-        return NONE
+        return Status.NONE
     latest = state.history[-1]
     if latest.kind == WITHDRAW:
-        return WITHDRAWN
+        return Status.WITHDRAWN
     if latest.purged_at_us is not None:
-        return STATUS_PURGED
+        return Status.PURGED
     if latest.enforced_at_us is not None:
-        return STATUS_ENFORCED
-    return RECEIVED
+        return Status.ENFORCED
+    return Status.RECEIVED
 
 
-def status_document(user_id: str, state: ConsentState | None, now_us: int) -> dict:
+def user_status(user_id: str, state: ConsentState | None, now_us: int) -> UserStatus:
     """What `GET /v1/objections/me` shows: the current step, every event with its stamps, and
     every notice the user was sent."""
-    return {
-        "user_id": user_id,
-        "objected": bool(state and is_active(state.intervals, now_us)),
-        "status": status_of(state),
-        "history": [history_entry_to_dict(e) for e in state.history] if state else [],
-        "notices": [notice_entry_to_dict(n) for n in state.notices] if state else [],
-    }
+    if state is None:
+        return UserStatus(user_id, False, Status.NONE)
+    return UserStatus(user_id, is_active(state.intervals, now_us), status_of(state), state.history, state.notices)
+
+
+def with_acknowledged(
+    user_id: str, state: ConsentState | None, acknowledged: list[ObjectionEvent], now_us: int
+) -> ConsentState | None:
+    """The row as it will be once the events a gateway acknowledged and the table has not yet
+    applied are applied: what the person is shown meanwhile."""
+    for event in acknowledged:
+        if event.user_id == user_id:
+            state = apply_objection(state, event, now_us)
+    return state
+
+
+def recorded_event(state: ConsentState | None, objection_id: str) -> ObjectionEvent | None:
+    """The event as the table recorded it (with its original received_at), if there."""
+    if state is None:
+        return None
+    for entry in state.history:
+        if entry.objection_id == objection_id:
+            return ObjectionEvent(
+                objection_id, state.user_id, entry.kind, entry.received_at_us, entry.channel, entry.reason, entry.notice_version
+            )
+    return None

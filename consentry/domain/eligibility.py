@@ -11,49 +11,12 @@ which also drops it if the author objected at any time since the post was writte
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import Enum
-
-from consentry.events import NO_NOTICES, Interval, NoticeFacts, Post
-
-# The EU's 27 member states and the other EEA states (Iceland, Liechtenstein, Norway).
-EU_EEA = frozenset(
-    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE IS LI NO".split()
-)
-
-
-class Decision(str, Enum):
-    ACCEPT = "accepted"
-    OBJECTED = "objected"
-    MINOR = "minor"
-    NOT_PUBLIC = "not_public"
-    DEFERRED = "deferred"  # not a drop: the post waits for its author's notice grace period
-
-
-@dataclass(frozen=True, slots=True)
-class NoticePolicy:
-    """Where a notice is required (ISO country codes) and how long after the first notice a
-    user's posts may be used."""
-
-    grace_us: int
-    jurisdictions: frozenset[str]
+from consentry.domain.model import NO_NOTICES, Decision, Interval, NoticeFacts, Post, Visibility
+from consentry.domain.notices import NoticePolicy, requires_notice
 
 
 def objected_at(intervals: tuple[Interval, ...], at_us: int) -> bool:
     return any(start <= at_us and (end is None or at_us < end) for start, end in intervals)
-
-
-def requires_notice(post_country: str | None, notices: NoticeFacts, policy: NoticePolicy) -> bool:
-    """The post's country or any country a notice went to is in the jurisdictions; or nothing
-    tells where the user is (no country, no notice): then fail closed."""
-    if post_country is None and not notices.countries:
-        return True
-    return post_country in policy.jurisdictions or not notices.countries.isdisjoint(policy.jurisdictions)
-
-
-def release_at_us(notices: NoticeFacts, policy: NoticePolicy) -> int | None:
-    """When the grace period of the user's first notice ends; None while no notice was sent."""
-    return None if notices.first_sent_us is None else notices.first_sent_us + policy.grace_us
 
 
 def decide(
@@ -72,7 +35,7 @@ def decide(
                 return Decision.OBJECTED
     if post.author_is_minor:
         return Decision.MINOR
-    if post.visibility != "public":
+    if post.visibility != Visibility.PUBLIC:
         return Decision.NOT_PUBLIC
     if policy is not None and requires_notice(post.country, notices, policy):
         first = notices.first_sent_us

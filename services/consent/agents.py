@@ -8,15 +8,8 @@ import logging
 import faust
 
 from consentry.domain import consent as domain
-from consentry.events import (
-    ENFORCED,
-    Invalid,
-    decode_consent_state,
-    encode_consent_state,
-    parse_notice,
-    parse_objection,
-    parse_receipt,
-)
+from consentry.domain.model import ENFORCED, Invalid
+from consentry.wire import decode_consent_state, encode_consent_state, parse_notice, parse_objection, parse_receipt
 from consentry.partitioning import home_partition
 from consentry.timeutil import now_us
 from services.consent import metrics

@@ -2,7 +2,7 @@
 
 Its changelog (`consentry.consent-state`) is the consent state every other service reads:
 ingest loads it for the partitions it owns. Table values are our own JSON
-(consentry.events.encode_consent_state), not faust records, so readers need no faust.
+(consentry.wire.encode_consent_state), not faust records, so readers need no faust.
 """
 
 from __future__ import annotations

@@ -21,12 +21,12 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
-from consentry.events import OBJECT, ConsentState
+from consentry.domain.model import OBJECT, ConsentState
 
 IMPORT = "import"
 
 # A row holds an unpurged objection only if its encoding has `"purged_at":null`
-# (consentry.events.encode_consent_state writes that key for every objection).
+# (consentry.wire.encode_consent_state writes that key for every objection).
 UNPURGED_MARK = b'"purged_at":null'
 
 

@@ -13,7 +13,7 @@ import faust
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import REGISTRY
 
-from consentry.events import decode_consent_state
+from consentry.wire import decode_consent_state
 from consentry.lag import LagGauge, lag_of
 from consentry.timeutil import now_us
 from services.consent import metrics

@@ -8,8 +8,8 @@ from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from consentry.domain.consent import status_document
-from consentry.events import decode_consent_state
+from consentry.domain.consent import user_status
+from consentry.wire import decode_consent_state, status_to_dict
 from consentry.timeutil import now_us
 from services.consent.monitoring import refresh_lag
 from services.consent.settings import ConsentSettings
@@ -21,19 +21,36 @@ def register_views(app: faust.App, table: faust.Table, settings: ConsentSettings
     def recovering() -> bool:
         return bool(app.rebalancing) or not app.tables.recovery.completed.is_set()
 
-    @app.page("/v1/users/{user_id}")
-    async def user_state(self: View, request: Request, user_id: str) -> Response:
+    async def routed(self: View, request: Request, user_id: str) -> Response | bytes | None:
+        """The user's raw row when this worker owns it (None: no row), or the owner's answer."""
         if recovering():
             return self.json({"detail": "consent state is being recovered; retry shortly"}, status=503)
         try:
             return await app.router.route_req(table.name, user_id.encode(), self.web, request)
         except SameNode:
-            pass
+            return table.get(user_id.encode())
         except Exception:
             return self.json({"detail": "the worker owning this user is unreachable"}, status=503)
-        raw = table.get(user_id.encode())
+
+    @app.page("/v1/users/{user_id}")
+    async def user_status_view(self: View, request: Request, user_id: str) -> Response:
+        """The person's status document, as `GET /v1/objections/me` shows it."""
+        raw = await routed(self, request, user_id)
+        if isinstance(raw, Response):
+            return raw
         state = decode_consent_state(raw) if raw is not None else None
-        return self.json(status_document(user_id, state, now_us()))
+        return self.json(status_to_dict(user_status(user_id, state, now_us())))
+
+    @app.page("/v1/users/{user_id}/state")
+    async def user_row(self: View, request: Request, user_id: str) -> Response:
+        """The user's row as the changelog records it (what the gateway merges with the events it
+        acknowledged), 404 when there is none."""
+        raw = await routed(self, request, user_id)
+        if isinstance(raw, Response):
+            return raw
+        if raw is None:
+            return self.json({"detail": "no consent row for this user"}, status=404)
+        return self.bytes(raw, content_type="application/json")
 
     @app.page("/healthz")
     async def healthz(self: View, request: Request) -> Response:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
-from consentry.domain.consent import RECEIVED, WITHDRAWN
-from consentry.events import OBJECT, ObjectionEvent, objection_to_dict
-from consentry.timeutil import now_us, parse_rfc3339
+from consentry.domain.consent import recorded_event, user_status, with_acknowledged
+from consentry.domain.model import ConsentState, Invalid, ObjectionEvent, UserStatus
+from consentry.timeutil import now_us
+from consentry.wire import check_objection
 from services.gateway import metrics
 from services.gateway.consent_client import ConsentClient, ConsentUnavailable
 from services.gateway.publisher import ObjectionPublisher, PublishUnavailable
@@ -21,30 +21,32 @@ LOOKUP_TIMEOUT_S = 1.0
 
 
 class FilingUnavailable(Exception):
-    """The broker did not acknowledge: nothing was recorded, the caller must not answer 202."""
+    """The broker did not acknowledge, or a repeated request could not be checked against the
+    consent state: nothing was recorded, the caller must not answer 202."""
 
 
-def find_recorded(document: dict[str, Any], objection_id: str) -> ObjectionEvent | None:
-    """The event as the consent table recorded it (with its original received_at), if there."""
-    for item in document.get("history", ()):
-        if item.get("objection_id") == objection_id:
-            received = parse_rfc3339(item.get("received_at") or "")
-            if received is None:
-                return None
-            return ObjectionEvent(
-                objection_id, document["user_id"], item["kind"], received, item["channel"], item.get("reason"), item.get("notice_version")
-            )
-    return None
+class FilingRefused(Exception):
+    """The event would not pass the validator every reader applies: answer 422, never 202."""
+
+    def __init__(self, invalid: Invalid) -> None:
+        super().__init__(invalid.reason)
+        self.invalid = invalid
 
 
-async def _recorded_elsewhere(consent: ConsentClient, user_id: str, objection_id: str) -> ObjectionEvent | None:
-    """Another gateway replica may have filed this idempotent request first."""
+class Superseded(Exception):
+    """A repeated Idempotency-Key whose event is no longer the user's latest: replaying the old
+    receipt would claim a state that no longer holds. Carries the current status (409)."""
+
+    def __init__(self, status: UserStatus) -> None:
+        super().__init__(f"a later request changed this user's objection (now {status.status})")
+        self.status = status
+
+
+async def _current_state(consent: ConsentClient, user_id: str) -> ConsentState | None:
     try:
-        document = await asyncio.wait_for(consent.state(user_id), timeout=LOOKUP_TIMEOUT_S)
-    except (ConsentUnavailable, TimeoutError):
-        # Publishing again is safe: the id is deterministic and recorded once.
-        return None
-    return find_recorded(document, objection_id)
+        return await asyncio.wait_for(consent.state(user_id), timeout=LOOKUP_TIMEOUT_S)
+    except TimeoutError as exc:
+        raise ConsentUnavailable("consent service did not answer in time") from exc
 
 
 async def file_event(
@@ -58,19 +60,34 @@ async def file_event(
     receipts: ReceiptCache,
     consent: ConsentClient,
 ) -> ObjectionEvent:
-    """Publish one objection event; returns once the broker acknowledged it. A repeated
-    Idempotency-Key returns the event first filed, from this replica's receipts or, when
-    another replica served it, from the consent state."""
+    """Publish one objection event; returns once the broker acknowledged it.
+
+    A repeated Idempotency-Key returns the event first filed (from this replica's receipts or,
+    when another replica served it, from the consent state) only while nothing else happened to
+    the user since; otherwise raises Superseded. Raises FilingRefused for an event the consent
+    service would refuse and FilingUnavailable when nothing was recorded."""
     objection_id = objection_id_for(user_id, idempotency_key and f"{kind}:{idempotency_key}")
-    event = receipts.get(objection_id)
-    if event is None and idempotency_key:
-        event = await _recorded_elsewhere(consent, user_id, objection_id)
+    if idempotency_key:
+        try:
+            state = await _current_state(consent, user_id)
+        except ConsentUnavailable as exc:
+            # Without the state a replay cannot be told from a superseded one: fail closed.
+            metrics.CONSENT_LOOKUP_FAILURES.inc()
+            raise FilingUnavailable(f"cannot check the repeated request: {exc}") from exc
+        merged = with_acknowledged(user_id, state, receipts.for_user(user_id), now_us())
+        event = receipts.get(objection_id) or recorded_event(merged, objection_id)
         if event is not None:
+            if merged is not None and merged.history and merged.history[-1].objection_id != objection_id:
+                metrics.IDEMPOTENT_CONFLICTS.inc()
+                raise Superseded(user_status(user_id, merged, now_us()))
             receipts.remember(event)
-    if event is not None:
-        metrics.IDEMPOTENT_REPLAYS.inc()
-        return event
+            metrics.IDEMPOTENT_REPLAYS.inc()
+            return event
     event = ObjectionEvent(objection_id, user_id, kind, now_us(), channel, reason, notice_version)
+    invalid = check_objection(event)
+    if invalid is not None:
+        metrics.REFUSED.labels(invalid.code).inc()
+        raise FilingRefused(invalid)
     try:
         await publisher.publish(event)
     except PublishUnavailable as exc:
@@ -81,22 +98,9 @@ async def file_event(
     return event
 
 
-def merge_late(document: dict[str, Any], late: list[ObjectionEvent]) -> dict[str, Any]:
-    """Add events this gateway acknowledged that the consent table has not applied yet."""
-    known = {item["objection_id"] for item in document["history"]}
-    missing = [e for e in late if e.objection_id not in known]
-    if not missing:
-        return document
-    history = document["history"] + [objection_to_dict(e) for e in missing]
-    history.sort(key=lambda item: parse_rfc3339(item["received_at"]) or 0)
-    latest = history[-1]
-    if latest["objection_id"] in known:
-        return {**document, "history": history}
-    objecting = latest["kind"] == OBJECT
-    return {**document, "history": history, "objected": objecting, "status": RECEIVED if objecting else WITHDRAWN}
-
-
-async def status_for(user_id: str, consent: ConsentClient, receipts: ReceiptCache) -> dict[str, Any]:
-    """The `GET /v1/objections/me` document. Raises ConsentUnavailable."""
-    document = await consent.state(user_id)
-    return merge_late(document, receipts.for_user(user_id))
+async def status_for(user_id: str, consent: ConsentClient, receipts: ReceiptCache) -> UserStatus:
+    """What `GET /v1/objections/me` shows: the consent table's row with the events this gateway
+    acknowledged and the table has not applied yet. Raises ConsentUnavailable."""
+    state = await consent.state(user_id)
+    now = now_us()
+    return user_status(user_id, with_acknowledged(user_id, state, receipts.for_user(user_id), now), now)

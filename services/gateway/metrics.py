@@ -8,6 +8,11 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
 )
 IDEMPOTENT_REPLAYS = Counter("consentry_gateway_idempotent_replays_total", "Requests answered with the receipt of an earlier one (same Idempotency-Key)")
+IDEMPOTENT_CONFLICTS = Counter(
+    "consentry_gateway_idempotent_conflicts_total", "Repeated Idempotency-Keys answered 409: a later request changed the user's objection"
+)
+REFUSED = Counter("consentry_gateway_refused_events_total", "Objection events refused (422) by the validator every reader applies, by reason", ["reason"])
+CONSENT_LOOKUP_FAILURES = Counter("consentry_gateway_consent_lookup_failures_total", "Consent state look-ups that failed (answered 503)")
 RATE_LIMITED = Counter("consentry_gateway_rate_limited_total", "Requests answered 429, by limit", ["limit"])
 IMPORTED = Counter("consentry_gateway_import_lines_total", "Lines of imports (objections, notices), by outcome", ["kind", "outcome"])
 LINK_PAGES = Counter("consentry_gateway_link_pages_total", "One-click objection page views and submissions, by outcome", ["outcome"])

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 
-from consentry.events import Notice, ObjectionEvent, encode_notice, encode_objection
+from consentry.domain.model import Notice, ObjectionEvent
+from consentry.wire import encode_notice, encode_objection
 from consentry.importer import publish_events, publish_objections
 from consentry.kafka import producer_options
 from consentry.partitioning import home_partition

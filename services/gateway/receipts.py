@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections import OrderedDict
 
-from consentry.events import ObjectionEvent
+from consentry.domain.model import ObjectionEvent
 
 _NAMESPACE = uuid.UUID("6f1c2f4e-8d3b-4c55-9a7e-2c1d0b9e5a10")
 

@@ -92,6 +92,11 @@ class ObjectionStatus(BaseModel):
     )
 
 
+class Conflict(BaseModel):
+    detail: str
+    status: ObjectionStatus
+
+
 class RejectedLine(BaseModel):
     line: int = Field(description="1-based line number in the body.")
     reason: str
@@ -159,5 +164,19 @@ UNAVAILABLE = {
         "the objection could not be confirmed right now (event store unavailable); please retry, with the same Idempotency-Key if you sent one: a retry is never counted twice",
     ),
     "headers": RETRY_AFTER,
+}
+CONFLICT = {
+    "model": Conflict,
+    "description": "The Idempotency-Key was used for an earlier request and a later request changed the objection "
+    "since: the old receipt no longer holds. The body has the current status.",
+    "content": {
+        "application/json": {
+            "example": {
+                "detail": "this Idempotency-Key was used for an earlier request, and a later one changed your objection since: "
+                "it is now 'withdrawn'; send a new request without this key",
+                "status": {"user_id": "u-42", "objected": False, "status": "withdrawn", "history": [], "notices": []},
+            }
+        }
+    },
 }
 STATUS_UNAVAILABLE = problem("Consent state temporarily unavailable.", "objection status is temporarily unavailable, please retry")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from consentry.events import NO_NOTICES, EnforcementView, Interval, NoticeFacts, decode_enforcement_view
+from consentry.domain.model import NO_NOTICES, EnforcementView, Interval, NoticeFacts
+from consentry.wire import decode_enforcement_view
 
 log = logging.getLogger(__name__)
 

@@ -39,8 +39,11 @@ from collections.abc import Iterable
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from consentry.domain.eligibility import Decision, NoticePolicy, decide_release, release_at_us
-from consentry.events import Invalid, Post, encode_training_post, parse_post
+from consentry.domain.eligibility import decide_release
+from consentry.domain.model import Decision
+from consentry.domain.notices import NoticePolicy, release_at_us
+from consentry.domain.model import Invalid, Post
+from consentry.wire import encode_training_post, parse_post
 from consentry.kafka import BatchSender
 from consentry.timeutil import now_us
 from services.ingest import metrics

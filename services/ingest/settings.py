@@ -5,8 +5,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from consentry.domain.eligibility import EU_EEA, NoticePolicy
-from consentry.events import is_country_code
+from consentry.domain.notices import EU_EEA, NoticePolicy
+from consentry.domain.model import is_country_code
 from consentry.settings import CommonSettings
 from consentry.timeutil import parse_duration_us
 

@@ -25,18 +25,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from consentry import failpoints
-from consentry.domain.eligibility import Decision, decide
-from consentry.events import (
-    ENFORCED,
-    Invalid,
-    PurgeMarker,
-    Receipt,
-    encode_purge_marker,
-    encode_receipt,
-    encode_rejection,
-    encode_training_post,
-    parse_post,
-)
+from consentry.domain.eligibility import decide
+from consentry.domain.model import Decision
+from consentry.domain.model import ENFORCED, Invalid, PurgeMarker, Receipt
+from consentry.wire import encode_purge_marker, encode_receipt, encode_rejection, encode_training_post, parse_post
 from consentry.kafka import BatchSender, producer_options, wait_partitions
 from consentry.lag import LagGauge, lag_of
 from consentry.partitioning import home_partition

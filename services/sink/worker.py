@@ -9,14 +9,15 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from consentry import failpoints
-from consentry.events import PURGED, Receipt, encode_receipt
+from consentry.domain.model import PURGED, Receipt
+from consentry.wire import encode_receipt, parse_training_message
 from consentry.kafka import BatchSender, producer_options
 from consentry.lag import LagGauge, lag_of
 from consentry.partitioning import home_partition
 from consentry.timeutil import now_us
 from consentry.web import StatusServer
 from services.sink import metrics
-from services.sink.plan import plan_batch
+from consentry.domain.purge import plan_batch
 from services.sink.settings import SinkSettings
 from services.sink.store import DeltaTrainingStore, TrainingStore
 from services.sink.writer import IdempotentWriter
@@ -197,7 +198,7 @@ class SinkWorker:
         replayed, self._replayed = self._replayed, []
         offsets, self._offsets = self._offsets, {}
         self._first_at = None
-        plan = plan_batch(values)
+        plan = plan_batch([parse_training_message(v) for v in values])
         # Only forward: a batch made only of replayed messages must not lower a position.
         positions = {}
         for tp, offset in offsets.items():
@@ -222,7 +223,7 @@ class SinkWorker:
             failpoints.hit("sink.after_purge")
         # Purges a previous process committed but may not have confirmed: confirm them again
         # (the consent table keeps the first stamp; how many rows they removed is not known).
-        confirm = [(purge, None) for purge in plan_batch(replayed).purges.values()] if replayed else []
+        confirm = [(purge, None) for purge in plan_batch([parse_training_message(v) for v in replayed]).purges.values()] if replayed else []
         if replayed:
             log.info("skipped %d messages already applied to the table; re-confirming %d purges", len(replayed), len(confirm))
         confirm += [(purge, applied.purged_rows.get(purge.user_id, 0)) for purge in plan.purges.values()]

@@ -13,7 +13,7 @@ therefore records the positions it applied in the same Delta commit (see
 
 from dataclasses import dataclass
 
-from services.sink.plan import Plan
+from consentry.domain.purge import Plan
 from services.sink.store import Positions, TrainingStore
 
 

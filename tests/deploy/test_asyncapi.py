@@ -21,30 +21,8 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
 from consentry.domain.consent import apply_notice, apply_objection, apply_receipt
-from consentry.events import (
-    ENFORCED,
-    PURGED,
-    ConsentState,
-    Invalid,
-    Notice,
-    ObjectionEvent,
-    Post,
-    PurgeMarker,
-    Receipt,
-    decode_consent_state,
-    encode_consent_state,
-    encode_notice,
-    encode_objection,
-    encode_purge_marker,
-    encode_receipt,
-    encode_rejection,
-    encode_training_post,
-    parse_notice,
-    parse_objection,
-    parse_post,
-    parse_receipt,
-    parse_training_message,
-)
+from consentry.domain.model import ENFORCED, PURGED, ConsentState, Invalid, Notice, ObjectionEvent, Post, PurgeMarker, Receipt
+from consentry.wire import decode_consent_state, encode_consent_state, encode_notice, encode_objection, encode_purge_marker, encode_receipt, encode_rejection, encode_training_post, parse_notice, parse_objection, parse_post, parse_receipt, parse_training_message
 from consentry.importer import parse_import_line, parse_notice_line
 from consentry.settings import CommonSettings
 from consentry.timeutil import parse_rfc3339

@@ -14,7 +14,8 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from consentry import compat
-from consentry.events import ConsentState, HistoryEntry, encode_consent_state
+from consentry.domain.model import ConsentState, HistoryEntry
+from consentry.wire import encode_consent_state
 from consentry.kafka import producer_options
 from consentry.settings import CommonSettings
 from tests.support.system import System

@@ -8,6 +8,7 @@ import orjson
 
 from consentry.links import make_link_token
 from services.gateway.auth import make_token
+from tests.support.consent_stub import empty_consent_service
 from tests.support.gateway import StartGateway
 from tests.support.gateway_settings import SECRET
 from tests.support.kafka import read_topic
@@ -22,11 +23,16 @@ def objections_on_topic(settings) -> list[dict]:  # type: ignore[no-untyped-def]
 
 
 def test_an_objection_is_on_the_topic_once_and_a_repeated_idempotency_key_returns_the_same_receipt(start_gateway: StartGateway) -> None:
-    url, settings = start_gateway()
+    with empty_consent_service() as consent_url:
+        url, settings = start_gateway(consent_url=consent_url)
+        check_idempotency(url, settings)
+
+
+def check_idempotency(url: str, settings) -> None:  # type: ignore[no-untyped-def]
     headers = {**bearer("alice"), "Idempotency-Key": "settings-page-click-1"}
     first = httpx.post(f"{url}/v1/objections", headers=headers, json={"channel": "app", "reason": "no"})
     again = httpx.post(f"{url}/v1/objections", headers=headers, json={"channel": "app", "reason": "no"})
-    assert first.status_code == again.status_code == 202
+    assert first.status_code == again.status_code == 202, (first.text, again.text)
     assert first.json() == again.json()
     assert first.json()["user_id"] == "alice" and first.json()["status"] == "received"
 
@@ -38,6 +44,40 @@ def test_an_objection_is_on_the_topic_once_and_a_repeated_idempotency_key_return
     filed = next(e for e in events if e["objection_id"] == first.json()["objection_id"])
     assert (filed["user_id"], filed["kind"], filed["channel"], filed["reason"]) == ("alice", "object", "app", "no")
     assert filed["received_at"] == first.json()["received_at"]
+
+
+def test_a_repeated_idempotency_key_after_a_withdrawal_is_a_conflict_not_the_old_receipt(start_gateway: StartGateway) -> None:
+    """Issue 12: POST with key K, withdraw, POST with K again used to answer 202 with the old
+    receipt while the person stayed withdrawn."""
+    with empty_consent_service() as consent_url:
+        url, settings = start_gateway(consent_url=consent_url)
+        headers = {**bearer("bruno"), "Idempotency-Key": "k-1"}
+        first = httpx.post(f"{url}/v1/objections", headers=headers)
+        assert first.status_code == 202
+        assert httpx.delete(f"{url}/v1/objections/me", headers=bearer("bruno")).status_code == 202
+        again = httpx.post(f"{url}/v1/objections", headers=headers)
+        assert again.status_code == 409, again.text
+        assert again.json()["status"]["status"] == "withdrawn" and again.json()["status"]["objected"] is False
+        assert "Idempotency-Key" in again.json()["detail"]
+        kinds = [e["kind"] for e in objections_on_topic(settings) if e["user_id"] == "bruno"]
+        assert kinds == ["object", "withdraw"]  # nothing was published for the refused repeat
+
+
+def test_a_repeated_key_cannot_be_checked_without_the_consent_state_so_it_is_not_acknowledged(start_gateway: StartGateway) -> None:
+    url, settings = start_gateway()  # nobody answers at the consent URL
+    response = httpx.post(f"{url}/v1/objections", headers={**bearer("carla"), "Idempotency-Key": "k-2"})
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert [e for e in objections_on_topic(settings) if e["user_id"] == "carla"] == []
+
+
+def test_a_reason_the_consent_service_would_refuse_is_422_not_202(start_gateway: StartGateway) -> None:
+    """Issue 12: a NUL character in `reason` was answered 202, then skipped by the consent
+    service; every writer now asks the consumer's own validator first."""
+    url, settings = start_gateway()
+    response = httpx.post(f"{url}/v1/objections", headers=bearer("dora"), json={"reason": "no\u0000thanks"})
+    assert response.status_code == 422, response.text
+    assert "NUL" in response.json()["detail"]
+    assert [e for e in objections_on_topic(settings) if e["user_id"] == "dora"] == []
 
 
 def test_tokens_are_required_and_a_link_token_is_not_an_api_token(start_gateway: StartGateway) -> None:

@@ -17,8 +17,8 @@ from consentry.scrape import parse_metrics, total
 from services.gateway.app import create_app
 from services.gateway.auth import make_token
 from services.gateway.settings import GatewaySettings
+from tests.support.consent_stub import empty_consent_service
 from tests.support.kafka import read_all
-from tests.support.ports import free_port
 from tests.support.servers import serve_app
 from tests.support.wait import eventually
 
@@ -28,14 +28,15 @@ SECRET = "gateway-test-secret-0123456789abcdef"
 @pytest.fixture
 def gateway(broker: tuple[str, str], tmp_path: Path) -> Iterator[tuple[str, GatewaySettings]]:
     bootstrap, flavor = broker
-    settings = GatewaySettings(
-        kafka_bootstrap_servers=bootstrap, broker_flavor=flavor, topic_prefix=f"g{uuid.uuid4().hex[:8]}-",
-        partitions=4, jwt_secret=SECRET, data_dir=tmp_path, consent_url=f"http://127.0.0.1:{free_port()}",  # nothing there
-    )
-    asyncio.run(ensure_topics(settings))
-    with serve_app(create_app(settings)) as url:
-        eventually(lambda: httpx.get(f"{url}/readyz").status_code == 200, what="gateway connected to the broker")
-        yield url, settings
+    with empty_consent_service() as consent_url:  # a consent table that has applied nothing yet
+        settings = GatewaySettings(
+            kafka_bootstrap_servers=bootstrap, broker_flavor=flavor, topic_prefix=f"g{uuid.uuid4().hex[:8]}-",
+            partitions=4, jwt_secret=SECRET, data_dir=tmp_path, consent_url=consent_url,
+        )
+        asyncio.run(ensure_topics(settings))
+        with serve_app(create_app(settings)) as url:
+            eventually(lambda: httpx.get(f"{url}/readyz").status_code == 200, what="gateway connected to the broker")
+            yield url, settings
 
 
 def bearer(user: str) -> dict[str, str]:
@@ -107,11 +108,12 @@ def test_malformed_bodies_get_a_422_naming_the_field(gateway) -> None:  # type: 
     assert objection_events(settings) == []
 
 
-def test_status_is_503_with_a_message_when_consent_is_unreachable(gateway) -> None:  # type: ignore[no-untyped-def]
+def test_status_shows_what_this_gateway_acknowledged_before_the_consent_table_has_it(gateway) -> None:  # type: ignore[no-untyped-def]
     url, _ = gateway
-    response = httpx.get(f"{url}/v1/objections/me", headers=bearer("u-1"))
-    assert response.status_code == 503
-    assert "temporarily unavailable" in response.json()["detail"]
+    assert httpx.get(f"{url}/v1/objections/me", headers=bearer("u-1")).json()["status"] == "none"
+    assert httpx.post(f"{url}/v1/objections", headers=bearer("u-1")).status_code == 202
+    document = httpx.get(f"{url}/v1/objections/me", headers=bearer("u-1")).json()
+    assert (document["status"], document["objected"], len(document["history"])) == ("received", True, 1)
 
 
 def test_health_readiness_and_metrics(gateway) -> None:  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ import orjson
 
 from consentry.links import make_link_token
 from services.gateway.auth import make_token
+from tests.support.consent_stub import empty_consent_service
 from tests.support.gateway import StartGateway
 from tests.support.gateway_settings import SECRET
 from tests.support.kafka import read_topic
@@ -72,7 +73,12 @@ def test_bad_links_get_a_clear_page_not_a_stack_trace(start_gateway: StartGatewa
 
 
 def test_the_button_files_the_objection_with_the_link_s_channel_and_shows_a_receipt(start_gateway: StartGateway) -> None:
-    url, settings = start_gateway()
+    with empty_consent_service() as consent_url:  # a double click is checked against the consent state
+        url, settings = start_gateway(consent_url=consent_url)
+        press_the_button_twice(url, settings)
+
+
+def press_the_button_twice(url: str, settings) -> None:  # type: ignore[no-untyped-def]
     token = make_link_token(SECRET, "u-42", channel="app")
     with httpx.Client() as client:
         fields = form_fields(open_link(client, url, token).text)

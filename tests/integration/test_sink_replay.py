@@ -14,9 +14,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from services.sink.plan import plan_batch
+from consentry.domain import purge as purge_planning
+from consentry.wire import parse_training_message
 from services.sink.store import DeltaTrainingStore, MemoryTrainingStore, TrainingStore
 from services.sink.writer import IdempotentWriter
+
+
+def plan_batch(values: list[bytes]) -> purge_planning.Plan:
+    """The sink's planning of raw training.posts values: parse each, then plan."""
+    return purge_planning.plan_batch([parse_training_message(v) for v in values])
 
 STREAM = "consentry-sink:training.posts:0"
 

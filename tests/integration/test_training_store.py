@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.sink.plan import Plan, Purge
+from consentry.domain.purge import Plan, Purge
 from services.sink.store import DeltaTrainingStore, MemoryTrainingStore, TrainingStore
 from services.sink.writer import IdempotentWriter
 

@@ -12,7 +12,8 @@ import time
 import httpx
 from confluent_kafka import Producer
 
-from consentry.events import ConsentState, HistoryEntry, encode_consent_state
+from consentry.domain.model import ConsentState, HistoryEntry
+from consentry.wire import encode_consent_state
 from consentry.partitioning import home_partition
 from consentry.scrape import scrape, total
 from consentry.timeutil import format_rfc3339, now_us

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from consentry.events import REJECTED_RAW_LIMIT
+from consentry.domain.model import REJECTED_RAW_LIMIT
 from tests.reliability.workload import flush_pipeline
 from tests.support import ledger
 from tests.support.hostile import DROPPED, DUPLICATE, STORED, Case, hostile_posts

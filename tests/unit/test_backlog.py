@@ -4,7 +4,8 @@ objection has waited for its purge (the purge backlog age)."""
 from __future__ import annotations
 
 from consentry.domain.consent import apply_objection, apply_receipt
-from consentry.events import ENFORCED, PURGED, ObjectionEvent, Receipt, decode_consent_state, encode_consent_state
+from consentry.domain.model import ENFORCED, PURGED, ObjectionEvent, Receipt
+from consentry.wire import decode_consent_state, encode_consent_state
 from services.consent.backlog import ConsentWatch, PurgeBacklog, unpurged_since
 
 S = 1_000_000  # one second in µs

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from consentry.events import ObjectionEvent, decode_consent_state, encode_objection
+from consentry.domain.model import ObjectionEvent
+from consentry.wire import decode_consent_state, encode_objection
 from services.consent.app import create_app
 from services.consent.settings import ConsentSettings
 
@@ -36,7 +37,8 @@ async def test_objections_land_in_the_table_once(app) -> None:  # type: ignore[n
 async def test_notices_land_in_the_table_once(app) -> None:  # type: ignore[no-untyped-def]
     from faust.types import TP
 
-    from consentry.events import Notice, encode_notice
+    from consentry.domain.model import Notice
+    from consentry.wire import encode_notice
 
     agent = next(iter(app.agents.values()))
     table = app.tables["consent"]

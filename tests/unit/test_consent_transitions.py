@@ -7,10 +7,18 @@ from consentry.domain.consent import (
     apply_receipt,
     derive_intervals,
     is_active,
-    status_document,
+    user_status,
     status_of,
 )
-from consentry.events import ENFORCED, PURGED, ObjectionEvent, Receipt, decode_consent_state, encode_consent_state
+from consentry.domain.model import ENFORCED, PURGED, ObjectionEvent, Receipt
+from consentry.wire import decode_consent_state, encode_consent_state
+from consentry.wire import status_to_dict
+
+
+def status_document_of(user_id: str, state, now_us: int) -> dict:
+    """The document `GET /v1/objections/me` shows."""
+    return status_to_dict(user_status(user_id, state, now_us))
+
 
 T = 1_700_000_000_000_000
 
@@ -54,7 +62,7 @@ def test_a_withdrawal_awaits_ingest_acknowledgement() -> None:
     acked = apply_receipt(state, Receipt(ENFORCED, "u-1", ("o1", "w1"), T + 20), now_us=T + 21)
     assert acked.pending == () and acked.pending_withdrawals == ()
     assert [e.enforced_at_us for e in acked.history] == [T + 20, T + 20]
-    assert status_document("u-1", acked, T + 30)["history"][1]["enforced_at"] is not None
+    assert status_document_of("u-1", acked, T + 30)["history"][1]["enforced_at"] is not None
 
 
 def test_events_in_any_order_give_the_same_state() -> None:
@@ -103,8 +111,8 @@ def test_state_round_trips_through_the_changelog_encoding() -> None:
 
 def test_status_document_shows_each_step_reached() -> None:
     state = apply_receipt(run(objection("o1", T)), Receipt(ENFORCED, "u-1", ("o1",), T + 1_000_000), now_us=T)
-    doc = status_document("u-1", state, now_us=T + 2_000_000)
+    doc = status_document_of("u-1", state, now_us=T + 2_000_000)
     assert doc["objected"] is True and doc["status"] == "enforced"
     assert doc["history"][0]["enforced_at"] == "2023-11-14T22:13:21Z"
     assert doc["history"][0]["purged_at"] is None
-    assert status_document("nobody", None, T) == {"user_id": "nobody", "objected": False, "status": "none", "history": [], "notices": []}
+    assert status_document_of("nobody", None, T) == {"user_id": "nobody", "objected": False, "status": "none", "history": [], "notices": []}

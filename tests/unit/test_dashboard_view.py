@@ -7,7 +7,8 @@ import math
 
 import orjson
 
-from consentry.events import Invalid, encode_rejection
+from consentry.domain.model import Invalid
+from consentry.wire import encode_rejection
 from consentry.scrape import parse_metrics
 from services.gateway.dashboard_view import (
     BAD,

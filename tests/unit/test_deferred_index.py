@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consentry.events import Post
+from consentry.domain.model import Post
 from services.ingest.deferred import DeferredIndex, parse_deferred
 
 

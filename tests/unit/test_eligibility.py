@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from consentry.domain.eligibility import Decision, decide, objected_at
-from consentry.events import Post
+from consentry.domain.eligibility import decide, objected_at
+from consentry.domain.model import Decision
+from consentry.domain.model import Post
 
 NOW = 1_000_000_000
 H = 3_600_000_000  # one hour in microseconds

@@ -8,7 +8,8 @@ import random
 import orjson
 import pytest
 
-from consentry.events import Invalid, Post, encode_training_post, parse_objection, parse_post, parse_receipt, parse_training_message
+from consentry.domain.model import Invalid, Post
+from consentry.wire import encode_training_post, parse_objection, parse_post, parse_receipt, parse_training_message
 from consentry.timeutil import format_rfc3339, parse_rfc3339
 from tests.support.hostile import BAD_TIMESTAMPS, DROPPED, DUPLICATE, GOOD_TIMESTAMPS, STORED, hostile_posts
 

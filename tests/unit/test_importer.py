@@ -6,7 +6,7 @@ import asyncio
 import orjson
 import pytest
 
-from consentry.events import Invalid, ObjectionEvent
+from consentry.domain.model import Invalid, ObjectionEvent
 from consentry.importer import MAX_LINE_BYTES, ImportFailed, import_lines, parse_import_line, split_lines
 from consentry.timeutil import parse_rfc3339
 
@@ -105,7 +105,7 @@ def notice_line(notice_id: str, user: str = "u-1", **extra: object) -> bytes:
 
 
 def test_a_notices_import_reports_lines_the_same_way() -> None:
-    from consentry.events import Notice
+    from consentry.domain.model import Notice
     from consentry.importer import NOTICES
 
     published: list[list[Notice]] = []

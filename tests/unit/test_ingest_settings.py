@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from consentry.domain.eligibility import EU_EEA, NoticePolicy
+from consentry.domain.notices import EU_EEA, NoticePolicy
 from services.ingest.settings import IngestSettings
 
 D = 86_400_000_000

@@ -6,16 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from consentry.domain.eligibility import (
-    EU_EEA,
-    Decision,
-    NoticePolicy,
-    decide,
-    decide_release,
-    release_at_us,
-    requires_notice,
-)
-from consentry.events import NO_NOTICES, NoticeFacts, Post, notice_facts
+from consentry.domain.eligibility import decide, decide_release
+from consentry.domain.model import Decision
+from consentry.domain.notices import EU_EEA, NoticePolicy, release_at_us, requires_notice
+from consentry.domain.model import NO_NOTICES, notice_facts, NoticeFacts, Post
 
 D = 86_400_000_000  # a day in microseconds
 POLICY = NoticePolicy(grace_us=30 * D, jurisdictions=EU_EEA)

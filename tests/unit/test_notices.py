@@ -6,25 +6,20 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from consentry.domain.consent import apply_notice, apply_objection, apply_receipt, status_document
-from consentry.events import (
-    ENFORCED,
-    NO_NOTICES,
-    Invalid,
-    Notice,
-    NoticeFacts,
-    ObjectionEvent,
-    Receipt,
-    decode_consent_state,
-    decode_enforcement_view,
-    encode_consent_state,
-    encode_notice,
-    parse_notice,
-)
+from consentry.domain.consent import apply_notice, apply_objection, apply_receipt, user_status
+from consentry.domain.model import ENFORCED, NO_NOTICES, Invalid, Notice, NoticeFacts, ObjectionEvent, Receipt
+from consentry.wire import decode_consent_state, decode_enforcement_view, encode_consent_state, encode_notice, parse_notice
 from consentry.timeutil import parse_duration_us, parse_rfc3339
+from consentry.wire import status_to_dict
 
 D = 86_400_000_000
 T = 1_700_000_000_000_000
+
+
+def status_document_of(user_id: str, state, now_us: int) -> dict:
+    """The document `GET /v1/objections/me` shows."""
+    return status_to_dict(user_status(user_id, state, now_us))
+
 
 CONTRACT_NOTICE = {
     "notice_id": "n-1", "user_id": "u-42", "notice_version": "2025-05", "channel": "email",
@@ -122,7 +117,7 @@ def test_a_notice_imported_late_updates_the_version_an_earlier_objection_answere
 
 def test_the_status_document_shows_the_notices_sent() -> None:
     state = apply_notice(None, notice("n-1", 0, "v1", "FR", "in_app"), T)
-    doc = status_document("u-1", state, T + D)
+    doc = status_document_of("u-1", state, T + D)
     assert doc["status"] == "none" and doc["objected"] is False and doc["history"] == []
     assert doc["notices"] == [{"notice_id": "n-1", "notice_version": "v1", "channel": "in_app", "sent_at": "2023-11-14T22:13:20Z", "country": "FR"}]
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import random
 
 from consentry.domain.consent import derive_intervals
-from consentry.domain.eligibility import Decision, decide
-from consentry.events import HistoryEntry, Post
+from consentry.domain.eligibility import decide
+from consentry.domain.model import Decision
+from consentry.domain.model import HistoryEntry, Post
 from tests.reliability.oracle import Event, PostFacts, eligible
 
 NOW = 1_000_000

@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from consentry.events import MAX_POST_BYTES, Invalid, Post, encode_rejection, parse_post
+from consentry.domain.model import MAX_POST_BYTES, Invalid, Post
+from consentry.wire import encode_rejection, parse_post
 
 GOOD = {
     "post_id": "p-1",

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from consentry.events import Post, PurgeMarker, encode_purge_marker, encode_training_post
-from services.sink.plan import plan_batch
+from consentry.domain.model import Post, PurgeMarker
+from consentry.wire import encode_purge_marker, encode_training_post
+from consentry.domain import purge as purge_planning
+from consentry.wire import parse_training_message
+
+
+def plan_batch(values: list[bytes]) -> purge_planning.Plan:
+    """The sink's planning of raw training.posts values: parse each, then plan."""
+    return purge_planning.plan_batch([parse_training_message(v) for v in values])
 
 
 def post(post_id: str, user: str) -> bytes:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from consentry.events import Post, encode_training_post, parse_post
+from consentry.domain.model import Post
+from consentry.wire import encode_training_post, parse_post
 from consentry.timeutil import format_rfc3339, parse_rfc3339
 
 

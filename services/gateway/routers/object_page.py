@@ -12,15 +12,16 @@ from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Cookie, Form, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 
-from consentry.events import OBJECT
+from consentry.domain.model import OBJECT
 from consentry.links import InvalidLink, LinkClaims, verify_link_token
 from consentry.timeutil import format_rfc3339
+from consentry.wire import status_to_dict
 from services.gateway import csrf, metrics
 from services.gateway.consent_client import ConsentUnavailable
 from services.gateway.deps import AddressLimit, ConsentDep, PublisherDep, ReceiptsDep, SettingsDep, limit_user
-from services.gateway.filing import FilingUnavailable, file_event, status_for
+from services.gateway.filing import FilingRefused, FilingUnavailable, Superseded, file_event, status_for
 from services.gateway.pages import PAGE_HEADERS, TEXTS, display_time, pick_language, render
 from services.gateway.schemas import INVALID
 
@@ -157,6 +158,11 @@ async def file_from_page(
         event = await file_event(OBJECT, claims.user_id, claims.channel, None, None, f"link:{nonce}", publisher, receipts, consent)
     except FilingUnavailable:
         return problem_page(language, "unavailable", 503, retry_url=retry_url)
+    except FilingRefused:
+        return problem_page(language, "invalid", 400)
+    except Superseded:
+        # The same form sent again after a later request: show where things stand now.
+        return RedirectResponse(_url("/object/status", token=token, lang=language), status_code=303)
     metrics.LINK_PAGES.labels("filed").inc()
     received_at = format_rfc3339(event.received_at_us)
     return page(
@@ -196,7 +202,7 @@ async def status_page(
         return invalid_link_page(language, exc)
     refresh_url = _url("/object/status", token=token, lang=language)
     try:
-        document = await status_for(claims.user_id, consent, receipts)
+        document = status_to_dict(await status_for(claims.user_id, consent, receipts))
     except ConsentUnavailable:
         texts = TEXTS[language]
         return page(

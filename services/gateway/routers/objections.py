@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, HTTPException, status
+from fastapi.responses import JSONResponse
 
-from consentry.domain.consent import RECEIVED
-from consentry.events import OBJECT, WITHDRAW, ObjectionEvent
+from consentry.domain.model import OBJECT, WITHDRAW, Channel, ObjectionEvent, Status
 from consentry.timeutil import format_rfc3339
+from consentry.wire import status_to_dict
 from services.gateway.consent_client import ConsentUnavailable
 from services.gateway.deps import AddressLimit, CurrentUser, FilingDep
-from services.gateway.filing import FilingUnavailable, file_event, status_for
+from services.gateway.filing import FilingRefused, FilingUnavailable, Superseded, file_event, status_for
 from services.gateway.schemas import (
+    CONFLICT,
     INVALID,
     RATE_LIMITED,
     STATUS_UNAVAILABLE,
@@ -33,7 +35,8 @@ IdempotencyKey = Annotated[
         alias="Idempotency-Key",
         max_length=200,
         description="Re-sending with the same key returns the same receipt (same objection_id and received_at), "
-        "from any gateway replica.",
+        "from any gateway replica, as long as nothing else happened to your objection since; after a later "
+        "request (a withdrawal after this objection, say) the repeat is answered 409 with your current status.",
         examples=["2f0c6a4e-objection-from-settings-page"],
     ),
 ]
@@ -41,7 +44,19 @@ IdempotencyKey = Annotated[
 
 def receipt_of(event: ObjectionEvent) -> ObjectionReceipt:
     return ObjectionReceipt(
-        objection_id=event.objection_id, user_id=event.user_id, status=RECEIVED, received_at=format_rfc3339(event.received_at_us)
+        objection_id=event.objection_id, user_id=event.user_id, status=Status.RECEIVED, received_at=format_rfc3339(event.received_at_us)
+    )
+
+
+def refused(exc: FilingRefused) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"the objection cannot be recorded: {exc.invalid.reason}")
+
+
+def conflict(exc: Superseded) -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"this Idempotency-Key was used for an earlier request, and a later one changed your objection since: "
+                   f"it is now '{exc.status.status}'; send a new request without this key", "status": status_to_dict(exc.status)},
+        status_code=status.HTTP_409_CONFLICT,
     )
 
 
@@ -59,8 +74,10 @@ def unavailable(exc: Exception) -> HTTPException:
     response_model=ObjectionReceipt,
     summary="Object to the use of my posts for AI training",
     description="Answers 202 only once the objection is durably recorded. Every stored post of yours is then "
-    "purged from the training store and none is added later; watch the progress at `GET /v1/objections/me`.",
-    responses={**COMMON, 413: TOO_LARGE, 422: INVALID, 503: UNAVAILABLE},
+    "purged from the training store and none is added later; watch the progress at `GET /v1/objections/me`. "
+    "A repeated `Idempotency-Key` returns the original receipt while nothing else happened to your objection "
+    "since, and 409 with your current status once a later request (a withdrawal, say) changed it.",
+    responses={**COMMON, 409: CONFLICT, 413: TOO_LARGE, 422: INVALID, 503: UNAVAILABLE},
 )
 async def create_objection(
     user: CurrentUser,
@@ -76,6 +93,10 @@ async def create_objection(
         )
     except FilingUnavailable as exc:
         raise unavailable(exc) from exc
+    except FilingRefused as exc:
+        raise refused(exc) from exc
+    except Superseded as exc:
+        return conflict(exc)
     return receipt_of(event)
 
 
@@ -84,16 +105,21 @@ async def create_objection(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ObjectionReceipt,
     summary="Withdraw my objection (posts written from now on may be used again)",
-    description="Posts created while the objection was active stay out of training for good.",
-    responses={**COMMON, 422: INVALID, 503: UNAVAILABLE},
+    description="Posts created while the objection was active stay out of training for good. A repeated "
+    "`Idempotency-Key` is answered 409 with your current status once a later request changed your objection.",
+    responses={**COMMON, 409: CONFLICT, 422: INVALID, 503: UNAVAILABLE},
 )
 async def withdraw_objection(user: CurrentUser, filing: FilingDep, idempotency_key: IdempotencyKey = None) -> ObjectionReceipt:
     try:
         event = await file_event(
-            WITHDRAW, user.user_id, "api", None, None, idempotency_key, filing.publisher, filing.receipts, filing.consent
+            WITHDRAW, user.user_id, Channel.API, None, None, idempotency_key, filing.publisher, filing.receipts, filing.consent
         )
     except FilingUnavailable as exc:
         raise unavailable(exc) from exc
+    except FilingRefused as exc:
+        raise refused(exc) from exc
+    except Superseded as exc:
+        return conflict(exc)
     return receipt_of(event)
 
 
@@ -107,6 +133,6 @@ async def withdraw_objection(user: CurrentUser, filing: FilingDep, idempotency_k
 )
 async def my_status(user: CurrentUser, filing: FilingDep) -> dict:
     try:
-        return await status_for(user.user_id, filing.consent, filing.receipts)
+        return status_to_dict(await status_for(user.user_id, filing.consent, filing.receipts))
     except ConsentUnavailable as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "objection status is temporarily unavailable, please retry") from exc

@@ -1,63 +1,55 @@
-"""The single definition of every message Consentry reads or writes.
+"""The wire: parsing and encoding of every message Consentry reads or writes.
 
 Contract topics (see ../shared/CONTRACT.md): `posts`, `objections`, `training.posts`,
-`posts.rejected`, `notices`. Internal topics: the consent state changelog, the
-enforcement receipts and the deferred posts (a post's own bytes, keyed by post_id). Each message is one JSON object; keys are the user_id as UTF-8.
+`posts.rejected`, `notices`. Internal topics: the consent state changelog, the enforcement
+receipts and the deferred posts (a post's own bytes, keyed by post_id). Each message is one
+JSON object; keys are the user_id as UTF-8. The types are the domain's
+(consentry.domain.model); this module only turns them into bytes and back.
 
 Parsing never raises on bad input: it returns `Invalid(code, detail)`, where `code` is a
 short, stable label (used in metrics) and `detail` a sentence for people. Neither ever
-contains post text.
+contains post text. Every writer (the gateway, the imports) and every reader (the consent
+service, ingest) validates with these same functions: what one accepts, the other applies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
+from consentry.domain.model import (
+    ENFORCED,
+    MAX_ID_LENGTH,
+    MAX_LANG_LENGTH,
+    MAX_POST_BYTES,
+    MAX_REASON_LENGTH,
+    NO_NOTICES,
+    NOTICE_CHANNELS,
+    OBJECT,
+    OBJECTION_CHANNELS,
+    OBJECTION_KINDS,
+    PURGED,
+    REJECTED_RAW_LIMIT,
+    VISIBILITIES,
+    ConsentState,
+    EnforcementView,
+    HistoryEntry,
+    Invalid,
+    Notice,
+    NoticeEntry,
+    ObjectionEvent,
+    Post,
+    PurgeMarker,
+    Receipt,
+    UserStatus,
+    identifier_problem,
+    is_country_code,
+    notice_facts,
+)
 from consentry.timeutil import format_rfc3339, parse_rfc3339
 
-MAX_POST_BYTES = 1 << 20
-REJECTED_RAW_LIMIT = 4096
-MAX_ID_LENGTH = 256
-MAX_REASON_LENGTH = 2000
-
-VISIBILITIES = frozenset({"public", "friends", "private"})
-OBJECTION_KINDS = frozenset({"object", "withdraw"})
-OBJECTION_CHANNELS = frozenset({"web", "app", "email", "api", "import"})
-NOTICE_CHANNELS = frozenset({"email", "in_app"})
-OBJECT = "object"
-WITHDRAW = "withdraw"
-
-
-@dataclass(frozen=True, slots=True)
-class Invalid:
-    code: str
-    detail: str
-
-    @property
-    def reason(self) -> str:
-        return f"{self.code}: {self.detail}"
-
-
 # --------------------------------------------------------------------------- posts
-
-
-@dataclass(slots=True)  # not frozen (treat it as immutable): a frozen __init__ cost 9 % of ingest's CPU
-class Post:
-    post_id: str
-    user_id: str
-    created_at_us: int
-    visibility: str
-    text: str
-    lang: str | None = None
-    country: str | None = None
-    author_is_minor: bool = False
-    # `created_at` as received when it is already in the form we write (UTC, "Z"): re-encoding
-    # reuses it instead of formatting the timestamp again (hot path).
-    created_at_text: str | None = field(default=None, compare=False, repr=False)
 
 
 def _is_canonical_utc(text: str) -> bool:
@@ -78,7 +70,23 @@ def _check_id(obj: dict[str, Any], name: str) -> str | Invalid:
         return Invalid("bad_value", f"'{name}' must be 1 to {MAX_ID_LENGTH} characters")
     if "\x00" in value:
         return Invalid("null_byte", f"'{name}' contains a NUL character")
+    problem = identifier_problem(value)
+    if problem is not None:
+        return Invalid("not_canonical", f"'{name}' {problem}; identifiers are compared exactly and never normalised")
     return value
+
+
+def _is_plain_id(value: object) -> bool:
+    """The common case, checked in C: a printable ASCII id of the right length without
+    surrounding spaces is canonical (the hot path; anything else takes `_check_id`)."""
+    return (
+        type(value) is str
+        and 0 < len(value) <= MAX_ID_LENGTH
+        and value.isascii()
+        and value.isprintable()
+        and value[0] != " "
+        and value[-1] != " "
+    )
 
 
 def _optional_str(obj: dict[str, Any], name: str, max_length: int) -> str | None | Invalid:
@@ -92,11 +100,6 @@ def _optional_str(obj: dict[str, Any], name: str, max_length: int) -> str | None
     if "\x00" in value:
         return Invalid("null_byte", f"'{name}' contains a NUL character")
     return value
-
-
-def is_country_code(value: Any) -> bool:
-    """An ISO 3166-1 alpha-2 code as the contract writes it: two upper-case ASCII letters."""
-    return type(value) is str and len(value) == 2 and value.isascii() and value.isalpha() and value.isupper()
 
 
 def parse_post(value: bytes | None, key: bytes | None) -> Post | Invalid:
@@ -113,12 +116,12 @@ def parse_post(value: bytes | None, key: bytes | None) -> Post | Invalid:
         return Invalid("not_an_object", f"value is a JSON {type(obj).__name__}, not an object")
 
     post_id = obj.get("post_id")
-    if type(post_id) is not str or not 0 < len(post_id) <= MAX_ID_LENGTH or "\x00" in post_id:  # fast path
+    if not _is_plain_id(post_id):
         post_id = _check_id(obj, "post_id")
         if type(post_id) is Invalid:
             return post_id
     user_id = obj.get("user_id")
-    if type(user_id) is not str or not 0 < len(user_id) <= MAX_ID_LENGTH or "\x00" in user_id:
+    if not _is_plain_id(user_id):
         user_id = _check_id(obj, "user_id")
         if type(user_id) is Invalid:
             return user_id
@@ -150,7 +153,7 @@ def parse_post(value: bytes | None, key: bytes | None) -> Post | Invalid:
     if "\x00" in text:
         return Invalid("null_byte", "'text' contains a NUL character")
 
-    lang = _optional_str(obj, "lang", 35)
+    lang = _optional_str(obj, "lang", MAX_LANG_LENGTH)
     if type(lang) is Invalid:
         return lang
     country = obj.get("country")
@@ -186,16 +189,6 @@ def encode_rejection(invalid: Invalid, topic: str, partition: int, offset: int, 
 
 
 # ---------------------------------------------------------------- training.posts
-
-
-@dataclass(frozen=True, slots=True)
-class PurgeMarker:
-    """Delete every stored post of `user_id`. Ingest writes it after every post it forwarded
-    for that user, in the user's partition, so applying the stream in order purges them all."""
-
-    user_id: str
-    objection_ids: tuple[str, ...]
-    marked_at_us: int
 
 
 _last_ingested_at: tuple[int, str] = (0, format_rfc3339(0))  # ingest stamps a batch with one time: format it once
@@ -265,17 +258,6 @@ def parse_training_message(value: bytes) -> dict[str, Any] | PurgeMarker | Inval
 # -------------------------------------------------------------------- objections
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectionEvent:
-    objection_id: str
-    user_id: str
-    kind: str  # object | withdraw
-    received_at_us: int
-    channel: str
-    reason: str | None = None
-    notice_version: str | None = None
-
-
 def objection_from_dict(obj: Any) -> ObjectionEvent | Invalid:
     if type(obj) is not dict:
         return Invalid("not_an_object", "objection event is not a JSON object")
@@ -320,9 +302,9 @@ def objection_to_dict(event: ObjectionEvent) -> dict[str, Any]:
     out: dict[str, Any] = {
         "objection_id": event.objection_id,
         "user_id": event.user_id,
-        "kind": event.kind,
+        "kind": str(event.kind),  # a plain str, as parsed JSON has: the validator checks types exactly
         "received_at": format_rfc3339(event.received_at_us),
-        "channel": event.channel,
+        "channel": str(event.channel),
     }
     if event.reason is not None:
         out["reason"] = event.reason
@@ -335,20 +317,14 @@ def encode_objection(event: ObjectionEvent) -> bytes:
     return orjson.dumps(objection_to_dict(event))
 
 
+def check_objection(event: ObjectionEvent) -> Invalid | None:
+    """What the consent service will say of `event`: every writer asks before acknowledging
+    it, so that what is acknowledged is what the consumer's parser accepts."""
+    parsed = objection_from_dict(objection_to_dict(event))
+    return parsed if type(parsed) is Invalid else None
+
+
 # ----------------------------------------------------------------------- notices
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """The platform told `user_id` (by e-mail or in the app) that their public posts may be
-    used for AI training and how to object. The grace period runs from `sent_at`."""
-
-    notice_id: str
-    user_id: str
-    notice_version: str
-    channel: str  # email | in_app
-    sent_at_us: int
-    country: str
 
 
 def notice_from_dict(obj: Any) -> Notice | Invalid:
@@ -364,7 +340,7 @@ def notice_from_dict(obj: Any) -> Notice | Invalid:
     if type(version) is Invalid:
         return version
     channel = obj.get("channel")
-    if channel not in NOTICE_CHANNELS or type(channel) is not str:
+    if type(channel) is not str or channel not in NOTICE_CHANNELS:
         return Invalid("bad_value", "'channel' must be 'email' or 'in_app'")
     sent_at = obj.get("sent_at")
     if type(sent_at) is not str:
@@ -396,7 +372,7 @@ def notice_to_dict(notice: Notice) -> dict[str, Any]:
         "notice_id": notice.notice_id,
         "user_id": notice.user_id,
         "notice_version": notice.notice_version,
-        "channel": notice.channel,
+        "channel": str(notice.channel),
         "sent_at": format_rfc3339(notice.sent_at_us),
         "country": notice.country,
     }
@@ -406,24 +382,13 @@ def encode_notice(notice: Notice) -> bytes:
     return orjson.dumps(notice_to_dict(notice))
 
 
+def check_notice(notice: Notice) -> Invalid | None:
+    """As `check_objection`, for a notice."""
+    parsed = notice_from_dict(notice_to_dict(notice))
+    return parsed if type(parsed) is Invalid else None
+
+
 # ---------------------------------------------------------------------- receipts
-
-ENFORCED = "enforced"
-PURGED = "purged"
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """Ingest confirms `enforced` (it now drops the user's posts and has written the purge
-    marker); the sink confirms `purged` (the Delta delete is committed)."""
-
-    kind: str  # enforced | purged
-    user_id: str
-    objection_ids: tuple[str, ...]
-    at_us: int
-    rows_purged: int | None = None
-    enforced_at_us: int | None = None  # on `purged`: when ingest marked it (the marker's time)
-
 
 def encode_receipt(receipt: Receipt) -> bytes:
     out: dict[str, Any] = {
@@ -464,60 +429,6 @@ def parse_receipt(value: bytes | None) -> Receipt | Invalid:
 
 
 # ------------------------------------------------------- consent state (changelog)
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    objection_id: str
-    kind: str
-    received_at_us: int
-    channel: str
-    reason: str | None = None
-    notice_version: str | None = None
-    enforced_at_us: int | None = None
-    purged_at_us: int | None = None
-    rows_purged: int | None = None
-    # True when the event named no notice version and `notice_version` is the latest notice
-    # sent to the user by `received_at` (consentry.domain.consent derives it).
-    notice_version_derived: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class NoticeEntry:
-    """A notice as the consent table records it (the user is the row's)."""
-
-    notice_id: str
-    notice_version: str
-    channel: str
-    sent_at_us: int
-    country: str
-
-
-class NoticeFacts(NamedTuple):
-    """What the notice rule needs to know about a user: when the first notice was sent (µs,
-    None when none was) and the countries the notices went to."""
-
-    first_sent_us: int | None
-    countries: frozenset[str]
-
-
-NO_NOTICES = NoticeFacts(None, frozenset())
-
-Interval = tuple[int, int | None]  # [start, end) in microseconds; end None while active
-
-
-@dataclass(frozen=True, slots=True)
-class ConsentState:
-    """One user's row in the consent table. `intervals` and `pending` are derived from
-    `history` by consentry.domain.consent and stored so readers need not recompute them."""
-
-    user_id: str
-    history: tuple[HistoryEntry, ...] = ()
-    intervals: tuple[Interval, ...] = ()
-    pending: tuple[str, ...] = ()  # objection ids ingest has not yet confirmed (purge marker written)
-    pending_withdrawals: tuple[str, ...] = ()  # withdrawal ids ingest has not yet confirmed
-    updated_at_us: int = 0
-    notices: tuple[NoticeEntry, ...] = ()  # every notice received, sorted by sent_at
 
 
 def _ts(us: int | None) -> str | None:
@@ -607,18 +518,6 @@ def decode_consent_state(value: bytes) -> ConsentState:
     )
 
 
-class EnforcementView(NamedTuple):
-    intervals: tuple[Interval, ...]
-    pending: tuple[str, ...]  # objections whose purge marker is not confirmed
-    pending_withdrawals: tuple[str, ...]  # withdrawals not yet acknowledged
-    notices: NoticeFacts
-
-
-def notice_facts(sent_at_us: Iterable[int], countries: Iterable[str]) -> NoticeFacts:
-    first = min(sent_at_us, default=None)
-    return NO_NOTICES if first is None else NoticeFacts(first, frozenset(countries))
-
-
 def decode_enforcement_view(value: bytes) -> EnforcementView:
     """What ingest needs from a changelog record, without building the whole history:
     the intervals, the objections to purge, the withdrawals to acknowledge and the facts
@@ -631,3 +530,17 @@ def decode_enforcement_view(value: bytes) -> EnforcementView:
         tuple(obj.get("pending_withdrawals", ())),
         notice_facts((_us(n["sent_at"]) or 0 for n in notices), (n["country"] for n in notices)) if notices else NO_NOTICES,
     )
+
+
+# ------------------------------------------------------------- a person's status
+
+
+def status_to_dict(status: UserStatus) -> dict[str, Any]:
+    """The `GET /v1/objections/me` document (services.gateway's ObjectionStatus describes it)."""
+    return {
+        "user_id": status.user_id,
+        "objected": status.objected,
+        "status": status.status.value,
+        "history": [history_entry_to_dict(e) for e in status.history],
+        "notices": [notice_entry_to_dict(n) for n in status.notices],
+    }

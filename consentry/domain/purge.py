@@ -1,6 +1,6 @@
-"""Turn a run of training.posts messages into what the store must do, in stream order.
+"""Purge planning: turn a run of training.posts messages into what the store must do, in stream order.
 
-Pure. A purge marker removes every row of its user stored so far, so within one batch the
+A purge marker removes every row of its user stored so far, so within one batch the
 user's posts that came *before* their last marker are dropped here and the store deletes
 first, then appends: the same result as applying each message in turn.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from consentry.events import Invalid, PurgeMarker, parse_training_message
+from consentry.domain.model import Invalid, PurgeMarker
 
 
 @dataclass(frozen=True)
@@ -27,12 +27,13 @@ class Plan:
     invalid: list[Invalid] = field(default_factory=list)
 
 
-def plan_batch(values: list[bytes]) -> Plan:
+def plan_batch(messages: list[dict[str, Any] | PurgeMarker | Invalid]) -> Plan:
+    """`messages`: training.posts as consentry.wire.parse_training_message reads them (an
+    accepted post as a row of the store's columns, a purge marker, or why it is refused)."""
     plan = Plan()
     parsed: list[dict[str, Any]] = []
     last_purge_at: dict[str, int] = {}
-    for value in values:
-        message = parse_training_message(value)
+    for message in messages:
         if type(message) is Invalid:
             plan.invalid.append(message)
         elif type(message) is PurgeMarker:
