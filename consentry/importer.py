@@ -27,7 +27,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from consentry.domain.model import Invalid, Notice, ObjectionEvent
+from consentry.domain.model import Channel, Invalid, Notice, ObjectionEvent
 from consentry.wire import encode_notice, encode_objection, notice_from_dict, objection_from_dict
 from consentry.kafka import BatchSender, producer_options
 from consentry.partitioning import home_partition
@@ -38,7 +38,6 @@ FUTURE_SKEW_US = 5 * 60 * 1_000_000
 MAX_REPORTED = 1000
 MAX_LINE_BYTES = 16 * 1024
 CHUNK_EVENTS = 20_000
-IMPORT_CHANNEL = "import"
 
 E = TypeVar("E", ObjectionEvent, Notice)
 Publish = Callable[[Sequence[E]], Awaitable[None]]
@@ -64,7 +63,7 @@ def parse_import_line(line: bytes, now_us: int) -> ObjectionEvent | Invalid | No
     if obj is None or type(obj) is Invalid:
         return obj
     if type(obj) is dict and "channel" not in obj:
-        obj["channel"] = IMPORT_CHANNEL
+        obj["channel"] = Channel.IMPORT.value
     event = objection_from_dict(obj)
     if type(event) is ObjectionEvent and event.received_at_us > now_us + FUTURE_SKEW_US:
         return Invalid("bad_timestamp", "'received_at' is in the future")

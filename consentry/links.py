@@ -16,12 +16,15 @@ from urllib.parse import urlencode
 
 import jwt
 
+from consentry.domain.model import Channel, identifier_problem
+
 ALGORITHM = "HS256"
 LINK_AUDIENCE = "consentry:object-link"
 LINK_PURPOSE = "object"
-LINK_CHANNELS = frozenset({"email", "app", "web"})
+# Where a one-click link is sent from: a notice e-mail, an in-app notice (`app`: the objection
+# channel, not the notice channel `in_app`), or the web.
+LINK_CHANNELS = frozenset({Channel.EMAIL, Channel.APP, Channel.WEB})
 DEFAULT_TTL_SECONDS = 30 * 24 * 3600
-MAX_USER_ID_LENGTH = 256
 
 
 class InvalidLink(Exception):
@@ -41,10 +44,11 @@ class LinkClaims:
 
 
 def make_link_token(
-    secret: str, user_id: str, *, channel: str = "email", ttl_seconds: int = DEFAULT_TTL_SECONDS, now: float | None = None
+    secret: str, user_id: str, *, channel: str = Channel.EMAIL, ttl_seconds: int = DEFAULT_TTL_SECONDS, now: float | None = None
 ) -> str:
-    if not user_id or len(user_id) > MAX_USER_ID_LENGTH or "\x00" in user_id:
-        raise ValueError(f"user_id must be 1 to {MAX_USER_ID_LENGTH} characters without NUL")
+    problem = identifier_problem(user_id) if type(user_id) is str else "is not a string"
+    if problem is not None:
+        raise ValueError(f"user_id {problem}")
     if channel not in LINK_CHANNELS:
         raise ValueError(f"channel must be one of {', '.join(sorted(LINK_CHANNELS))}")
     if ttl_seconds <= 0:
@@ -83,7 +87,7 @@ def verify_link_token(secret: str, token: str, now: float | None = None) -> Link
     sub, channel, jti = claims.get("sub"), claims.get("channel"), claims.get("jti")
     if claims.get("purpose") != LINK_PURPOSE or channel not in LINK_CHANNELS:
         raise InvalidLink("this link is not valid")
-    if type(sub) is not str or not sub or len(sub) > MAX_USER_ID_LENGTH or "\x00" in sub or type(jti) is not str:
+    if type(sub) is not str or identifier_problem(sub) is not None or type(jti) is not str:
         raise InvalidLink("this link is not valid")
     return LinkClaims(user_id=sub, channel=channel, link_id=jti, expires_at=int(claims["exp"]))
 
@@ -93,7 +97,7 @@ def objection_url(base_url: str, token: str) -> str:
 
 
 def objection_link(
-    secret: str, base_url: str, user_id: str, *, channel: str = "email", ttl_seconds: int = DEFAULT_TTL_SECONDS
+    secret: str, base_url: str, user_id: str, *, channel: str = Channel.EMAIL, ttl_seconds: int = DEFAULT_TTL_SECONDS
 ) -> str:
     """The URL a notice (e-mail or in-app) carries: one click to the objection page."""
     return objection_url(base_url, make_link_token(secret, user_id, channel=channel, ttl_seconds=ttl_seconds))

@@ -8,7 +8,7 @@ import logging
 import faust
 
 from consentry.domain import consent as domain
-from consentry.domain.model import ENFORCED, Invalid
+from consentry.domain.model import ENFORCED, OBJECT, Channel, Invalid
 from consentry.wire import decode_consent_state, encode_consent_state, parse_notice, parse_objection, parse_receipt
 from consentry.partitioning import home_partition
 from consentry.timeutil import now_us
@@ -119,7 +119,7 @@ def _observe_latency(before, after, kind: str) -> None:  # type: ignore[no-untyp
     old = {e.objection_id: e for e in (before.history if before else ())}
     for entry in after.history:
         previous = old.get(entry.objection_id)
-        if entry.kind != "object" or entry.channel == "import" or previous is None:
+        if entry.kind != OBJECT or entry.channel == Channel.IMPORT or previous is None:
             continue  # historical imports carry their original time: not a latency
         if kind == ENFORCED and previous.enforced_at_us is None and entry.enforced_at_us is not None:
             metrics.ENFORCE_LATENCY.observe(max(entry.enforced_at_us - entry.received_at_us, 0) / 1e6)

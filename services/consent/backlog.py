@@ -21,9 +21,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
-from consentry.domain.model import OBJECT, ConsentState
-
-IMPORT = "import"
+from consentry.domain.model import OBJECT, Channel, ConsentState
 
 # A row holds an unpurged objection only if its encoding has `"purged_at":null`
 # (consentry.wire.encode_consent_state writes that key for every objection).
@@ -33,7 +31,7 @@ UNPURGED_MARK = b'"purged_at":null'
 def unpurged_since(state: ConsentState) -> dict[str, int]:
     """{objection_id: when its purge clock started (µs)} for the objections not yet purged."""
     return {
-        entry.objection_id: state.updated_at_us if entry.channel == IMPORT else entry.received_at_us
+        entry.objection_id: state.updated_at_us if entry.channel == Channel.IMPORT else entry.received_at_us
         for entry in state.history
         if entry.kind == OBJECT and entry.purged_at_us is None
     }
