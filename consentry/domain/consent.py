@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from consentry.domain.model import (
     ENFORCED,
+    Channel,
     OBJECT,
     PURGED,
     WITHDRAW,
@@ -63,14 +64,29 @@ def _rebuild(user_id: str, history: list[HistoryEntry], now_us: int, notices: tu
     )
 
 
+def acknowledged_at(state: ConsentState | None, event: ObjectionEvent) -> int:
+    """When a live event takes effect: its writer's `received_at`, moved just after the user's
+    latest live event when the writer's clock is behind. Events are applied in their order in
+    the user's home partition (the order they were acknowledged in), so a DELETE on one gateway
+    replica followed by a POST on a replica whose clock is late still ends objected. Imported
+    events keep their historical time (contract, "Order of a user's events")."""
+    if event.channel == Channel.IMPORT or state is None:
+        return event.received_at_us
+    latest_live = max((e.received_at_us for e in state.history if e.channel != Channel.IMPORT), default=None)
+    if latest_live is None or event.received_at_us > latest_live:
+        return event.received_at_us
+    return latest_live + 1
+
+
 def apply_objection(state: ConsentState | None, event: ObjectionEvent, now_us: int) -> ConsentState:
-    """Record an objection or a withdrawal. Re-delivery of a known id returns `state` as is."""
+    """Record an objection or a withdrawal, in the order events arrive (their partition order).
+    Re-delivery of a known id returns `state` as is."""
     if state is not None and any(e.objection_id == event.objection_id for e in state.history):
         return state
     entry = HistoryEntry(
         objection_id=event.objection_id,
         kind=event.kind,
-        received_at_us=event.received_at_us,
+        received_at_us=acknowledged_at(state, event),
         channel=event.channel,
         reason=event.reason,
         notice_version=event.notice_version,

@@ -65,8 +65,13 @@ def test_a_withdrawal_awaits_ingest_acknowledgement() -> None:
     assert status_document_of("u-1", acked, T + 30)["history"][1]["enforced_at"] is not None
 
 
-def test_events_in_any_order_give_the_same_state() -> None:
-    events = [objection("o1", T), objection("w1", T + 10, "withdraw"), objection("o2", T + 20), objection("o0", T - 5)]
+def test_imported_events_in_any_order_give_the_same_state() -> None:
+    """Historical events carry their own time: however an import is ordered, the row is the same.
+    (Live events take effect in arrival order instead: see the order tests below.)"""
+    events = [
+        objection("o1", T, channel="import"), objection("w1", T + 10, "withdraw", "import"),
+        objection("o2", T + 20, channel="import"), objection("o0", T - 5, channel="import"),
+    ]
     forward = run(*events)
     backward = run(*reversed(events))
     assert forward.history == backward.history
@@ -116,3 +121,29 @@ def test_status_document_shows_each_step_reached() -> None:
     assert doc["history"][0]["enforced_at"] == "2023-11-14T22:13:21Z"
     assert doc["history"][0]["purged_at"] is None
     assert status_document_of("nobody", None, T) == {"user_id": "nobody", "objected": False, "status": "none", "history": [], "notices": []}
+
+
+# ------------------------------------------------------- order of a user's events (issue 12)
+
+
+def test_a_withdrawal_then_an_objection_from_a_replica_whose_clock_is_late_ends_objected() -> None:
+    """Two gateway replicas, clocks 10 s apart: DELETE on the fast one, then POST on the slow
+    one. The partition order (acknowledgement order) decides, not the writers' clocks."""
+    withdrawn = apply_objection(apply_objection(None, objection("o-1", T), T), objection("w-1", T + 10_000_000, "withdraw"), T)
+    again = apply_objection(withdrawn, objection("o-2", T + 5_000_000), T + 11_000_000)
+    assert status_of(again) == "received"
+    assert is_active(again.intervals, T + 11_000_000)
+    assert [e.objection_id for e in again.history] == ["o-1", "w-1", "o-2"]
+    assert again.history[-1].received_at_us == T + 10_000_001  # never backwards for one user
+
+
+def test_events_at_the_same_instant_keep_their_arrival_order() -> None:
+    state = apply_objection(None, objection("o-b", T), T)
+    state = apply_objection(state, objection("w-a", T, "withdraw"), T)
+    assert [e.objection_id for e in state.history] == ["o-b", "w-a"] and status_of(state) == "withdrawn"
+
+
+def test_imported_events_keep_their_historical_time() -> None:
+    live = apply_objection(None, objection("o-1", T), T)
+    imported = apply_objection(live, objection("i-1", T - 86_400_000_000, channel="import"), T)
+    assert imported.history[0].objection_id == "i-1" and imported.history[0].received_at_us == T - 86_400_000_000
