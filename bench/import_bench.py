@@ -83,7 +83,7 @@ def main() -> None:
     broker = None
     with tempfile.TemporaryDirectory(prefix="consentry-import-bench-") as tmp:
         if not external:
-            from consentry.broker import EmbeddedBroker
+            from consentry_cli.broker import EmbeddedBroker
 
             broker = EmbeddedBroker(free_port(), log_path=Path(tmp) / "broker.log")
             broker.start()
