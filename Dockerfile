@@ -12,6 +12,7 @@ WORKDIR /src
 # The project installs from pyproject.toml with the exact versions pinned there.
 COPY pyproject.toml README.md ./
 COPY consentry ./consentry
+COPY consentry_cli ./consentry_cli
 COPY services ./services
 RUN /opt/consentry/bin/pip install --no-compile .
 

@@ -41,7 +41,7 @@ bench: $(BENCH_STAMP) $(PEER_VENV)/.installed
 	$(BIN)/python -m bench
 
 ## The full reliability runs (races, kills, fuzz; see docs/reliability.md), with the tests that
-## have one size only (failpoints, fail closed, broker outage, purge/vacuum, compat).
+## have one size only (failpoints, fail closed, broker outage, purge/vacuum, embedded-broker patches).
 test-reliability: $(STAMP)
 	$(BIN)/python -m pytest -m "not quick" --timeout 1500 tests/reliability tests/integration
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench import report
 from bench.common import ROOT, free_port, make_dataset
-from consentry.broker import EmbeddedBroker
+from consentry_cli.broker import EmbeddedBroker
 
 STEPS = ("limit", "peer", "ingest", "full", "latency", "gateway", "purge", "memory", "import")
 

@@ -145,7 +145,7 @@ async def produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes, by
 
 async def end_offsets(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> int:
     """Total records in `topic`, from fetch high watermarks (Tansu's ListOffsets is wrong)."""
-    from consentry.compat import true_end_offsets
+    from consentry.patches import true_end_offsets
 
     offsets = await true_end_offsets(bootstrap, [TopicPartition(topic, p) for p in range(partitions)])
     return sum(offsets.values())
@@ -178,7 +178,7 @@ async def read_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS, t
 
 async def commit_to_end(bootstrap: str, group: str, topics: Sequence[str], partitions: int = PARTITIONS) -> None:
     """Mark `group` as having consumed every record of `topics` (a worker that already applied them)."""
-    from consentry.compat import true_end_offsets
+    from consentry.patches import true_end_offsets
 
     tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
     ends = await true_end_offsets(bootstrap, tps)

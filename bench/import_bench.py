@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiokafka import TopicPartition  # noqa: E402
 
-from consentry import compat  # noqa: E402
+from consentry import patches  # noqa: E402
 from consentry.importer import import_file  # noqa: E402
 from consentry.kafka import ensure_topics  # noqa: E402
 from consentry.settings import CommonSettings  # noqa: E402
@@ -68,7 +68,7 @@ def free_port() -> int:
 
 async def count_on_topic(settings: CommonSettings) -> int:
     tps = [TopicPartition(settings.topics.objections, p) for p in range(settings.partitions)]
-    return sum((await compat.true_end_offsets(settings.bootstrap_servers, tps)).values())
+    return sum((await patches.true_end_offsets(settings.bootstrap_servers, tps)).values())
 
 
 def main() -> None:
@@ -83,7 +83,7 @@ def main() -> None:
     broker = None
     with tempfile.TemporaryDirectory(prefix="consentry-import-bench-") as tmp:
         if not external:
-            from consentry.broker import EmbeddedBroker
+            from consentry_cli.broker import EmbeddedBroker
 
             broker = EmbeddedBroker(free_port(), log_path=Path(tmp) / "broker.log")
             broker.start()

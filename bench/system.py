@@ -1,4 +1,4 @@
-"""Consentry's services as real processes (`python -m consentry NAME`), with their default
+"""Consentry's services as real processes (`python -m consentry_cli NAME`), with their default
 settings, under a topic prefix of their own, for the whole-system measurements."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Services:
         for name in services:
             log = open(self.log_dir / f"{name}.log", "ab")
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "consentry", name], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                [sys.executable, "-m", "consentry_cli", name], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         if wait:
             for name in services:

@@ -25,14 +25,14 @@ class TopicLayoutError(RuntimeError):
 
 
 def producer_options(settings: CommonSettings) -> dict[str, Any]:
-    """acks=all everywhere; idempotence where the broker supports it (see consentry.compat)."""
-    from consentry import compat
+    """acks=all everywhere; idempotence where the broker supports it (see consentry.patches)."""
+    from consentry import patches
 
     return {
         "bootstrap_servers": settings.bootstrap_servers,
         "acks": "all",
         "max_request_size": MAX_REQUEST_BYTES,
-        "enable_idempotence": compat.idempotent_producer_supported(settings),
+        "enable_idempotence": patches.idempotent_producer_supported(settings),
     }
 
 

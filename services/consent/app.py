@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import faust
 
-from consentry import compat
-from services.consent import faust_fixes
+from consentry import patches
 from services.consent.agents import register_agents
 from services.consent.monitoring import install_monitoring
 from services.consent.settings import ConsentSettings
@@ -20,9 +19,8 @@ RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_s
 
 
 def create_app(settings: ConsentSettings) -> faust.App:
-    faust_fixes.install()  # changelog records are flushed before their offsets commit
-    if settings.on_embedded_broker:
-        compat.install_faust_workarounds()
+    patches.check_versions()  # refuses faust/aiokafka versions the patches were not written for
+    patches.install_faust_patches(settings)  # the flush fix always; broker workarounds on Tansu only
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,

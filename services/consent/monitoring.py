@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 
 from consentry.wire import decode_consent_state
 from consentry.lag import LagGauge, lag_of
+from consentry.patches import committed_offsets
 from consentry.timeutil import now_us
 from services.consent import metrics
 from services.consent.backlog import ConsentWatch
@@ -56,7 +57,7 @@ def refresh_lag(app: faust.App, topics: set[str]) -> None:
     """
     consumer = app.consumer
     read = app.monitor.tp_read_offsets or {}
-    committed = getattr(consumer, "_committed_offset", {})
+    committed = committed_offsets(consumer)
     lags: dict[tuple[str, int], int | None] = {}
     try:
         assignment = consumer.assignment()

@@ -17,7 +17,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY, generate_latest
 
-from consentry import compat
+from consentry import patches
 from consentry.scrape import parse_metrics
 from consentry.timeutil import now_us
 from services.gateway.dashboard_view import DOWN, NOT_READY, READY, Health, Snapshot, build_view, latest_rejects, summarize_rejection
@@ -148,7 +148,7 @@ class RejectsTail:
             tps = [TopicPartition(topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
             if self.settings.on_embedded_broker:
-                ends = await compat.true_end_offsets(self.settings.bootstrap_servers, tps)
+                ends = await patches.true_end_offsets(self.settings.bootstrap_servers, tps)
             else:
                 ends = await consumer.end_offsets(tps)
             for tp in tps:

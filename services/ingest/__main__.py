@@ -1,6 +1,7 @@
 import asyncio
 
 from consentry.logs import configure
+from consentry.patches import check_versions
 from consentry.runner import serve
 from consentry.runtime import tune_gc
 from services.ingest.settings import IngestSettings
@@ -10,6 +11,7 @@ from services.ingest.worker import IngestWorker
 def main() -> None:
     settings = IngestSettings()
     configure("ingest", settings.log_level)
+    check_versions()  # refuses library versions consentry.patches was not written for
     tune_gc()
     asyncio.run(serve(IngestWorker(settings)))
 

@@ -1,6 +1,7 @@
 import asyncio
 
 from consentry.logs import configure
+from consentry.patches import check_versions
 from consentry.runner import serve
 from consentry.runtime import tune_gc
 from services.sink.settings import SinkSettings
@@ -10,6 +11,7 @@ from services.sink.worker import SinkWorker
 def main() -> None:
     settings = SinkSettings()
     configure("sink", settings.log_level)
+    check_versions()  # refuses library versions consentry.patches was not written for
     tune_gc()
     asyncio.run(serve(SinkWorker(settings)))
 

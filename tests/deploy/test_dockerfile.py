@@ -79,7 +79,7 @@ def test_the_build_installs_the_project_from_pyproject() -> None:
     copied = {source for c in build if c.cmd == "COPY" and not c.flags for source in c.value[:-1]}
     runs = " ".join(v for c in build if c.cmd == "RUN" for v in c.value)
 
-    assert {"pyproject.toml", "consentry", "services"} <= copied
+    assert {"pyproject.toml", "consentry", "consentry_cli", "services"} <= copied
     assert "pip install" in runs and runs.rstrip().endswith(" .")
     for source in copied:
         assert (ROOT / source).exists(), f"COPY {source}: no such file"

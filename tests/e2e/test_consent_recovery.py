@@ -1,5 +1,5 @@
 """The consent table survives restarts, with or without its worker's local state. On the
-embedded broker this needs consentry.compat: Tansu reports a wrong end offset when the last
+embedded broker this needs consentry.patches: Tansu reports a wrong end offset when the last
 changelog batch held several records, and faust's recovery then fails (ConsistencyError)."""
 
 from __future__ import annotations

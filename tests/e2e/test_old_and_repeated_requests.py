@@ -48,7 +48,7 @@ def test_imported_historical_objections_purge_posts_already_stored(system: Syste
         + b"\n"
     )
     done = subprocess.run(
-        [sys.executable, "-m", "consentry", "import", str(legacy)], env=system.env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "consentry_cli", "import", str(legacy)], env=system.env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
     assert "accepted 2, duplicates skipped 1, rejected 1" in done.stderr

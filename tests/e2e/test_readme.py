@@ -69,7 +69,7 @@ def test_consentry_up_demo_and_the_readme_session(tmp_path: Path) -> None:
         CONSENTRY_SESSION_TIMEOUT_MS="3000", CONSENTRY_HEARTBEAT_INTERVAL_MS="500",
     )
     up = subprocess.Popen(
-        [sys.executable, "-m", "consentry", "up", "--demo"], cwd=ROOT, env=env,
+        [sys.executable, "-m", "consentry_cli", "up", "--demo"], cwd=ROOT, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     output = Output(up)
@@ -79,7 +79,7 @@ def test_consentry_up_demo_and_the_readme_session(tmp_path: Path) -> None:
 
         # The README's session, as written, against this run's gateway.
         script = "\n".join(readme_block()).replace("127.0.0.1:8080", f"127.0.0.1:{ports['gateway']}")
-        script = script.replace(".venv/bin/consentry", f"{sys.executable} -m consentry")
+        script = script.replace(".venv/bin/consentry", f"{sys.executable} -m consentry_cli")
         session = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
         assert session.returncode == 0, session.stderr
         receipt, status = json_documents(session.stdout)

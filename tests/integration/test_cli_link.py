@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 from typer.testing import CliRunner
 
-from consentry.cli import app
 from consentry.links import verify_link_token
+from consentry_cli.cli import app
 from tests.support.gateway import StartGateway
 from tests.support.gateway_settings import SECRET
 

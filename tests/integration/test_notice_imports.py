@@ -12,10 +12,10 @@ import httpx
 import orjson
 from typer.testing import CliRunner
 
-from consentry.cli import app
 from consentry.kafka import ensure_topics
 from consentry.partitioning import home_partition
 from consentry.settings import CommonSettings
+from consentry_cli.cli import app
 from services.gateway.auth import make_token
 from tests.support.gateway import StartGateway
 from tests.support.gateway_settings import SECRET

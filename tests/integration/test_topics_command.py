@@ -22,7 +22,7 @@ def run_topics(bootstrap: str, flavor: str, prefix: str, partitions: int) -> sub
         "CONSENTRY_TOPIC_PREFIX": prefix,
         "CONSENTRY_PARTITIONS": str(partitions),
     }
-    return subprocess.run([sys.executable, "-m", "consentry", "topics"], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "consentry_cli", "topics"], env=env, capture_output=True, text=True, timeout=60)
 
 
 async def describe(bootstrap: str, names: list[str]) -> tuple[dict[str, int], dict[str, dict[str, str]]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from consentry.broker import EmbeddedBroker
+from consentry_cli.broker import EmbeddedBroker
 from tests.support import ledger
 from tests.support.ports import free_port
 from tests.support.system import System

@@ -17,8 +17,8 @@ import yaml
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
-from consentry.cli import app
 from consentry.settings import CommonSettings
+from consentry_cli.cli import app
 from services.consent.settings import ConsentSettings
 from services.gateway.settings import GatewaySettings
 from services.ingest.settings import IngestSettings

@@ -54,7 +54,7 @@ def time_travel_residue(uri: str, users: set[str]) -> list[str]:
 
 def vacuum(uri: str) -> str:
     """`consentry vacuum`, as an operator runs it."""
-    result = subprocess.run([sys.executable, "-m", "consentry", "vacuum"], env={**__import__("os").environ, "TRAINING_STORE_URI": uri},
+    result = subprocess.run([sys.executable, "-m", "consentry_cli", "vacuum"], env={**__import__("os").environ, "TRAINING_STORE_URI": uri},
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return result.stderr

@@ -98,7 +98,7 @@ class System:
         for name in services or SERVICES:
             log = open(self.log_dir / f"{name}.log", "ab")
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "consentry", name], env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                [sys.executable, "-m", "consentry_cli", name], env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         if wait:
             for name in services or SERVICES:

@@ -1,6 +1,7 @@
-"""Each embedded-broker defect consentry.compat works around, shown on the real broker,
+"""Each embedded-broker defect consentry.patches works around, shown on the real broker,
 with the workaround beside it. On Apache Kafka (KAFKA_BOOTSTRAP_SERVERS set) the defects do
-not exist: the same tests then check that the workaround agrees with the broker.
+not exist: the same tests then check that the workaround agrees with the broker. The defects
+that need no broker are shown in tests/unit/test_patches.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from consentry import compat
+from consentry import patches
 from consentry.domain.model import ConsentState, HistoryEntry
 from consentry.wire import encode_consent_state
 from consentry.kafka import producer_options
@@ -23,7 +24,7 @@ from tests.support.wait import eventually
 
 
 async def make_topic(bootstrap: str) -> str:
-    name = f"compat-{uuid.uuid4().hex[:8]}"
+    name = f"patches-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -63,7 +64,7 @@ def test_end_offsets_after_a_multi_record_batch(broker: tuple[str, str]) -> None
         topic = await make_topic(bootstrap)
         await send_one_batch(bootstrap, topic, [b"a", b"b", b"c", b"d", b"e"])
         tp = TopicPartition(topic, 0)
-        return await list_offsets_end(bootstrap, tp), (await compat.true_end_offsets(bootstrap, [tp]))[tp]
+        return await list_offsets_end(bootstrap, tp), (await patches.true_end_offsets(bootstrap, [tp]))[tp]
 
     reported, true_end = asyncio.run(scenario())
     assert true_end == 5  # the workaround: the fetch high watermark
@@ -123,7 +124,7 @@ def test_consent_table_recovery_from_a_changelog_ending_in_a_multi_record_batch(
             await producer.stop()
 
     asyncio.run(write_changelog())
-    flavor = "tansu" if patched else "kafka"  # 'kafka' switches consentry.compat off
+    flavor = "tansu" if patched else "kafka"  # 'kafka' leaves the broker workarounds of consentry.patches out
     system.start("consent", wait=False, env={"CONSENTRY_BROKER_FLAVOR": flavor})
 
     def ready_or_dead() -> bool:
@@ -154,5 +155,5 @@ def test_workarounds_switch_on_only_for_the_embedded_broker() -> None:
     assert CommonSettings(kafka_bootstrap_servers=None).on_embedded_broker
     assert not CommonSettings(kafka_bootstrap_servers="kafka:9092").on_embedded_broker
     assert CommonSettings(kafka_bootstrap_servers="127.0.0.1:9092", broker_flavor="tansu").on_embedded_broker
-    assert compat.idempotent_producer_supported(CommonSettings(kafka_bootstrap_servers="kafka:9092"))
-    assert not compat.idempotent_producer_supported(CommonSettings(kafka_bootstrap_servers=None))
+    assert patches.idempotent_producer_supported(CommonSettings(kafka_bootstrap_servers="kafka:9092"))
+    assert not patches.idempotent_producer_supported(CommonSettings(kafka_bootstrap_servers=None))

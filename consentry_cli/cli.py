@@ -1,4 +1,4 @@
-"""The `consentry` command."""
+"""The `consentry` command (the console script; `python -m consentry_cli` runs it too)."""
 
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ console = Console(stderr=True)
 @app.command()
 def up(demo: Annotated[bool, typer.Option("--demo", help="Add a synthetic load of posts and objections.")] = False) -> None:
     """Start the broker (unless KAFKA_BOOTSTRAP_SERVERS is set), the topics and every service."""
-    from consentry.broker import EmbeddedBroker
     from consentry.kafka import ensure_topics
     from consentry.logs import configure
     from consentry.settings import CommonSettings
-    from consentry.supervisor import Supervisor, wait_ready
+    from consentry_cli.broker import EmbeddedBroker
+    from consentry_cli.supervisor import Supervisor, wait_ready
     from services.consent.settings import ConsentSettings
     from services.gateway.settings import GatewaySettings
     from services.ingest.settings import IngestSettings
@@ -94,8 +94,8 @@ def up(demo: Annotated[bool, typer.Option("--demo", help="Add a synthetic load o
 
 
 def _run_demo(settings, env, gateway_url, urls, secret, stop: threading.Event) -> None:  # type: ignore[no-untyped-def]
-    from consentry.demo import Demo
     from consentry.settings import CommonSettings
+    from consentry_cli.demo import Demo
 
     demo_settings = CommonSettings(kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS"), topic_prefix=settings.topic_prefix, partitions=settings.partitions)
 

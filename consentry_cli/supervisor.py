@@ -36,7 +36,7 @@ class Supervisor:
         self.env = env
         log_dir.mkdir(parents=True, exist_ok=True)
         self.children = [
-            Child(name, [sys.executable, "-m", "consentry", name], log_dir / f"{name}.log") for name in services
+            Child(name, [sys.executable, "-m", "consentry_cli", name], log_dir / f"{name}.log") for name in services
         ]
 
     def _spawn(self, child: Child) -> None:

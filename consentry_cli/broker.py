@@ -2,7 +2,7 @@
 
 Used by `consentry up` when KAFKA_BOOTSTRAP_SERVERS is unset, and by the test suite.
 Production runs on Apache Kafka; the differences are listed in docs/reliability.md and
-worked around in consentry.compat only.
+worked around in consentry.patches only.
 """
 
 from __future__ import annotations

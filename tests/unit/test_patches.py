@@ -1,0 +1,187 @@
+"""consentry.patches: each defect that needs no broker, shown on the unpatched library and
+gone with the patch; the start-up check that refuses versions a patch was not written for.
+The embedded broker's defects are shown on the broker in
+tests/integration/test_embedded_broker_patches.py."""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import metadata
+from types import SimpleNamespace
+
+import faust
+import pytest
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.producer import ProducerBuffer
+
+from consentry import patches
+from consentry.settings import CommonSettings
+from tests.support.wait import eventually_async
+
+PATCHED = ((ProducerBuffer, "flush"), (ProducerBuffer, "_send_pending"), (AIOKafkaConsumerThread, "_highwaters"), (AIOKafkaConsumerThread, "_create_worker_consumer"))
+
+
+@pytest.fixture
+def undo_patches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a test installs is taken back after it: the rest of the session runs faust as it was."""
+    monkeypatch.setattr(patches, "_installed", set(patches._installed))
+    for owner, name in PATCHED:
+        monkeypatch.setattr(owner, name, getattr(owner, name))
+
+# ------------------------------------------------------------------ the version check
+
+
+def test_the_installed_versions_are_the_ones_the_patches_were_written_for() -> None:
+    patches.check_versions()
+
+
+def test_check_versions_refuses_a_version_no_patch_was_written_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    installed = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "0.16.0" if name == "faust-streaming" else installed(name))
+
+    with pytest.raises(patches.UnsupportedVersion) as refused:
+        patches.check_versions()
+
+    message = str(refused.value)
+    assert "faust-streaming 0.16.0 is installed" in message
+    assert "written for faust-streaming 0.15.3" in message
+    assert "install_faust_flush_fix" in message
+    assert "aiokafka" not in message  # aiokafka's version is still a supported one
+
+
+def test_check_versions_refuses_a_patched_library_that_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def version(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", version)
+
+    with pytest.raises(patches.UnsupportedVersion, match=r"aiokafka is not installed, but consentry.patches was written for aiokafka 0.14.0"):
+        patches.check_versions()
+
+
+def test_every_patch_says_what_it_was_written_for_and_when_it_applies() -> None:
+    names = {patch.name for patch in patches.PATCHES}
+    assert {"install_faust_flush_fix", "install_faust_end_offsets_workaround", "install_faust_fetch_wait_workaround"} <= names
+    for patch in patches.PATCHES:
+        doc = patch.function.__doc__ or ""
+        for package, versions in patch.written_for.items():
+            assert package in doc and all(version in doc for version in versions), patch.name
+        assert ("Broker-conditional" in doc) is patch.embedded_broker_only, patch.name
+
+
+def test_the_broker_workarounds_install_only_on_the_embedded_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    installed: list[str] = []
+    for name in ("install_faust_flush_fix", "install_faust_end_offsets_workaround", "install_faust_fetch_wait_workaround"):
+        monkeypatch.setattr(patches, name, lambda name=name: installed.append(name))
+
+    patches.install_faust_patches(CommonSettings(kafka_bootstrap_servers="kafka:9092"))
+    assert installed == ["install_faust_flush_fix"]
+
+    installed.clear()
+    patches.install_faust_patches(CommonSettings(kafka_bootstrap_servers=None))
+    assert installed == ["install_faust_flush_fix", "install_faust_end_offsets_workaround", "install_faust_fetch_wait_workaround"]
+
+
+# ------------------------------------------------------------------ faust's producer buffer flush
+
+
+class SlowChannel:
+    """Hands each message over slowly, as a busy machine would."""
+
+    def __init__(self) -> None:
+        self.published: list[int] = []
+
+    async def publish_message(self, fut, wait: bool = False) -> None:  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.25)
+        self.published.append(fut.n)
+
+
+async def flush_three_records(flush) -> list[int]:  # type: ignore[no-untyped-def]
+    """What the channel had published when `flush` returned, three records having been buffered."""
+    buffer = ProducerBuffer()
+    buffer.app = SimpleNamespace(conf=SimpleNamespace(producer_threaded=False))
+    channel = SlowChannel()
+    await buffer.start()
+    try:
+        for n in range(3):
+            buffer.put(SimpleNamespace(n=n, message=SimpleNamespace(channel=channel)))
+        await flush(buffer)
+        published = list(channel.published)
+
+        async def all_sent() -> bool:
+            return channel.published == [0, 1, 2]
+
+        await eventually_async(all_sent, timeout=10, what="the buffer drained")  # faust's stop refuses a non-empty buffer
+        return published
+    finally:
+        await buffer.stop()
+
+
+async def test_faust_flush_returns_before_its_records_are_sent() -> None:
+    """The defect: faust's own flush gives up after 0.1 s without a send."""
+    assert await flush_three_records(patches.unpatched(ProducerBuffer, "flush")) == []
+
+
+async def test_flush_waits_for_every_buffered_record(undo_patches: None) -> None:
+    patches.install_faust_flush_fix()
+    assert await flush_three_records(ProducerBuffer.flush) == [0, 1, 2]
+
+
+# ------------------------------------------------------------------ faust's consumer on the embedded broker
+
+
+def consumer_thread() -> AIOKafkaConsumerThread:
+    app = faust.App("test-patches", broker="kafka://127.0.0.1:1")  # never connects
+    return app.consumer._thread
+
+
+async def test_faust_hard_codes_a_long_fetch_wait_and_the_workaround_shortens_it(undo_patches: None) -> None:
+    thread = consumer_thread()
+    unpatched = patches.unpatched(AIOKafkaConsumerThread, "_create_worker_consumer")(thread, thread.transport)
+    await unpatched.stop()
+    assert unpatched._fetch_max_wait_ms == 1500  # the defect: a multi-partition fetch waits this long on Tansu
+
+    patches.install_faust_fetch_wait_workaround()
+    patched = thread._create_worker_consumer(thread.transport)
+    await patched.stop()
+    assert patched._fetch_max_wait_ms == patches.FAUST_FETCH_MAX_WAIT_MS
+
+
+async def test_faust_recovery_end_offsets_come_from_list_offsets_and_the_workaround_fetches_them(monkeypatch: pytest.MonkeyPatch, undo_patches: None) -> None:
+    """On the broker, tests/integration/test_embedded_broker_patches.py shows what this costs;
+    here, where each answer comes from."""
+    from aiokafka import TopicPartition
+
+    tp = TopicPartition("changelog", 0)
+    list_offsets_end, fetch_high_watermark = 1, 5  # Tansu's answers after one batch of 5 records
+
+    class Consumer:
+        _client = SimpleNamespace(_bootstrap_servers="broker:9092")
+
+        async def end_offsets(self, partitions):  # type: ignore[no-untyped-def]
+            return {p: list_offsets_end for p in partitions}
+
+    async def fetched(bootstrap, partitions):  # type: ignore[no-untyped-def]
+        assert bootstrap == "broker:9092"
+        return {p: fetch_high_watermark for p in partitions}
+
+    monkeypatch.setattr(patches, "true_end_offsets", fetched)
+    thread = consumer_thread()
+    thread._consumer = Consumer()
+
+    assert await patches.unpatched(AIOKafkaConsumerThread, "_highwaters")(thread, [tp]) == {tp: list_offsets_end}
+    patches.install_faust_end_offsets_workaround()
+    assert await thread._highwaters([tp]) == {tp: fetch_high_watermark}
+
+
+# ------------------------------------------------------------------ reads of faust's internals
+
+
+def test_the_faust_internals_read_are_there() -> None:
+    app = faust.App("test-patches", broker="kafka://127.0.0.1:1")
+
+    assert patches.committed_offsets(app.consumer) is app.consumer._committed_offset
+    assert patches.committed_offsets(object()) == {}
+    assert patches.table_recovery_completed(app) is False
+    app.tables.recovery.completed.set()
+    assert patches.table_recovery_completed(app) is True
