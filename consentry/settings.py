@@ -39,7 +39,7 @@ class CommonSettings(BaseSettings):
 
     @property
     def on_embedded_broker(self) -> bool:
-        """True when talking to Tansu: broker workarounds (consentry.compat) switch on."""
+        """True when talking to Tansu: broker workarounds (consentry.patches) switch on."""
         if self.broker_flavor == "auto":
             return self.kafka_bootstrap_servers is None
         return self.broker_flavor == "tansu"

@@ -8,6 +8,7 @@ from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from consentry import patches
 from consentry.domain.consent import user_status
 from consentry.wire import decode_consent_state, status_to_dict
 from consentry.timeutil import now_us
@@ -19,7 +20,7 @@ def register_views(app: faust.App, table: faust.Table, settings: ConsentSettings
     sources = {settings.topics.objections, settings.topics.receipts, settings.topics.notices}
 
     def recovering() -> bool:
-        return bool(app.rebalancing) or not app.tables.recovery.completed.is_set()
+        return bool(app.rebalancing) or not patches.table_recovery_completed(app)
 
     async def routed(self: View, request: Request, user_id: str) -> Response | bytes | None:
         """The user's raw row when this worker owns it (None: no row), or the owner's answer."""
