@@ -124,10 +124,10 @@ class Service(KafkaWorker):
 BOUNDS = Bounds(max_records=100, poll_ms=1000, flush_records=3, flush_seconds=1.0)
 
 
-async def started(service: Service, assigned: set[TopicPartition] = frozenset({P0})) -> FakeConsumer:  # type: ignore[assignment]
+async def started(service: Service, assigned: set[TopicPartition] | None = None) -> FakeConsumer:
     consumer = FakeConsumer()
     await service.start_consumer(consumer, ["posts"])  # type: ignore[arg-type]
-    await consumer.rebalance(set(assigned))
+    await consumer.rebalance(assigned if assigned is not None else {P0})
     return consumer
 
 
@@ -256,14 +256,23 @@ async def test_over_its_memory_bound_the_service_reads_nothing_until_under_again
     assert consumer.paused == set() and service.handled == [(P0, 0)]
 
 
-async def test_memory_back_pressure_never_releases_a_held_partition() -> None:
+async def test_a_partition_is_read_only_once_loaded_and_under_the_memory_bound() -> None:
     service = Service(BOUNDS, loads_at_once=False)
     consumer = await started(service, {P0})
     service.full = True
     await service.step()
     service.full = False
     await service.step()
-    assert consumer.paused == {P0} and service.held == {P0}
+    assert consumer.paused == {P0} and service.held == {P0}  # under the bound, still loading
+    service.full = True
+    await service.step()
+    service.loaded = True
+    await service.step()
+    assert consumer.paused == {P0} and service.held == set()  # loaded, over the bound
+    service.full = False
+    consumer.queued = {P0: records(0, 1)}
+    await service.step()
+    assert consumer.paused == set() and service.handled == [(P0, 0)]
 
 
 async def test_stopping_flushes_and_commits_what_is_pending() -> None:
