@@ -25,8 +25,9 @@ entries), and the worker keeps the posts of its partitions held until that is do
 (`load` returns True). Everything is then decided once more at the first tick.
 
 Memory: the posts wait in memory. Beyond `CONSENTRY_DEFERRED_MAX_BYTES` (estimated from the
-posts' sizes) the worker stops reading posts until releases bring it under 90 % of that
-bound; nothing is ever dropped for lack of room.
+posts' sizes) `tick` says the deferred posts are full and the worker stops reading posts
+(it alone pauses its consumer) until releases bring them under 90 % of that bound; nothing
+is ever dropped for lack of room.
 """
 
 from __future__ import annotations
@@ -172,14 +173,13 @@ class DeferredPosts:
         self.index = DeferredIndex()
         self._loading: dict[TopicPartition, dict[str, tuple[Post, int]]] | None = None
         self._ready = False
-        self._paused = False
+        self._full = False  # over the memory bound (until under RESUME_BELOW of it)
         self._urgent = False
         self._next_tick = 0.0
         self._new = 0  # deferred since the last metrics update
 
-    async def start(self, sender: BatchSender, posts: AIOKafkaConsumer) -> None:
+    async def start(self, sender: BatchSender) -> None:
         self.sender = sender
-        self.posts = posts
         self.reader = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap_servers,
             enable_auto_commit=False,
@@ -207,7 +207,7 @@ class DeferredPosts:
     async def assign(self, homes: set[int]) -> None:
         """Start rebuilding the index of these home partitions from the deferred topic."""
         self.revoke()
-        self._paused = False  # the worker pauses every new partition until loaded anyway
+        self._full = False  # revoke emptied the index
         tps = [TopicPartition(self.topic, p) for p in sorted(homes)]
         self._loading = {tp: {} for tp in tps}
         self.reader.assign(tps)
@@ -281,25 +281,27 @@ class DeferredPosts:
                 self.index.schedule(user, now)
                 self._urgent = True
 
-    async def tick(self, held: set[TopicPartition]) -> None:
-        """Called by the worker's loop, under its lock: back-pressure, then, about every second
-        (at once after a consent change), release or drop what is due."""
+    async def tick(self, ready: bool) -> bool:
+        """Called by the worker's loop, under its lock (`ready`: no partition held): the memory
+        bound, then, about every second (at once after a consent change), release or drop
+        what is due. True while the posts fill their memory bound: the worker reads no posts."""
         if self._new:
             metrics.DEFERRED.inc(self._new)
             self._new = 0
-        if held or not self._ready:
+        if not ready or not self._ready:
             self._update_gauges()
-            return
-        self._backpressure()
+            return self._full
+        self._check_memory()
         clock = time.monotonic()
         if not self._urgent and clock < self._next_tick:
             self._update_gauges()
-            return
+            return self._full
         self._next_tick = clock + RELEASE_EVERY_S
         self._urgent = False
         await self._release_due(now_us())
-        self._backpressure()
+        self._check_memory()
         self._update_gauges()
+        return self._full
 
     # ------------------------------------------------------------------ release
 
@@ -339,21 +341,19 @@ class DeferredPosts:
         metrics.DEFERRED_DROPPED.inc(dropped)
         log.info("deferred posts: %d released, %d dropped (their authors objected meanwhile)", released, dropped)
 
-    def _backpressure(self) -> None:
-        if not self._paused and self.index.bytes > self.max_bytes:
-            self.posts.pause(*self.posts.assignment())
-            self._paused = True
+    def _check_memory(self) -> None:
+        if not self._full and self.index.bytes > self.max_bytes:
+            self._full = True
             log.warning(
                 "deferred posts fill CONSENTRY_DEFERRED_MAX_BYTES (%d bytes, %d posts): reading posts stops until releases free room",
                 self.index.bytes, self.index.count,
             )
-        elif self._paused and self.index.bytes <= self.max_bytes * RESUME_BELOW:
-            self.posts.resume(*self.posts.assignment())
-            self._paused = False
+        elif self._full and self.index.bytes <= self.max_bytes * RESUME_BELOW:
+            self._full = False
             log.info("deferred posts under their memory bound again: reading posts resumes")
 
     def _update_gauges(self) -> None:
         metrics.DEFERRED_POSTS.set(self.index.count)
         metrics.DEFERRED_BYTES.set(self.index.bytes)
         metrics.USERS_WAITING.set(self.index.users)
-        metrics.DEFERRED_FULL.set(1 if self._paused else 0)
+        metrics.DEFERRED_FULL.set(1 if self._full else 0)

@@ -1,4 +1,4 @@
-"""The ingest worker: batched aiokafka loops around the pure decisions.
+"""The ingest worker: the pure decisions on the Kafka worker skeleton (consentry.kafka_worker).
 
 Reads `posts` and the internal posts-by-user topic in one consumer group (range
 assignment, so partition p of both lands on the same worker), and the consent state
@@ -12,25 +12,25 @@ changelog for the home partitions it owns. For each post:
 So every post of a user is decided by one worker, which also writes that user's purge
 markers: a marker lands in training.posts after every post forwarded before it. Posts that
 wait for their author's notice grace period are services.ingest.deferred's (a few hooks here).
+
+The skeleton holds new partitions until `load` says the consent state (and the deferred
+posts) of every owned home is read; each batch is flushed (handed to the producer) at once,
+and its offsets are committed once acknowledged, one batch later (`in_flight=1`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections import deque
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
-from consentry import failpoints
 from consentry.domain.eligibility import decide
 from consentry.domain.model import Decision
 from consentry.domain.model import ENFORCED, Invalid, PurgeMarker, Receipt
 from consentry.wire import encode_purge_marker, encode_receipt, encode_rejection, encode_training_post, parse_post
 from consentry.kafka import BatchSender, producer_options, wait_partitions
-from consentry.lag import LagGauge, lag_of
+from consentry.kafka_worker import Batch, Bounds, Flushed, KafkaWorker, group_consumer
 from consentry.partitioning import home_partition
 from consentry.timeutil import now_us
 from consentry.web import StatusServer
@@ -44,40 +44,28 @@ log = logging.getLogger(__name__)
 COMMIT_EVERY_S = 0.2
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, worker: IngestWorker) -> None:
-        self.worker = worker
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.worker.on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self.worker.on_assigned(assigned)
-
-
-class IngestWorker:
+class IngestWorker(KafkaWorker):
     def __init__(self, settings: IngestSettings) -> None:
+        super().__init__(
+            "ingest",
+            Bounds(
+                max_records=settings.ingest_max_records,
+                poll_ms=settings.ingest_poll_ms,
+                flush_records=settings.ingest_max_records,
+                flush_seconds=0.0,  # every batch, at once: it travels while the next is decided
+                in_flight=1,
+                commit_every_seconds=COMMIT_EVERY_S,
+            ),
+        )
         self.settings = settings
         self.topics = settings.topics
         self.partitions = settings.partitions
         self.view = ConsentView()
         self.notice_policy = settings.notice_policy  # None: the notice rule is off
         self.deferred = DeferredPosts(settings, self.view)
-        self._lock = asyncio.Lock()
-        self._stopping = asyncio.Event()
-        self._assigned: set[TopicPartition] = set()
         self._owned_homes: set[int] = set()
-        self._held: set[TopicPartition] = set()
         self._emitted: dict[str, set[str]] = {}  # user -> objection ids marked by this process
-        self._positions: dict[TopicPartition, int] = {}  # next offset to commit, of posts handled since the last send
-        # Sends handed to the producer and not yet acknowledged, oldest first, with the offsets
-        # they complete: committed only once they (and everything before them) are acknowledged.
-        self._inflight: deque[tuple[list[asyncio.Future], dict[TopicPartition, int]]] = deque()
-        self._acked: dict[TopicPartition, int] = {}  # acknowledged, commit pending
-        self._committed_at = 0.0
-        self._consumed: dict[TopicPartition, int] = {}  # next offset to read, for the lag gauge
-        self._lag_at = 0.0
-        self._lag = LagGauge("ingest")
+        self._positions: dict[TopicPartition, int] = {}  # next offset to commit, of posts handled since the last flush
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -104,150 +92,120 @@ class IngestWorker:
             fetch_max_wait_ms=50,
         )
         await self.consent.start()
-        self.posts = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers,
-            group_id=self.topics.group("ingest"),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        await self.deferred.start(self.sender)
+        self.settings.warn_if_notice_rule_off()
+        posts = group_consumer(
+            s.bootstrap_servers,
+            self.topics.group("ingest"),
+            "consentry-ingest",
             partition_assignment_strategy=(RangePartitionAssignor,),
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.heartbeat_interval_ms,
             max_partition_fetch_bytes=4 << 20,
             fetch_max_wait_ms=50,
-            client_id="consentry-ingest",
         )
-        await self.posts.start()
-        await self.deferred.start(self.sender, self.posts)
-        self.settings.warn_if_notice_rule_off()
-        self.posts.subscribe([self.topics.posts, self.topics.posts_by_user], listener=_Rebalance(self))
+        await self.start_consumer(posts, [self.topics.posts, self.topics.posts_by_user])
         self.status = StatusServer(s.ingest_host, s.ingest_port, self.readiness)
         await self.status.start()
 
     async def stop(self) -> None:
-        self._stopping.set()
-        async with self._lock:
-            try:
-                await self._flush_and_commit()
-            except Exception:
-                log.exception("final commit failed; the next owner re-reads from the last commit")
-        for closer in (self.posts.stop, self.consent.stop, self.deferred.stop, self.producer.stop, self.status.stop):
+        await self.stop_consuming()
+        for closer in (self.consumer.stop, self.consent.stop, self.deferred.stop, self.producer.stop, self.status.stop):
             try:
                 await closer()
             except Exception:
                 log.exception("error while stopping")
 
     def readiness(self) -> tuple[bool, str]:
-        if not self._assigned:
+        if not self.assigned:
             return False, "waiting for a partition assignment"
-        if self._held:
-            return False, f"loading consent state for {len(self._held)} partitions"
+        if self.held:
+            return False, f"loading consent state for {len(self.held)} partitions"
         return True, f"deciding for home partitions {sorted(self._owned_homes)}"
 
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            async with self._lock:
-                await self._pump_consent()
-                await self.deferred.tick(self._held)  # releases deferred posts when due
-                held = bool(self._held)
-            if held:
-                # Buffered records come back without suspending: let /readyz and /metrics answer.
-                await asyncio.sleep(0)
-                continue
-            # Outside the lock: before the first assignment getmany waits for one, and the
-            # rebalance listener that brings it needs the lock.
-            batch = await self.posts.getmany(timeout_ms=self.settings.ingest_poll_ms, max_records=self.settings.ingest_max_records)
-            async with self._lock:
-                if batch:
-                    self._handle_posts(self._still_ours(batch))
-                    await self._send()
-                # Pipelined: this batch travels to the broker while the next one is read and
-                # decided; the previous one must be acknowledged before its offsets are committed.
-                await self._settle(keep=1 if batch else 0)
-            self._update_lag()
+    # ------------------------------------------------------------------ the skeleton's hooks
 
-    def _still_ours(self, batch: dict[TopicPartition, list]) -> dict[TopicPartition, list]:
-        """Drop records fetched before a rebalance took or paused their partition."""
-        ours = {}
-        for tp, records in batch.items():
-            if tp not in self._assigned:
-                continue
-            if tp in self._held:
-                self.posts.seek(tp, records[0].offset)  # read again once consent state is loaded
-                continue
-            ours[tp] = records
-        return ours
+    async def on_assigned(self, partitions: set[TopicPartition]) -> bool:
+        """Start loading the consent state (and the deferred posts) of the owned homes: until
+        `load` says they are read, the skeleton holds every partition (not ready)."""
+        metrics.PARTITIONS_HELD.set(len(partitions))
+        homes = {tp.partition for tp in partitions if tp.topic == self.topics.posts_by_user}
+        self._owned_homes = homes
+        # Reload the consent state of every owned home from the start of its changelog.
+        self.view.reset(homes)
+        self._emitted.clear()
+        changelog = [TopicPartition(self.topics.consent_state, p) for p in homes]
+        self.consent.assign(changelog)
+        if changelog:
+            await self.consent.seek_to_beginning(*changelog)
+        await self.deferred.assign(homes)  # and reload the deferred posts of each
+        log.info("assigned %d partitions; loading consent state of home partitions %s", len(partitions), sorted(homes))
+        return False
 
-    # ------------------------------------------------------------------ rebalance
+    async def load(self) -> bool:
+        # What the records read here touch needs no enforcing of its own: once everything is
+        # loaded, every user with something pending is enforced.
+        await self._read_consent(timeout_ms=50)
+        return await self._check_loaded()
 
-    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        async with self._lock:
-            await self._flush_and_commit()
-            self._positions.clear()
-            self._acked.clear()
-            self._assigned = set()
-            self.deferred.revoke()
+    async def tick(self, ready: bool) -> bool:
+        """Consent changes (enforced, their users' deferred posts decided again), then the
+        deferred posts' turn; True while those fill their memory bound."""
+        if ready:
+            touched = await self._read_consent(timeout_ms=0)
+            if touched:
+                metrics.CONSENT_USERS.set(self.view.user_count())
+                await self._enforce(touched)
+                self.deferred.on_consent_changed(touched)
+        return await self.deferred.tick(ready)  # releases deferred posts when due
 
-    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        async with self._lock:
-            # Held before anything awaits: until the consent state is loaded, not ready.
-            self._held = set(assigned)
-            self.posts.pause(*assigned)
-            metrics.PARTITIONS_HELD.set(len(self._held))
-            self._assigned = set(assigned)
-            self._consumed = {}
-            homes = {tp.partition for tp in assigned if tp.topic == self.topics.posts_by_user}
-            self._owned_homes = homes
-            # Reload the consent state of every owned home from the start of its changelog.
-            self.view.reset(homes)
-            self._emitted.clear()
-            changelog = [TopicPartition(self.topics.consent_state, p) for p in homes]
-            self.consent.assign(changelog)
-            if changelog:
-                await self.consent.seek_to_beginning(*changelog)
-            await self.deferred.assign(homes)  # and reload the deferred posts of each
-            log.info("assigned %d partitions; loading consent state of home partitions %s", len(assigned), sorted(homes))
+    async def handle(self, batch: Batch) -> int:
+        self._handle_posts(batch)
+        return sum(len(records) for records in batch.values())
+
+    async def flush(self) -> Flushed:
+        """Hand the decided posts to the producer; their offsets wait for the acks."""
+        acks = await self.sender.send()
+        positions, self._positions = self._positions, {}
+        return Flushed(positions, acks)
+
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        await self.sender.flush()
+        self.deferred.revoke()
 
     # ------------------------------------------------------------------ consent state
 
-    async def _pump_consent(self) -> None:
+    async def _read_consent(self, timeout_ms: int) -> set[tuple[int, str]]:
+        """Apply what the changelog holds (waiting up to `timeout_ms`); return the users touched."""
         touched: set[tuple[int, str]] = set()
         # getmany on an empty assignment would wait for one forever.
         if self.consent.assignment():
-            timeout = 50 if self._held else 0
-            batch = await self.consent.getmany(timeout_ms=timeout, max_records=10_000)
+            batch = await self.consent.getmany(timeout_ms=timeout_ms, max_records=10_000)
             for tp, records in batch.items():
                 for record in records:
                     user = self.view.apply(tp.partition, record.key, record.value)
                     if user is not None:
                         touched.add((tp.partition, user))
-        if self._held:
-            await self._check_loaded()
-            if self._held:
-                return
-        if touched:
-            metrics.CONSENT_USERS.set(self.view.user_count())
-            await self._enforce(touched)
-            self.deferred.on_consent_changed(touched)
+        return touched
 
-    async def _check_loaded(self) -> None:
+    async def _check_loaded(self) -> bool:
         for p in sorted(self._owned_homes - self.view.ready):
             tp = TopicPartition(self.topics.consent_state, p)
             highwater = self.consent.highwater(tp)
             if highwater is None:
-                return
+                return False
             if await self.consent.position(tp) < highwater:
-                return
+                return False
             self.view.ready.add(p)
         if not await self.deferred.load():
-            return
+            return False
         # Every owned home is loaded: enforce whatever is pending, then let posts flow.
         await self._enforce({(p, u) for p in self._owned_homes for u in self.view.users_with_pending(p)})
-        self.posts.resume(*self._held)
         log.info("consent state loaded for %s (%d users); deciding", sorted(self._owned_homes), self.view.user_count())
-        self._held = set()
         metrics.PARTITIONS_HELD.set(0)
         metrics.PARTITIONS_READY.set(len(self.view.ready))
         metrics.CONSENT_USERS.set(self.view.user_count())
+        return True
 
     async def _enforce(self, touched: set[tuple[int, str]]) -> None:
         """Write a purge marker for every newly pending objection, then confirm it (and any
@@ -270,7 +228,7 @@ class IngestWorker:
             return
         markers = [(p, m) for p, m, _ in confirmations if m is not None]
         # Every post forwarded so far is acknowledged before a marker is written after it.
-        await self._settle(keep=0)
+        await self.settle()
         for partition, marker in markers:
             self.sender.append(self.topics.training_posts, partition, marker.user_id.encode(), encode_purge_marker(marker))
         await self.sender.flush()
@@ -285,7 +243,7 @@ class IngestWorker:
 
     # ------------------------------------------------------------------ posts
 
-    def _handle_posts(self, batch: dict[TopicPartition, list]) -> None:
+    def _handle_posts(self, batch: Batch) -> None:
         topics = self.topics
         now = now_us()
         sender = self.sender
@@ -331,7 +289,7 @@ class IngestWorker:
                     self.deferred.hold(home, post, record.value)
                 else:
                     dropped[decision] = dropped.get(decision, 0) + 1
-            self._positions[tp] = self._consumed[tp] = records[-1].offset + 1
+            self._positions[tp] = records[-1].offset + 1
         if accepted:
             metrics.ACCEPTED.inc(accepted)
         if moved:
@@ -340,40 +298,3 @@ class IngestWorker:
             metrics.DROPPED.labels(reason.value).inc(count)
         for reason, count in rejected.items():
             metrics.REJECTED.labels(reason).inc(count)
-
-    async def _send(self) -> None:
-        """Hand the decided posts to the producer; their offsets wait for the acks."""
-        futures = await self.sender.send()
-        positions, self._positions = self._positions, {}
-        if futures or positions:
-            self._inflight.append((futures, positions))
-
-    async def _settle(self, keep: int) -> None:
-        """Wait for the acks of all but the newest `keep` sends, then commit their offsets
-        (while busy, at most every COMMIT_EVERY_S: a commit is a round trip, and a replay
-        after a crash is harmless). A failed send raises here: nothing read after it is
-        committed, so it is read again."""
-        while len(self._inflight) > keep:
-            futures, positions = self._inflight[0]
-            if futures:
-                await asyncio.gather(*futures)
-            self._inflight.popleft()
-            self._acked.update(positions)
-        now = time.monotonic()
-        if self._acked and (keep == 0 or now - self._committed_at >= COMMIT_EVERY_S):
-            failpoints.hit("ingest.before_commit")
-            offsets, self._acked = self._acked, {}
-            await self.posts.commit(offsets)
-            self._committed_at = now
-
-    async def _flush_and_commit(self) -> None:
-        await self._send()
-        await self._settle(keep=0)
-        await self.sender.flush()
-
-    def _update_lag(self) -> None:
-        now = time.monotonic()
-        if now - self._lag_at < 5:
-            return
-        self._lag_at = now
-        self._lag.update({(tp.topic, tp.partition): lag_of(self.posts.highwater(tp), self._consumed.get(tp)) for tp in self._assigned})

@@ -93,6 +93,8 @@ def _positions(positions: Positions | None):  # type: ignore[no-untyped-def]
 
 
 class TrainingStore(ABC):
+    uri: str  # where the table lives (for the logs)
+
     @abstractmethod
     def post_ids(self) -> set[str]:
         """Every stored post_id (to rebuild the sink's duplicate index)."""
@@ -124,6 +126,11 @@ class TrainingStore(ABC):
         """Physically remove what purges deleted."""
 
     @abstractmethod
+    def remove_orphans(self) -> int:
+        """Remove what a crashed writer wrote but never committed; return how many files.
+        Call only where no write can be in flight (the sink, before its first write)."""
+
+    @abstractmethod
     def version(self) -> int: ...
 
     @abstractmethod
@@ -136,6 +143,8 @@ class TrainingStore(ABC):
 
 
 class MemoryTrainingStore(TrainingStore):
+    uri = "memory"
+
     def __init__(self) -> None:
         self._rows: dict[str, dict[str, Any]] = {}
         self._positions: dict[str, int] = {}
@@ -176,6 +185,9 @@ class MemoryTrainingStore(TrainingStore):
     def vacuum(self) -> VacuumResult:
         self._vacuums = next_record(self._vacuums, 0, self._version, now_us())
         return VacuumResult(0, self._version)
+
+    def remove_orphans(self) -> int:
+        return 0  # every write is its own commit: nothing is ever left uncommitted
 
     def version(self) -> int:
         return self._version

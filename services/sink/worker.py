@@ -1,4 +1,9 @@
-"""The sink worker: batches training.posts (bounded by size and time) into the store."""
+"""The sink worker: batches training.posts (bounded by size and time) into the store.
+
+On the Kafka worker skeleton (consentry.kafka_worker): on assignment it loads the positions
+the table recorded before reading on; each flush applies the batch to the store (recording
+its positions in the same Delta commit) and confirms its purges, then the skeleton commits.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,13 @@ import asyncio
 import logging
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consentry import failpoints
 from consentry.domain.model import PURGED, Receipt
 from consentry.wire import encode_receipt, parse_training_message
 from consentry.kafka import BatchSender, producer_options
-from consentry.lag import LagGauge, lag_of
+from consentry.kafka_worker import Batch, Bounds, Flushed, KafkaWorker, group_consumer
 from consentry.partitioning import home_partition
 from consentry.timeutil import now_us
 from consentry.web import StatusServer
@@ -54,122 +59,90 @@ async def record_timestamps(bootstrap: str, wanted: dict[TopicPartition, int], t
     return found
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, worker: SinkWorker) -> None:
-        self.worker = worker
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        async with self.worker._lock:
-            await self.worker._flush()
-            self.worker._assigned = set()
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        async with self.worker._lock:
-            self.worker._assigned = set(assigned)
-            self.worker._consumed = {}
-            await self.worker._load_applied(assigned)
-
-
-class SinkWorker:
+class SinkWorker(KafkaWorker):
     def __init__(self, settings: SinkSettings, store: TrainingStore | None = None) -> None:
+        super().__init__(
+            "sink",
+            Bounds(
+                max_records=settings.sink_batch_rows,
+                poll_ms=int(settings.sink_flush_seconds * 1000),
+                flush_records=settings.sink_batch_rows,
+                flush_seconds=settings.sink_flush_seconds,
+                stats_seconds=settings.sink_stats_seconds,
+            ),
+        )
         self.settings = settings
         self.topics = settings.topics
         self._store = store
-        self._lock = asyncio.Lock()
-        self._stopping = asyncio.Event()
-        self._assigned: set[TopicPartition] = set()
         self._values: list[bytes] = []
         self._replayed: list[bytes] = []  # read again but already in the table (see writer.py)
         self._applied: dict[TopicPartition, int] = {}
         self._offsets: dict[TopicPartition, int] = {}
         self._last_ts: dict[TopicPartition, int] = {}  # timestamp of the last record read, per partition
-        self._first_at: float | None = None
-        self._consumed: dict[TopicPartition, int] = {}  # next offset to read, for the lag gauge
-        self._lag = LagGauge("sink")
-        self._stats_at = float("-inf")
 
     async def start(self) -> None:
         s = self.settings
         store = self._store or await asyncio.to_thread(DeltaTrainingStore, s.store_uri)
-        if isinstance(store, DeltaTrainingStore):
-            # What a crashed predecessor wrote but never committed (maybe posts since purged).
-            orphans = await asyncio.to_thread(store.remove_orphans)
-            if orphans:
-                log.info("removed %d uncommitted files left by a previous run", orphans)
+        # What a crashed predecessor wrote but never committed (maybe posts since purged).
+        orphans = await asyncio.to_thread(store.remove_orphans)
+        if orphans:
+            log.info("removed %d uncommitted files left by a previous run", orphans)
         self.writer = await asyncio.to_thread(IdempotentWriter, store)
         await self._refresh_store_gauges()
-        log.info("training store at %s: %d posts", getattr(store, "uri", "memory"), len(self.writer.index))
+        log.info("training store at %s: %d posts", store.uri, len(self.writer.index))
         self.producer = AIOKafkaProducer(**producer_options(s), linger_ms=5)
         await self.producer.start()
         self.sender = BatchSender(self.producer)
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers,
-            group_id=self.topics.group("sink"),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        consumer = group_consumer(
+            s.bootstrap_servers,
+            self.topics.group("sink"),
+            "consentry-sink",
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.heartbeat_interval_ms,
             max_partition_fetch_bytes=4 << 20,
             # A Delta commit can outlast the default poll interval on a big batch.
             max_poll_interval_ms=600_000,
-            client_id="consentry-sink",
         )
-        await self.consumer.start()
-        self.consumer.subscribe([self.topics.training_posts], listener=_Rebalance(self))
+        await self.start_consumer(consumer, [self.topics.training_posts])
         self.status = StatusServer(s.sink_host, s.sink_port, self.readiness)
         await self.status.start()
 
     def readiness(self) -> tuple[bool, str]:
-        if not self._assigned:
+        if not self.assigned:
             return False, "waiting for a partition assignment"
-        return True, f"writing {len(self._assigned)} partitions"
+        return True, f"writing {len(self.assigned)} partitions"
 
     async def stop(self) -> None:
-        self._stopping.set()
-        async with self._lock:
-            try:
-                await self._flush()
-            except Exception:
-                log.exception("final flush failed; the batch is re-read on restart")
+        await self.stop_consuming()  # the pending batch is applied and committed, else re-read on restart
         for closer in (self.consumer.stop, self.producer.stop, self.status.stop):
             try:
                 await closer()
             except Exception:
                 log.exception("error while stopping")
 
-    async def run(self) -> None:
-        s = self.settings
-        while not self._stopping.is_set():
-            wait = s.sink_flush_seconds
-            if self._first_at is not None:
-                wait = max(0.0, self._first_at + s.sink_flush_seconds - time.monotonic())
-            # Outside the lock: before the first assignment getmany waits for one, and the
-            # rebalance listener that brings it needs the lock.
-            batch = await self.consumer.getmany(timeout_ms=int(wait * 1000), max_records=s.sink_batch_rows)
-            async with self._lock:
-                for tp, records in batch.items():
-                    if tp not in self._assigned:
-                        continue  # fetched before a rebalance took it away
-                    applied = self._applied.get(tp, 0)
-                    if records[0].offset < applied:
-                        self._replayed.extend(r.value for r in records if r.offset < applied)
-                        self._values.extend(r.value for r in records if r.offset >= applied)
-                    else:
-                        self._values.extend(r.value for r in records)
-                    self._offsets[tp] = self._consumed[tp] = records[-1].offset + 1
-                    self._last_ts[tp] = records[-1].timestamp
-                if (self._values or self._replayed) and self._first_at is None:
-                    self._first_at = time.monotonic()
-                due = self._first_at is not None and time.monotonic() - self._first_at >= s.sink_flush_seconds
-                if len(self._values) >= s.sink_batch_rows or due:
-                    await self._flush()
-                if time.monotonic() - self._stats_at >= s.sink_stats_seconds:
-                    await self._refresh_gauges()
+    # ------------------------------------------------------------------ the skeleton's hooks
 
-    async def _refresh_gauges(self) -> None:
-        """Lag, table size and vacuum record: at most every sink_stats_seconds, not per batch."""
-        self._stats_at = time.monotonic()
-        self._lag.update({(tp.topic, tp.partition): lag_of(self.consumer.highwater(tp), self._consumed.get(tp)) for tp in self._assigned})
+    async def on_assigned(self, partitions: set[TopicPartition]) -> bool:
+        await self._load_applied(partitions)
+        return True  # loaded here: read them at once
+
+    async def handle(self, batch: Batch) -> int:
+        """Gather the batch; what the table already holds (below its recorded positions) is
+        only re-confirmed, never applied again."""
+        before = len(self._values)
+        for tp, records in batch.items():
+            applied = self._applied.get(tp, 0)
+            if records[0].offset < applied:
+                self._replayed.extend(r.value for r in records if r.offset < applied)
+                self._values.extend(r.value for r in records if r.offset >= applied)
+            else:
+                self._values.extend(r.value for r in records)
+            self._offsets[tp] = records[-1].offset + 1
+            self._last_ts[tp] = records[-1].timestamp
+        return len(self._values) - before
+
+    async def refresh_gauges(self) -> None:
+        """Table size and vacuum record: at most every sink_stats_seconds, not per batch."""
         await self._refresh_store_gauges()
 
     async def _refresh_store_gauges(self) -> None:
@@ -190,14 +163,14 @@ class SinkWorker:
             metrics.LAST_VACUUM.set(record.last_ended_at_us / 1e6)
             metrics.LAST_VACUUM_FILES.set(record.last_files_removed)
 
-    async def _flush(self) -> None:
-        """Apply the pending batch to the store, confirm its purges, then commit offsets."""
+    async def flush(self) -> Flushed:
+        """Apply the pending batch to the store and confirm its purges; the skeleton then
+        commits its offsets."""
         if not self._values and not self._offsets:
-            return
+            return Flushed({})
         values, self._values = self._values, []
         replayed, self._replayed = self._replayed, []
         offsets, self._offsets = self._offsets, {}
-        self._first_at = None
         plan = plan_batch([parse_training_message(v) for v in values])
         # Only forward: a batch made only of replayed messages must not lower a position.
         positions = {}
@@ -242,9 +215,7 @@ class SinkWorker:
             if plan.purges:
                 log.info("purged %d users (%d rows)", len(plan.purges), sum(applied.purged_rows.values()))
         metrics.TABLE_VERSION.set(await asyncio.to_thread(self.writer.store.version))
-        failpoints.hit("sink.before_commit")
-        if offsets:
-            await self.consumer.commit(offsets)
+        return Flushed(offsets)  # committed at once: the store has it (failpoint sink.before_commit)
 
     def _stream(self, tp: TopicPartition) -> str:
         """The name under which the table records how far this partition is applied."""

@@ -71,3 +71,13 @@ def test_replaying_a_batch_with_a_purge_converges(store: TrainingStore) -> None:
     after_first = ids(store)
     IdempotentWriter(store).apply(batch)
     assert ids(store) == after_first == ["a2", "b1", "b2"]
+
+
+def test_a_store_written_only_by_commits_has_no_orphans_to_remove(store: TrainingStore) -> None:
+    """What the sink asks every store at start (the Delta table's leftovers of a crashed
+    write are tests/integration/test_purge_leaves_nothing.py's)."""
+    store.append([row("p1", "alice")])
+    store.append([row("p2", "bob")])
+    assert store.remove_orphans() == 0
+    assert ids(store) == ["p1", "p2"]
+    assert store.uri
