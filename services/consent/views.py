@@ -22,23 +22,33 @@ def register_views(app: faust.App, table: faust.Table, settings: ConsentSettings
     def recovering() -> bool:
         return bool(app.rebalancing) or not patches.table_recovery_completed(app)
 
-    async def routed(self: View, request: Request, user_id: str) -> Response | bytes | None:
-        """The user's raw row when this worker owns it (None: no row), or the owner's answer."""
+    class Answered(Exception):
+        """A look-up answered without this worker's row: recovering, or routed to its owner."""
+
+        def __init__(self, response: Response) -> None:
+            self.response = response
+
+    async def own_row(self: View, request: Request, user_id: str) -> bytes | None:
+        """The user's raw row when this worker owns it (None: no row). Raises Answered with the
+        response to send when the row is not here to read."""
         if recovering():
-            return self.json({"detail": "consent state is being recovered; retry shortly"}, status=503)
+            raise Answered(self.json({"detail": "consent state is being recovered; retry shortly"}, status=503))
         try:
-            return await app.router.route_req(table.name, user_id.encode(), self.web, request)
+            raise Answered(await app.router.route_req(table.name, user_id.encode(), self.web, request))
         except SameNode:
             return table.get(user_id.encode())
-        except Exception:
-            return self.json({"detail": "the worker owning this user is unreachable"}, status=503)
+        except Answered:
+            raise
+        except Exception as exc:
+            raise Answered(self.json({"detail": "the worker owning this user is unreachable"}, status=503)) from exc
 
     @app.page("/v1/users/{user_id}")
     async def user_status_view(self: View, request: Request, user_id: str) -> Response:
         """The person's status document, as `GET /v1/objections/me` shows it."""
-        raw = await routed(self, request, user_id)
-        if isinstance(raw, Response):
-            return raw
+        try:
+            raw = await own_row(self, request, user_id)
+        except Answered as answered:
+            return answered.response
         state = decode_consent_state(raw) if raw is not None else None
         return self.json(status_to_dict(user_status(user_id, state, now_us())))
 
@@ -46,9 +56,10 @@ def register_views(app: faust.App, table: faust.Table, settings: ConsentSettings
     async def user_row(self: View, request: Request, user_id: str) -> Response:
         """The user's row as the changelog records it (what the gateway merges with the events it
         acknowledged), 404 when there is none."""
-        raw = await routed(self, request, user_id)
-        if isinstance(raw, Response):
-            return raw
+        try:
+            raw = await own_row(self, request, user_id)
+        except Answered as answered:
+            return answered.response
         if raw is None:
             return self.json({"detail": "no consent row for this user"}, status=404)
         return self.bytes(raw, content_type="application/json")
