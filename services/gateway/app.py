@@ -12,16 +12,18 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.gateway import metrics
+from services.gateway import health, metrics
+from services.gateway.api import admin, objections
 from services.gateway.auth import verifier_for
 from services.gateway.bodylimit import BodyLimitMiddleware
 from services.gateway.consent_client import ConsentClient
+from services.gateway.console import router as console
+from services.gateway.console.observer import DashboardObserver
 from services.gateway.deps import RateLimited
+from services.gateway.pages import router as pages
 from services.gateway.publisher import KafkaObjectionPublisher, ObjectionPublisher
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.receipts import ReceiptCache
-from services.gateway.observer import DashboardObserver
-from services.gateway.routers import admin, dashboard, health, object_page, objections
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -93,14 +95,14 @@ def create_app(settings: GatewaySettings | None = None, publisher: ObjectionPubl
     @app.exception_handler(RateLimited)
     async def rate_limited(request: Request, exc: RateLimited) -> Response:
         if request.url.path.startswith("/object"):  # people on the one-click page get a page
-            return object_page.rate_limited_page(request, exc.headers or {})
+            return pages.rate_limited_page(request, exc.headers or {})
         return await http_exception_handler(request, exc)
 
     app.include_router(objections.router)
-    app.include_router(object_page.router)
+    app.include_router(pages.router)
     app.include_router(admin.router)
     app.include_router(health.router)
-    app.include_router(dashboard.router)
+    app.include_router(console.router)
 
     # Outermost last: the size limit sees every request first; CORS only when origins are listed.
     if settings.cors_origins:

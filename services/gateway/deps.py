@@ -13,7 +13,6 @@ from starlette.concurrency import run_in_threadpool
 from services.gateway import metrics
 from services.gateway.auth import InvalidToken, Principal, TokenVerifier
 from services.gateway.consent_client import ConsentClient
-from services.gateway.observer import DashboardObserver
 from services.gateway.publisher import ObjectionPublisher
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.receipts import ReceiptCache
@@ -50,10 +49,6 @@ async def get_receipts(request: Request) -> ReceiptCache:
     return request.app.state.receipts
 
 
-async def get_observer(request: Request) -> DashboardObserver:
-    return request.app.state.observer
-
-
 async def get_verifier(request: Request) -> TokenVerifier:
     return request.app.state.verifier
 
@@ -77,7 +72,6 @@ SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 PublisherDep = Annotated[ObjectionPublisher, Depends(get_publisher)]
 ConsentDep = Annotated[ConsentClient, Depends(get_consent)]
 ReceiptsDep = Annotated[ReceiptCache, Depends(get_receipts)]
-ObserverDep = Annotated[DashboardObserver, Depends(get_observer)]
 VerifierDep = Annotated[TokenVerifier, Depends(get_verifier)]
 FilingDep = Annotated[Filing, Depends(get_filing)]
 

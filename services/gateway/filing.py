@@ -1,5 +1,5 @@
 """Filing objection events and reading a person's status: shared by the API
-(`routers/objections.py`) and the one-click page (`routers/object_page.py`)."""
+(`api/objections.py`) and the one-click page (`pages/router.py`)."""
 
 from __future__ import annotations
 

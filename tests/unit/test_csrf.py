@@ -1,6 +1,6 @@
 """The one-click form's CSRF token: the cookie and the form must agree, for this link."""
 
-from services.gateway import csrf
+from services.gateway.pages import csrf
 
 KEY = csrf.csrf_key("a-test-secret-that-is-long-enough-for-hs256")
 

@@ -10,7 +10,7 @@ import orjson
 from consentry.domain.model import Invalid
 from consentry.wire import encode_rejection
 from consentry.scrape import parse_metrics
-from services.gateway.dashboard_view import (
+from services.gateway.console.view import (
     BAD,
     DOWN,
     NOT_READY,

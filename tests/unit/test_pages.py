@@ -1,6 +1,6 @@
 """The one-click pages: language from Accept-Language, every value escaped."""
 
-from services.gateway.pages import TEXTS, display_time, pick_language, render
+from services.gateway.pages.rendering import TEXTS, display_time, pick_language, render
 
 
 def test_the_language_follows_accept_language_by_quality() -> None:

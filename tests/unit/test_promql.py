@@ -8,7 +8,7 @@ import math
 import pytest
 
 from consentry.scrape import parse_metrics
-from services.gateway.promql import bucket_increase, buckets, by_label, counter_increase, histogram_quantile, increase, rate, value
+from services.gateway.console.promql import bucket_increase, buckets, by_label, counter_increase, histogram_quantile, increase, rate, value
 
 BEFORE = parse_metrics(
     """

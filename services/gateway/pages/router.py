@@ -2,7 +2,7 @@
 
 Plain HTML forms, no JavaScript. The link token (consentry.links) names the user and the
 channel (`email` for notice e-mails, `app` for in-app notices); the form is protected by a
-signed double-submit CSRF token bound to that link (services.gateway.csrf).
+signed double-submit CSRF token bound to that link (services.gateway.pages.csrf).
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from consentry.domain.model import OBJECT
 from consentry.links import InvalidLink, LinkClaims, verify_link_token
 from consentry.timeutil import format_rfc3339
 from consentry.wire import status_to_dict
-from services.gateway import csrf, metrics
+from services.gateway import metrics
 from services.gateway.consent_client import ConsentUnavailable
 from services.gateway.deps import AddressLimit, ConsentDep, PublisherDep, ReceiptsDep, SettingsDep, limit_user
 from services.gateway.filing import FilingRefused, FilingUnavailable, Superseded, file_event, status_for
-from services.gateway.pages import PAGE_HEADERS, TEXTS, display_time, pick_language, render
-from services.gateway.schemas import INVALID
+from services.gateway.pages import csrf
+from services.gateway.pages.rendering import PAGE_HEADERS, TEXTS, display_time, pick_language, render
+from services.gateway.problems import INVALID
 
 router = APIRouter(tags=["one-click objection"], dependencies=[AddressLimit])
 log = logging.getLogger(__name__)

@@ -4,22 +4,30 @@ and the JSON it polls. Shows numbers about the pipeline, never a post's text."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import FileResponse
 
-from services.gateway.deps import ObserverDep
+from services.gateway.console.observer import DashboardObserver
 
 router = APIRouter(tags=["dashboard"])
 
-STATIC = Path(__file__).resolve().parent.parent / "static"
+STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
 # Only our own files may load: no third-party script, style or connection.
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'",
     "Cache-Control": "no-cache",
 }
+
+
+# The console's own dependency, here rather than in the shared deps: only the console uses the observer.
+async def get_observer(request: Request) -> DashboardObserver:
+    return request.app.state.observer
+
+
+ObserverDep = Annotated[DashboardObserver, Depends(get_observer)]
 
 
 @router.get(

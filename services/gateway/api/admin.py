@@ -12,7 +12,8 @@ from consentry.importer import NOTICES, OBJECTIONS, Importable, ImportFailed, im
 from consentry.timeutil import now_us
 from services.gateway import metrics
 from services.gateway.deps import AddressLimit, AdminUser, PublisherDep
-from services.gateway.schemas import FORBIDDEN, RATE_LIMITED, TOO_LARGE, UNAUTHORIZED, ImportResult, problem
+from services.gateway.api.schemas import ImportResult
+from services.gateway.problems import FORBIDDEN, RATE_LIMITED, TOO_LARGE, UNAUTHORIZED, problem
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AddressLimit])
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """What the dashboard shows, computed from successive scrapes of the services' /metrics.
 
 Pure: snapshots, health and reject summaries in; one JSON-ready dict out. The page
-(services/gateway/static/dashboard.js) only draws it.
+(services/gateway/console/static/dashboard.js) only draws it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from consentry.timeutil import parse_rfc3339
-from services.gateway.promql import Metrics, bucket_increase, buckets, by_label, histogram_quantile, increase, value
+from services.gateway.console.promql import Metrics, bucket_increase, buckets, by_label, histogram_quantile, increase, value
 
 SERVICES = ("gateway", "consent", "ingest", "sink")
 DROP_REASONS = ("objected", "not_public", "minor")

@@ -10,21 +10,11 @@ from fastapi.responses import JSONResponse
 from consentry.domain.model import OBJECT, WITHDRAW, Channel, ObjectionEvent, Status
 from consentry.timeutil import format_rfc3339
 from consentry.wire import status_to_dict
+from services.gateway.api.schemas import CONFLICT, STATUS_UNAVAILABLE, UNAVAILABLE, ObjectionReceipt, ObjectionRequest, ObjectionStatus
 from services.gateway.consent_client import ConsentUnavailable
 from services.gateway.deps import AddressLimit, CurrentUser, FilingDep
 from services.gateway.filing import FilingRefused, FilingUnavailable, Superseded, file_event, status_for
-from services.gateway.schemas import (
-    CONFLICT,
-    INVALID,
-    RATE_LIMITED,
-    STATUS_UNAVAILABLE,
-    TOO_LARGE,
-    UNAUTHORIZED,
-    UNAVAILABLE,
-    ObjectionReceipt,
-    ObjectionRequest,
-    ObjectionStatus,
-)
+from services.gateway.problems import INVALID, RATE_LIMITED, TOO_LARGE, UNAUTHORIZED
 
 router = APIRouter(prefix="/v1/objections", tags=["objections"], dependencies=[AddressLimit])
 

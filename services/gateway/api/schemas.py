@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.gateway.problems import RETRY_AFTER, problem
+
 
 def _examples(*examples: dict[str, Any]) -> ConfigDict:
     return ConfigDict(json_schema_extra={"examples": list(examples)})
@@ -122,42 +124,6 @@ class ImportResult(BaseModel):
     rejected_lines_truncated: bool
 
 
-class Problem(BaseModel):
-    model_config = _examples({"detail": "a sentence saying what went wrong and what to do"})
-
-    detail: str | list[Any]
-
-
-class ValidationIssue(BaseModel):
-    loc: list[str | int]
-    msg: str
-    type: str
-
-
-class ValidationProblem(BaseModel):
-    detail: list[ValidationIssue]
-
-
-def problem(description: str, example: str) -> dict[str, Any]:
-    """An OpenAPI `responses` entry: a Problem body with its own example."""
-    return {"model": Problem, "description": description, "content": {"application/json": {"example": {"detail": example}}}}
-
-
-RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
-
-UNAUTHORIZED = problem("Missing, invalid or expired token.", "token expired")
-FORBIDDEN = problem("The token lacks the admin scope.", "this operation needs the admin scope")
-TOO_LARGE = problem("The request body is over the limit.", "request body too large: this endpoint accepts at most 64 KiB")
-INVALID = {
-    "model": ValidationProblem,
-    "description": "The request does not match the schema (FastAPI's validation error list).",
-    "content": {
-        "application/json": {
-            "example": {"detail": [{"loc": ["body", "channel"], "msg": "Input should be 'web', 'app', 'email' or 'api'", "type": "literal_error"}]}
-        }
-    },
-}
-RATE_LIMITED = {**problem("Too many requests from this user or address.", "too many requests; retry in 3 s"), "headers": RETRY_AFTER}
 UNAVAILABLE = {
     **problem(
         "The broker did not acknowledge the event: nothing was recorded, retry.",

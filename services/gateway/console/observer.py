@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY, generate_latest
 from consentry import patches
 from consentry.scrape import parse_metrics
 from consentry.timeutil import now_us
-from services.gateway.dashboard_view import DOWN, NOT_READY, READY, Health, Snapshot, build_view, latest_rejects, summarize_rejection
+from services.gateway.console.view import DOWN, NOT_READY, READY, Health, Snapshot, build_view, latest_rejects, summarize_rejection
 from services.gateway.publisher import ObjectionPublisher
 from services.gateway.settings import GatewaySettings
 
