@@ -33,6 +33,10 @@ class CommonSettings(BaseSettings):
     data_dir: Path = Field(default=Path("./var"), description="Local state: consent tables, logs.")
     log_level: str = "INFO"
 
+    # Consent, ingest and the sink are consumer-group members; one definition for all three.
+    session_timeout_ms: int = Field(default=10_000, description="Consumer group session timeout.")
+    heartbeat_interval_ms: int = Field(default=2_000, description="Consumer group heartbeat interval.")
+
     @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap_servers or f"127.0.0.1:{self.broker_port}"

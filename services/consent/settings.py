@@ -16,8 +16,6 @@ class ConsentSettings(CommonSettings):
         "their partition); default http://CONSENTRY_CONSENT_HOST:CONSENTRY_CONSENT_PORT. Set it when the host is 0.0.0.0.",
     )
     consent_store: str = Field(default="rocksdb://", description="faust table store: rocksdb:// or memory://")
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 2_000
 
     @property
     def app_id(self) -> str:

@@ -2,6 +2,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from consentry.logs import configure
+from consentry.patches import check_versions
 from consentry.runtime import tune_gc
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
@@ -16,6 +17,7 @@ def worker_app() -> FastAPI:
 def main() -> None:
     settings = GatewaySettings()
     configure("gateway", settings.log_level)
+    check_versions()  # refuses library versions consentry.patches was not written for
     options = {"host": settings.gateway_host, "port": settings.gateway_port, "log_level": "warning", "access_log": False}
     if settings.gateway_workers > 1:
         # Each worker process builds its app (and its Kafka producer) from the environment.

@@ -21,8 +21,6 @@ class IngestSettings(CommonSettings):
     # Small enough that consent changes are picked up between batches within a few ms.
     ingest_max_records: int = Field(default=2_000, description="Most posts handled per poll.")
     ingest_poll_ms: int = Field(default=50)
-    session_timeout_ms: int = Field(default=10_000, description="Consumer group session timeout.")
-    heartbeat_interval_ms: int = Field(default=2_000)
 
     notice_rule: Literal["on", "off"] = Field(
         default="on",
