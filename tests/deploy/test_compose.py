@@ -161,3 +161,20 @@ def test_consent_state_and_training_store_live_on_volumes(compose) -> None:  # t
     assert any(consent.state_dir.is_relative_to(target) for target in consent_mounts)
     assert any(sink.store_uri.startswith(target + "/") for target in sink_mounts)
     assert set(consent_mounts.values()) | set(sink_mounts.values()) <= set(compose["volumes"])
+
+
+# ------------------------------------------------------------------ issue 14: no open doors
+
+
+def test_every_published_port_listens_on_the_hosts_loopback_only(compose) -> None:  # type: ignore[no-untyped-def]
+    """Kafka (PLAINTEXT), the consent service and the metrics ports were published on every
+    interface of the host: anyone on its network could read objections or write events."""
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def test_grafana_takes_its_admin_password_from_the_operator_and_lets_nobody_in_anonymously(compose) -> None:  # type: ignore[no-untyped-def]
+    env = compose["services"]["grafana"]["environment"]
+    assert str(env.get("GF_SECURITY_ADMIN_PASSWORD", "")).startswith("${GRAFANA_ADMIN_PASSWORD:?"), "Grafana keeps its default admin/admin"
+    assert str(env.get("GF_AUTH_ANONYMOUS_ENABLED", "false")).lower() == "false"

@@ -230,3 +230,97 @@ def test_the_gateway_reads_its_jwt_secret_from_a_secret() -> None:
     assert secret["valueFrom"]["secretKeyRef"] == {"name": "consentry-jwt", "key": "CONSENTRY_JWT_SECRET"}
     example = load_yaml(K8S_DIR / "jwt-secret.example.yaml")
     assert example["metadata"]["name"] == "consentry-jwt" and "CONSENTRY_JWT_SECRET" in example["stringData"]
+
+
+# ------------------------------------------------------------------ issue 14: network policies
+
+# Where a connection may come from: (pod labels, namespace).
+NAMESPACE_LABELS = {"consentry": {"kubernetes.io/metadata.name": "consentry"}, "monitoring": {"kubernetes.io/metadata.name": "monitoring"},
+                    "ingress-nginx": {"kubernetes.io/metadata.name": "ingress-nginx"}}
+INGRESS_CONTROLLER = ({"app.kubernetes.io/name": "ingress-nginx"}, "ingress-nginx")
+PROMETHEUS = ({"app.kubernetes.io/name": "prometheus"}, "monitoring")
+DEBUG_POD = ({"run": "debug"}, "consentry")
+
+
+def pod_of(component: str) -> tuple[dict[str, str], str]:
+    return {"app.kubernetes.io/name": "consentry", "app.kubernetes.io/component": component}, "consentry"
+
+
+def network_policies() -> list[dict[str, Any]]:
+    return [r for _p, r in k8s_resources() if r["kind"] == "NetworkPolicy"]
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and the In / Exists expressions)."""
+    if not (selector.get("matchLabels") or {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        value = labels.get(expr["key"])
+        if expr["operator"] == "In" and value not in expr["values"]:
+            return False
+        if expr["operator"] == "Exists" and value is None:
+            return False
+        if expr["operator"] not in ("In", "Exists"):
+            raise AssertionError(f"unsupported operator {expr['operator']} in this check")
+    return True
+
+
+def container_ports(component: str) -> dict[str, int]:
+    container, _resource = service_containers()[component]
+    return {p["name"]: p["containerPort"] for p in container["ports"]}
+
+
+def ingress_allowed(component: str, port: int, source: tuple[dict[str, str], str]) -> bool:
+    """NetworkPolicy semantics: a pod selected by an Ingress policy accepts only what some rule
+    of those policies allows (a rule without `from` allows every source; without `ports`, every port)."""
+    labels, _namespace = pod_of(component)
+    source_labels, source_namespace = source
+    applicable = [p for p in network_policies() if "Ingress" in p["spec"].get("policyTypes", ["Ingress"]) and selects(p["spec"]["podSelector"], labels)]
+    if not applicable:
+        return True
+    named = container_ports(component)
+    for policy in applicable:
+        for rule in policy["spec"].get("ingress") or []:
+            ports = rule.get("ports")
+            if ports is not None and not any(named.get(p.get("port"), p.get("port")) == port for p in ports):
+                continue
+            peers = rule.get("from")
+            if not peers:
+                return True
+            for peer in peers:
+                namespaces = peer.get("namespaceSelector")
+                in_namespace = selects(namespaces, NAMESPACE_LABELS[source_namespace]) if namespaces is not None else source_namespace == policy["metadata"].get("namespace", "consentry")
+                if in_namespace and selects(peer.get("podSelector") or {}, source_labels):
+                    return True
+    return False
+
+
+def test_every_pod_is_isolated_by_a_default_deny_ingress_policy() -> None:
+    deny = [p for p in network_policies() if p["spec"]["podSelector"] == {} and p["spec"].get("policyTypes") == ["Ingress"] and not p["spec"].get("ingress")]
+    assert deny, "no default-deny NetworkPolicy: every pod answers every pod of the cluster"
+    assert not ingress_allowed("consent", 6066, DEBUG_POD)
+
+
+@pytest.mark.parametrize(
+    ("component", "port", "source", "allowed"),
+    [
+        ("gateway", 8080, INGRESS_CONTROLLER, True),  # the public door
+        ("gateway", 8080, PROMETHEUS, True),
+        ("consent", 6066, pod_of("gateway"), True),  # status look-ups
+        ("consent", 6066, pod_of("consent"), True),  # a look-up routed to the worker owning the user
+        ("consent", 6066, PROMETHEUS, True),  # /metrics
+        ("consent", 6066, pod_of("ingest"), False),
+        ("consent", 6066, pod_of("sink"), False),
+        ("consent", 6066, INGRESS_CONTROLLER, False),
+        ("consent", 6066, DEBUG_POD, False),
+        ("ingest", 9101, pod_of("gateway"), True),  # the dashboard
+        ("ingest", 9101, PROMETHEUS, True),
+        ("ingest", 9101, INGRESS_CONTROLLER, False),
+        ("sink", 9102, pod_of("gateway"), True),
+        ("sink", 9102, PROMETHEUS, True),
+        ("sink", 9102, pod_of("consent"), False),
+        ("sink", 9102, INGRESS_CONTROLLER, False),
+    ],
+)
+def test_network_policies_let_in_only_who_needs_each_port(component: str, port: int, source: tuple[dict[str, str], str], allowed: bool) -> None:
+    assert ingress_allowed(component, port, source) is allowed

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import orjson
 
 from consentry.kafka import ensure_topics
@@ -156,8 +157,10 @@ class System:
 
     # ------------------------------------------------------------------ the outside world
 
-    def token(self, user: str, admin: bool = False) -> str:
-        return make_token(self.secret, user, admin=admin)
+    def token(self, user: str, admin: bool = False, scopes: tuple[str, ...] = ()) -> str:
+        return make_token(self.secret, user, admin=admin) if not scopes else jwt.encode(
+            {"sub": user, "exp": int(time.time()) + 3600, "scope": " ".join(("admin", *scopes))}, self.secret, algorithm="HS256"
+        )
 
     def auth(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(user)}"}
