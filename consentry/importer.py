@@ -42,6 +42,9 @@ CHUNK_EVENTS = 20_000
 E = TypeVar("E", ObjectionEvent, Notice)
 Publish = Callable[[Sequence[E]], Awaitable[None]]
 Progress = Callable[[int, int], None]  # (bytes read so far, lines read so far)
+# A second look at an accepted event before it is published (the gateway's import checks an
+# operator's right to import it): the reason it is refused, or None.
+Screen = Callable[[Any], Awaitable[Invalid | None]]
 
 
 def _json_line(line: bytes) -> Any | Invalid | None:
@@ -157,6 +160,12 @@ class ImportBatch(Generic[E]):
             self.events.append(parsed)  # type: ignore[arg-type]
             self.report.accepted += 1
 
+    def refuse_last(self, reason: str) -> None:
+        """The event just accepted is refused after all (a Screen said so): reported on its line."""
+        self.events.pop()
+        self.report.accepted -= 1
+        self.report.reject(self.report.lines, reason)
+
     def take(self) -> list[E]:
         events, self.events = self.events, []
         return events
@@ -200,9 +209,12 @@ async def import_lines(
     progress: Progress | None = None,
     chunk_events: int = CHUNK_EVENTS,
     kind: Importable = OBJECTIONS,
+    screen: Screen | None = None,
 ) -> ImportReport:
     """Validate every line and publish the accepted events; returns once all of them are
-    acknowledged by the broker. Raises ImportFailed when publishing fails."""
+    acknowledged by the broker. Raises ImportFailed when publishing fails. `screen` may refuse
+    an accepted event (reported on its line like any rejection); what it raises stops the
+    import like a failed publish does, with the lines before it possibly recorded."""
     batch: ImportBatch = ImportBatch(now_us, kind)
     source = lines if isinstance(lines, AsyncIterable) else _aiter(lines)
     in_flight: asyncio.Task[None] | None = None
@@ -220,7 +232,12 @@ async def import_lines(
 
     try:
         async for line in source:
+            accepted = batch.report.accepted
             batch.feed(line)
+            if screen is not None and batch.report.accepted > accepted:
+                refused = await screen(batch.events[-1])
+                if refused is not None:
+                    batch.refuse_last(refused.reason)
             read += len(line) + 1
             if len(batch.events) >= chunk_events:
                 await settle()

@@ -1,10 +1,15 @@
 """One-click objection links: signed, expiring, single-purpose tokens for `/object?token=…`.
 
-A link token is an HS256 JWT signed with CONSENTRY_JWT_SECRET whose audience and `purpose`
-say "object link": it can file (and show) an objection for its `sub` and nothing else.
-API bearer tokens carry no audience, so PyJWT refuses each kind where the other is expected.
+A link token is an HS256 JWT signed with the newest key of the link key set
+(`CONSENTRY_LINK_KEYS`, consentry.keys), its id in the `kid` header, whose audience and
+`purpose` say "object link": it can file (and show) an objection for its `sub` and nothing
+else. Every key of the set verifies the links that name it, so links sent before a rotation
+keep working until they expire. The link keys verify nothing else: API tokens are checked
+with keys of their own and carry another audience, so each kind is refused where the other
+is expected, and the notice sender, which holds the link keys, cannot mint an API token.
 
-The notice sender calls `objection_link(...)`; `consentry link USER` prints one.
+The notice sender calls `objection_link(KeySet.parse(os.environ["CONSENTRY_LINK_KEYS"],
+"CONSENTRY_LINK_KEYS"), base_url, user_id)`; `consentry link USER` prints one.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from urllib.parse import urlencode
 import jwt
 
 from consentry.domain.model import Channel, identifier_problem
+from consentry.keys import KeySet, key_set
 
 ALGORITHM = "HS256"
 LINK_AUDIENCE = "consentry:object-link"
@@ -41,10 +47,11 @@ class LinkClaims:
     channel: str  # recorded on the objection: email (notice e-mail), app (in-app notice), web
     link_id: str
     expires_at: int  # seconds since the epoch
+    key_id: str  # the link key that signed it (the CSRF key of its page derives from that key)
 
 
 def make_link_token(
-    secret: str, user_id: str, *, channel: str = Channel.EMAIL, ttl_seconds: int = DEFAULT_TTL_SECONDS, now: float | None = None
+    keys: str | KeySet, user_id: str, *, channel: str = Channel.EMAIL, ttl_seconds: int = DEFAULT_TTL_SECONDS, now: float | None = None
 ) -> str:
     problem = identifier_problem(user_id) if type(user_id) is str else "is not a string"
     if problem is not None:
@@ -63,16 +70,20 @@ def make_link_token(
         "iat": issued,
         "exp": issued + ttl_seconds,
     }
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+    return key_set(keys, "the link key").sign(claims)
 
 
-def verify_link_token(secret: str, token: str, now: float | None = None) -> LinkClaims:
+def verify_link_token(keys: str | KeySet, token: str, now: float | None = None) -> LinkClaims:
+    """The link's claims, checked with the key its `kid` names. A plain secret is a set of
+    one key (links made before key ids existed carry none)."""
     if not token or len(token) > 4096:
         raise InvalidLink("this link is incomplete")
+    keys = key_set(keys, "the link key")
     try:
+        key = keys.key_for(token)
         claims = jwt.decode(
             token,
-            secret,
+            key.secret,
             algorithms=[ALGORITHM],
             audience=LINK_AUDIENCE,
             # `now` (tests, tools) replaces the clock: then the expiry is checked below.
@@ -89,7 +100,7 @@ def verify_link_token(secret: str, token: str, now: float | None = None) -> Link
         raise InvalidLink("this link is not valid")
     if type(sub) is not str or identifier_problem(sub) is not None or type(jti) is not str:
         raise InvalidLink("this link is not valid")
-    return LinkClaims(user_id=sub, channel=channel, link_id=jti, expires_at=int(claims["exp"]))
+    return LinkClaims(user_id=sub, channel=channel, link_id=jti, expires_at=int(claims["exp"]), key_id=key.kid)
 
 
 def objection_url(base_url: str, token: str) -> str:
@@ -97,7 +108,7 @@ def objection_url(base_url: str, token: str) -> str:
 
 
 def objection_link(
-    secret: str, base_url: str, user_id: str, *, channel: str = Channel.EMAIL, ttl_seconds: int = DEFAULT_TTL_SECONDS
+    keys: str | KeySet, base_url: str, user_id: str, *, channel: str = Channel.EMAIL, ttl_seconds: int = DEFAULT_TTL_SECONDS
 ) -> str:
     """The URL a notice (e-mail or in-app) carries: one click to the objection page."""
-    return objection_url(base_url, make_link_token(secret, user_id, channel=channel, ttl_seconds=ttl_seconds))
+    return objection_url(base_url, make_link_token(keys, user_id, channel=channel, ttl_seconds=ttl_seconds))

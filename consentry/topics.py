@@ -40,6 +40,13 @@ class Topics:
         return f"{self.prefix}notices"
 
     # Internal topics.
+
+    # Admin actions (the audit trail).
+    @property
+    def admin_actions(self) -> str:
+        """Every operator's action at the gateway (who, when, what, counts), kept for ever."""
+        return f"{self.prefix}consentry.admin-actions"
+
     @property
     def posts_by_user(self) -> str:
         """Posts re-keyed to their user's home partition when upstream used another partitioner."""
@@ -75,6 +82,7 @@ class Topics:
         return [
             TopicSpec(self.posts, False, big),
             TopicSpec(self.objections, True, {"retention.ms": forever}),  # the source of truth for objections
+            TopicSpec(self.admin_actions, False, {"retention.ms": forever}),  # the audit trail of operators' actions
             TopicSpec(self.training_posts, True, big),
             TopicSpec(self.posts_rejected, False, {"retention.ms": week}),
             TopicSpec(self.notices, True, {"retention.ms": forever}),

@@ -31,11 +31,21 @@ def up(demo: Annotated[bool, typer.Option("--demo", help="Add a synthetic load o
     from services.ingest.settings import IngestSettings
     from services.sink.settings import SinkSettings
 
+    from services.gateway.auth import make_token
+    from services.gateway.security import InsecureConfiguration, check
+
     settings = CommonSettings()
     configure("up", settings.log_level)
+    # The demo may listen beyond loopback with the development secret: say so to the gateway.
+    demo_env = {"CONSENTRY_DEMO": "true"} if demo else {}
+    try:
+        keys = check(GatewaySettings(**({"demo": True} if demo else {})))  # before anything starts
+    except InsecureConfiguration as exc:
+        console.print(f"[bold red]error:[/] the gateway would refuse to start: {exc}", soft_wrap=True)
+        raise typer.Exit(2) from exc
     data_dir = settings.data_dir.resolve()
     log_dir = data_dir / "logs"
-    env = dict(os.environ)
+    env = {**os.environ, **demo_env}
     broker = None
     if settings.kafka_bootstrap_servers is None:
         broker = EmbeddedBroker(settings.broker_port, log_path=log_dir / "broker.log")
@@ -47,7 +57,7 @@ def up(demo: Annotated[bool, typer.Option("--demo", help="Add a synthetic load o
     counts = asyncio.run(ensure_topics(settings))
     console.print(f"topics ready: {len(counts)} ({settings.partitions} partitions per user-keyed topic)")
 
-    gateway, consent, ingest, sink = GatewaySettings(), ConsentSettings(), IngestSettings(), SinkSettings()
+    gateway, consent, ingest, sink = GatewaySettings(**({"demo": True} if demo else {})), ConsentSettings(), IngestSettings(), SinkSettings()
     gateway_url = f"http://{gateway.gateway_host}:{gateway.gateway_port}"
     urls = {
         "consent": f"http://{consent.consent_host}:{consent.consent_port}",
@@ -72,12 +82,21 @@ def up(demo: Annotated[bool, typer.Option("--demo", help="Add a synthetic load o
     demo_thread = None
     try:
         wait_ready({name: f"{url}/readyz" for name, url in urls.items()}, supervisor=supervisor, stop=stop)
-        console.print(f"[bold green]Consentry is up.[/] gateway: [bold]{gateway_url}[/]  dashboard: [bold]{gateway_url}/dashboard[/]  API docs: {gateway_url}/docs")
+        # The dashboard is for operators: its address carries an operator's token in the
+        # fragment (never sent to a server); the page keeps it in the tab.
+        dashboard = f"{gateway_url}/dashboard"
+        if keys.admin is not None:
+            operator = make_token(keys.admin, "operator", admin=True, ttl_seconds=12 * 3600, audience=gateway.jwt_audience, issuer=gateway.jwt_issuer)
+            dashboard += f"#token={operator}"
+        console.print(f"[bold green]Consentry is up.[/] gateway: [bold]{gateway_url}[/]  API docs: {gateway_url}/docs", soft_wrap=True)
+        console.print(f"dashboard (operators; the link holds a 12-hour operator token): [bold]{dashboard}[/]", soft_wrap=True)
         console.print(f"logs: {log_dir}   training store: {sink.store_uri}")
         console.print(f"try: TOKEN=$(consentry token alice) && curl -X POST -H \"Authorization: Bearer $TOKEN\" {gateway_url}/v1/objections")
-        if demo:
+        if demo and keys.user is None:
+            console.print("demo load skipped: people's tokens come from the identity provider (CONSENTRY_JWKS_URL), the demo cannot sign any")
+        elif demo:
             console.print(f"demo: users told during the demo have their posts released after {env['CONSENTRY_NOTICE_GRACE']} (CONSENTRY_NOTICE_GRACE)")
-            demo_thread = threading.Thread(target=_run_demo, args=(settings, env, gateway_url, urls, gateway.jwt_secret, stop), daemon=True)
+            demo_thread = threading.Thread(target=_run_demo, args=(settings, env, gateway_url, urls, keys.user, stop), daemon=True)
             demo_thread.start()
         while not stop.is_set():
             supervisor.check()
@@ -93,7 +112,7 @@ def up(demo: Annotated[bool, typer.Option("--demo", help="Add a synthetic load o
         console.print("stopped.")
 
 
-def _run_demo(settings, env, gateway_url, urls, secret, stop: threading.Event) -> None:  # type: ignore[no-untyped-def]
+def _run_demo(settings, env, gateway_url, urls, user_keys, stop: threading.Event) -> None:  # type: ignore[no-untyped-def]
     from consentry.settings import CommonSettings
     from consentry_cli.demo import Demo
 
@@ -108,25 +127,60 @@ def _run_demo(settings, env, gateway_url, urls, secret, stop: threading.Event) -
             done.set()
 
         watcher = asyncio.create_task(watch())
-        await Demo(demo_settings, gateway_url, {k: f"{v}/metrics" for k, v in urls.items()}, secret).run(done)
+        # The demo signs its people's tokens with the user keys (a KeySet serves where a secret did).
+        await Demo(demo_settings, gateway_url, {k: f"{v}/metrics" for k, v in urls.items()}, user_keys).run(done)
         watcher.cancel()
 
     asyncio.run(main())
 
 
+def _signing_keys(settings, setting: str):  # type: ignore[no-untyped-def]
+    """The key set a command signs with, or a clear exit (2)."""
+    from services.gateway.security import InsecureConfiguration, SINGLE, purpose_keys
+
+    try:
+        keys = purpose_keys(settings, setting)
+    except InsecureConfiguration as exc:
+        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    if keys is None:
+        console.print(
+            f"[bold red]error:[/] {setting} is not set: these tokens come from your identity provider (CONSENTRY_JWKS_URL or "
+            "CONSENTRY_JWKS_FILE), this command signs HS256 ones only", soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    if keys.setting == SINGLE:
+        what = "the development secret" if settings.insecure_secret else "CONSENTRY_JWT_SECRET"
+        console.print(f"[yellow]signed with {what}: only a gateway on loopback (or the demo) accepts it; set {setting} for a real deployment[/]")
+    return keys
+
+
 @app.command()
 def token(
     user: Annotated[str, typer.Argument(help="The user_id (the token's `sub`).")],
-    admin: Annotated[bool, typer.Option("--admin", help="Add the admin scope.")] = False,
+    admin: Annotated[bool, typer.Option("--admin", help="An operator's token: signed with CONSENTRY_ADMIN_KEYS, scope consentry:admin.")] = False,
+    scope: Annotated[list[str] | None, typer.Option("--scope", help="Another scope of an operator's token (with --admin): consentry:import-withdrawals.")] = None,
     ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 24 * 3600,
 ) -> None:
-    """Print a bearer token signed with CONSENTRY_JWT_SECRET, for trying the API."""
-    from services.gateway.auth import make_token
+    """Print a bearer token for trying the API: a person's (CONSENTRY_USER_KEYS) or, with
+    --admin, an operator's (CONSENTRY_ADMIN_KEYS), signed with the newest key of the set."""
+    from consentry.domain.model import identifier_problem
+    from services.gateway.auth import SCOPES, make_token
+    from services.gateway.security import ADMIN, USER
     from services.gateway.settings import GatewaySettings
 
+    scopes = tuple(scope or ())
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or (scopes and not admin):
+        console.print(f"[bold red]error:[/] scopes are {', '.join(SCOPES)}, in an operator's token only (--admin)")
+        raise typer.Exit(2)
+    problem = identifier_problem(user)
+    if problem is not None:
+        console.print(f"[bold red]error:[/] the user id {problem} (docs: canonical identifiers)")
+        raise typer.Exit(2)
     settings = GatewaySettings()
-    settings.warn_if_insecure()
-    print(make_token(settings.jwt_secret, user, admin=admin, ttl_seconds=ttl))
+    keys = _signing_keys(settings, ADMIN if admin else USER)
+    print(make_token(keys, user, admin=admin, scopes=scopes, ttl_seconds=ttl, audience=settings.jwt_audience, issuer=settings.jwt_issuer))
 
 
 @app.command("import")
@@ -189,14 +243,16 @@ def link(
     ttl_days: Annotated[float | None, typer.Option(help="Days until the link expires (default: CONSENTRY_LINK_TTL_SECONDS, 30 days).")] = None,
     base_url: Annotated[str | None, typer.Option(help="The gateway's public address (default: CONSENTRY_PUBLIC_URL).")] = None,
 ) -> None:
-    """Print a signed, expiring one-click objection link for USER (what a notice carries)."""
+    """Print a signed, expiring one-click objection link for USER (what a notice carries),
+    signed with the newest key of CONSENTRY_LINK_KEYS."""
     from consentry.links import objection_link
+    from services.gateway.security import LINK
     from services.gateway.settings import GatewaySettings
 
     settings = GatewaySettings()
-    settings.warn_if_insecure()
+    keys = _signing_keys(settings, LINK)
     try:
-        url = objection_link(settings.jwt_secret, base_url or settings.public_base_url, user, channel=channel, ttl_seconds=int(ttl_days * 86400) if ttl_days is not None else settings.link_ttl_seconds)
+        url = objection_link(keys, base_url or settings.public_base_url, user, channel=channel, ttl_seconds=int(ttl_days * 86400) if ttl_days is not None else settings.link_ttl_seconds)
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
@@ -258,10 +314,14 @@ def sink() -> None:
 
 
 @app.command()
-def gateway() -> None:
+def gateway(
+    demo: Annotated[bool, typer.Option("--demo", help="Allow the development secret beyond loopback (a demo, never production).")] = False,
+) -> None:
     """Run the HTTP gateway alone."""
     from services.gateway.__main__ import main as run
 
+    if demo:
+        os.environ["CONSENTRY_DEMO"] = "true"
     run()
 
 

@@ -2,6 +2,7 @@ import sys
 
 from services.consent.app import create_app
 from services.consent.settings import ConsentSettings
+from services.consent.views import InsecureConfiguration
 
 # faust's command line knows these level names only.
 FAUST_LEVELS = {"CRITICAL": "crit", "CRIT": "crit", "ERROR": "error", "WARNING": "warn", "WARN": "warn", "INFO": "info", "DEBUG": "debug"}
@@ -9,7 +10,11 @@ FAUST_LEVELS = {"CRITICAL": "crit", "CRIT": "crit", "ERROR": "error", "WARNING":
 
 def main() -> None:
     settings = ConsentSettings()
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except InsecureConfiguration as exc:
+        print(f"consentry consent: refusing to start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     level = FAUST_LEVELS.get(settings.log_level.upper(), "info")
     # faust's own command line runs the worker (with its web server for the views).
     sys.argv = [sys.argv[0], "worker", "--loglevel", level]

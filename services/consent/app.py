@@ -13,12 +13,14 @@ from consentry import patches
 from services.consent.agents import register_agents
 from services.consent.monitoring import install_monitoring
 from services.consent.settings import ConsentSettings
-from services.consent.views import register_views
+from services.consent.views import check_service_token, register_views
 
 RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
 
 def create_app(settings: ConsentSettings) -> faust.App:
+    """Raises services.consent.views.InsecureConfiguration when the views would be open beyond loopback."""
+    check_service_token(settings)
     patches.check_versions()  # refuses faust/aiokafka versions the patches were not written for
     patches.install_faust_patches(settings)  # the flush fix always; broker workarounds on Tansu only
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -40,6 +42,10 @@ def create_app(settings: ConsentSettings) -> faust.App:
         web_port=settings.consent_port,
         canonical_url=settings.canonical_url,
         web_in_thread=False,
+        # faust's own views read any table key (/table) and show the cluster (/router): off.
+        # Look-ups are routed between workers by app.router, which needs neither.
+        web_tables_enabled=False,
+        web_router_enabled=False,
     )
     topics = settings.topics
     changelog = app.topic(topics.consent_state, partitions=settings.partitions, compacting=True, internal=True, **RAW)

@@ -16,6 +16,11 @@ class ConsentSettings(CommonSettings):
         "their partition); default http://CONSENTRY_CONSENT_HOST:CONSENTRY_CONSENT_PORT. Set it when the host is 0.0.0.0.",
     )
     consent_store: str = Field(default="rocksdb://", description="faust table store: rocksdb:// or memory://")
+    service_token: str | None = Field(
+        default=None, repr=False,
+        description="A shared secret the gateway sends (Authorization: Bearer) with every user look-up; required when the "
+        "web views listen beyond loopback. Health, readiness and metrics stay open.",
+    )
 
     @property
     def app_id(self) -> str:

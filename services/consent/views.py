@@ -1,6 +1,16 @@
-"""Consent web views: a user's state (routed to the worker that owns it), health, metrics."""
+"""Consent web views: a user's state (routed to the worker that owns it), health, metrics.
+
+A user's state answers only a caller presenting the service token (CONSENTRY_SERVICE_TOKEN,
+`Authorization: Bearer`): the gateway, and the consent workers routing a look-up to the owner
+(faust forwards the request's headers). Without a token the views are open only on loopback
+(services.consent.app refuses to listen beyond it). faust's own table and router views are off.
+"""
 
 from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
 
 import faust
 from aiohttp import web
@@ -16,8 +26,50 @@ from services.consent.monitoring import refresh_lag
 from services.consent.settings import ConsentSettings
 
 
+log = logging.getLogger(__name__)
+
+
+class InsecureConfiguration(Exception):
+    """The consent service must not start with these settings; the message says what to set."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+MIN_TOKEN_LENGTH = 32
+
+
+def check_service_token(settings: ConsentSettings) -> None:
+    token = settings.service_token
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
+        raise InsecureConfiguration(f"CONSENTRY_SERVICE_TOKEN is {len(token)} characters long; at least {MIN_TOKEN_LENGTH} are required")
+    if token is None and not is_loopback(settings.consent_host):
+        raise InsecureConfiguration(
+            f"the consent web views would listen on {settings.consent_host}, beyond loopback, and CONSENTRY_SERVICE_TOKEN is not "
+            "set: anyone reaching the port could read any person's objections. Set CONSENTRY_SERVICE_TOKEN (the same value "
+            "on the gateway; for example the output of `openssl rand -hex 32`), or listen on 127.0.0.1 (CONSENTRY_CONSENT_HOST)."
+        )
+
+
 def register_views(app: faust.App, table: faust.Table, settings: ConsentSettings) -> None:
     sources = {settings.topics.objections, settings.topics.receipts, settings.topics.notices}
+    expected = f"Bearer {settings.service_token}".encode() if settings.service_token else None
+
+    def refused(self: View, request: Request) -> Response | None:
+        """401 unless the caller presents the service token (when one is configured)."""
+        if expected is None:
+            return None
+        given = request.headers.get("Authorization", "").encode()
+        if hmac.compare_digest(given, expected):
+            return None
+        log.warning("refused a user look-up without the service token (%s)", "a wrong token" if given else "no token")
+        return self.json({"detail": "this view answers the gateway only (CONSENTRY_SERVICE_TOKEN)"}, status=401)
 
     def recovering() -> bool:
         return bool(app.rebalancing) or not patches.table_recovery_completed(app)
@@ -45,6 +97,8 @@ def register_views(app: faust.App, table: faust.Table, settings: ConsentSettings
     @app.page("/v1/users/{user_id}")
     async def user_status_view(self: View, request: Request, user_id: str) -> Response:
         """The person's status document, as `GET /v1/objections/me` shows it."""
+        if (refusal := refused(self, request)) is not None:
+            return refusal
         try:
             raw = await own_row(self, request, user_id)
         except Answered as answered:
@@ -56,6 +110,8 @@ def register_views(app: faust.App, table: faust.Table, settings: ConsentSettings
     async def user_row(self: View, request: Request, user_id: str) -> Response:
         """The user's row as the changelog records it (what the gateway merges with the events it
         acknowledged), 404 when there is none."""
+        if (refusal := refused(self, request)) is not None:
+            return refusal
         try:
             raw = await own_row(self, request, user_id)
         except Answered as answered:

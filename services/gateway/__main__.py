@@ -1,10 +1,13 @@
+import sys
+
 import uvicorn
 from fastapi import FastAPI
 
 from consentry.logs import configure
 from consentry.patches import check_versions
 from consentry.runtime import tune_gc
-from services.gateway.app import create_app
+from services.gateway.app import create_app, server_options
+from services.gateway.security import InsecureConfiguration, check
 from services.gateway.settings import GatewaySettings
 
 
@@ -18,7 +21,12 @@ def main() -> None:
     settings = GatewaySettings()
     configure("gateway", settings.log_level)
     check_versions()  # refuses library versions consentry.patches was not written for
-    options = {"host": settings.gateway_host, "port": settings.gateway_port, "log_level": "warning", "access_log": False}
+    try:
+        check(settings)  # refuses keys anyone could sign with, before listening anywhere
+    except InsecureConfiguration as exc:
+        print(f"consentry gateway: refusing to start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    options = server_options(settings)
     if settings.gateway_workers > 1:
         # Each worker process builds its app (and its Kafka producer) from the environment.
         uvicorn.run("services.gateway.__main__:worker_app", factory=True, workers=settings.gateway_workers, **options)

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from services.gateway import health, metrics
 from services.gateway.api import admin, objections
@@ -24,6 +25,7 @@ from services.gateway.pages import router as pages
 from services.gateway.publisher import KafkaObjectionPublisher, ObjectionPublisher
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.receipts import ReceiptCache
+from services.gateway.security import check
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -58,18 +60,30 @@ class RequestMetricsMiddleware:
             metrics.LATENCY.labels(path).observe(time.perf_counter() - started)
 
 
+def server_options(settings: GatewaySettings) -> dict[str, object]:
+    """How uvicorn serves the gateway. uvicorn's own proxy-header handling is off (by default it
+    believes X-Forwarded-For from 127.0.0.1): the app does it, for CONSENTRY_TRUSTED_PROXIES only."""
+    return {
+        "host": settings.gateway_host, "port": settings.gateway_port, "log_level": "warning", "access_log": False,
+        "proxy_headers": False, "server_header": False,
+    }
+
+
 def create_app(settings: GatewaySettings | None = None, publisher: ObjectionPublisher | None = None) -> FastAPI:
+    """Raises services.gateway.security.InsecureConfiguration for keys or trust settings that
+    would let strangers in (the message says what to set)."""
     settings = settings or GatewaySettings()
+    keys = check(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.warn_if_insecure()
         app.state.settings = settings
+        app.state.keys = keys
         app.state.publisher = publisher or KafkaObjectionPublisher(settings)
-        app.state.consent = ConsentClient(settings.consent_url)
+        app.state.consent = ConsentClient(settings.consent_url, service_token=settings.service_token)
         app.state.receipts = ReceiptCache()
         app.state.observer = DashboardObserver(settings, app.state.publisher)
-        app.state.verifier = verifier_for(settings)
+        app.state.verifier = verifier_for(settings, keys)
         app.state.user_limiter = RateLimiter(settings.rate_limit_user_per_s, settings.rate_limit_user_burst)
         app.state.address_limiter = RateLimiter(settings.rate_limit_address_per_s, settings.rate_limit_address_burst)
         await app.state.publisher.start()
@@ -85,9 +99,10 @@ def create_app(settings: GatewaySettings | None = None, publisher: ObjectionPubl
         version="0.1.0",
         description=(
             "File, check and withdraw objections to the use of your posts for AI training. People authenticate "
-            "with a bearer JWT whose `sub` is their user id (HS256 with `CONSENTRY_JWT_SECRET`, or RS256 from "
-            "the identity provider's JWKS); a one-click link from a notice carries a signed, expiring token "
-            "instead; operators use a token with the `admin` scope."
+            "with a bearer JWT whose `sub` is their user id and whose `aud` names this service (HS256 with the "
+            "people's keys, or RS256 from the identity provider's JWKS); a one-click link from a notice carries a "
+            "signed, expiring token instead; operators use a token with the `consentry:admin` scope (signed with "
+            "an operator's key or by the identity provider), and `consentry:import-withdrawals` to import withdrawals."
         ),
         lifespan=lifespan,
     )
@@ -116,4 +131,9 @@ def create_app(settings: GatewaySettings | None = None, publisher: ObjectionPubl
         )
     app.add_middleware(RequestMetricsMiddleware)
     app.add_middleware(BodyLimitMiddleware, default_limit=settings.max_body_bytes, by_path={admin.IMPORT_PATH: settings.max_import_bytes, admin.NOTICES_IMPORT_PATH: settings.max_import_bytes})
+    if settings.trusted_proxy_list:
+        # Outermost: the client address (rate limits) and the scheme (the CSRF cookie's Secure
+        # flag) come from X-Forwarded-For / -Proto only when the TCP peer is a trusted proxy;
+        # the rightmost address a trusted proxy did not add is the client.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxy_list)
     return app

@@ -11,11 +11,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway import metrics
-from services.gateway.auth import InvalidToken, Principal, TokenVerifier
+from services.gateway.auth import ADMIN_SCOPE, InvalidToken, Principal, TokenVerifier
 from services.gateway.consent_client import ConsentClient
 from services.gateway.publisher import ObjectionPublisher
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.receipts import ReceiptCache
+from services.gateway.security import GatewayKeys
 from services.gateway.settings import GatewaySettings
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT whose `sub` is your user_id.")
@@ -53,6 +54,10 @@ async def get_verifier(request: Request) -> TokenVerifier:
     return request.app.state.verifier
 
 
+async def get_keys(request: Request) -> GatewayKeys:
+    return request.app.state.keys
+
+
 @dataclass(frozen=True)
 class Filing:
     """What filing and reading objections needs, as one dependency: every dependency FastAPI
@@ -73,6 +78,7 @@ PublisherDep = Annotated[ObjectionPublisher, Depends(get_publisher)]
 ConsentDep = Annotated[ConsentClient, Depends(get_consent)]
 ReceiptsDep = Annotated[ReceiptCache, Depends(get_receipts)]
 VerifierDep = Annotated[TokenVerifier, Depends(get_verifier)]
+KeysDep = Annotated[GatewayKeys, Depends(get_keys)]
 FilingDep = Annotated[Filing, Depends(get_filing)]
 
 
@@ -87,7 +93,8 @@ def limit_user(request: Request, user_id: str) -> None:
 
 
 async def limit_address(request: Request) -> None:
-    """Per client address (the proxy's, unless uvicorn is told to trust forwarded headers)."""
+    """Per client address: the TCP peer's, or the one a trusted proxy forwarded
+    (CONSENTRY_TRUSTED_PROXIES; the app's ProxyHeadersMiddleware rewrote it before this)."""
     limiter: RateLimiter = request.app.state.address_limiter
     address = request.client.host if request.client else "unknown"
     verdict = limiter.take(address, time.monotonic())
@@ -121,9 +128,12 @@ async def limited_principal(request: Request, principal: Annotated[Principal, De
     return principal
 
 
+ADMIN_REFUSAL = f"this operation needs the {ADMIN_SCOPE} scope, in a token signed with an operator's key or by the identity provider"
+
+
 async def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
     if not principal.is_admin:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "this operation needs the admin scope")
+        raise HTTPException(status.HTTP_403_FORBIDDEN, ADMIN_REFUSAL)
     return principal
 
 

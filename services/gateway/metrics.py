@@ -16,3 +16,15 @@ CONSENT_LOOKUP_FAILURES = Counter("consentry_gateway_consent_lookup_failures_tot
 RATE_LIMITED = Counter("consentry_gateway_rate_limited_total", "Requests answered 429, by limit", ["limit"])
 IMPORTED = Counter("consentry_gateway_import_lines_total", "Lines of imports (objections, notices), by outcome", ["kind", "outcome"])
 LINK_PAGES = Counter("consentry_gateway_link_pages_total", "One-click objection page views and submissions, by outcome", ["outcome"])
+ADMIN_ACTIONS = Counter(
+    "consentry_gateway_admin_actions_total", "Operators' actions (imports), by action and outcome (completed, stopped, refused)", ["action", "outcome"]
+)
+ADMIN_RECORD_FAILURES = Counter(
+    "consentry_gateway_admin_action_record_failures_total",
+    "Admin action records the broker did not acknowledge (a `started` one refuses the action; a final one leaves it unfinished in the trail)",
+)
+IMPORTED_WITHDRAWALS = Counter(
+    "consentry_gateway_imported_withdrawals_total",
+    "Imported withdrawals: accepted, refused (no consentry:import-withdrawals scope, or after a live objection) or overriding a live objection",
+    ["outcome"],
+)

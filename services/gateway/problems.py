@@ -33,7 +33,10 @@ def problem(description: str, example: str) -> dict[str, Any]:
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 
 UNAUTHORIZED = problem("Missing, invalid or expired token.", "token expired")
-FORBIDDEN = problem("The token lacks the admin scope.", "this operation needs the admin scope")
+FORBIDDEN = problem(
+    "The token lacks the `consentry:admin` scope (or a person's key signed it: scopes count only in operators' tokens).",
+    "this operation needs the consentry:admin scope, in a token signed with an operator's key or by the identity provider",
+)
 TOO_LARGE = problem("The request body is over the limit.", "request body too large: this endpoint accepts at most 64 KiB")
 INVALID = {
     "model": ValidationProblem,

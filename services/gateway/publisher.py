@@ -42,6 +42,10 @@ class ObjectionPublisher(ABC):
         """Bulk import of notices: returns once the broker acknowledged every one."""
 
     @abstractmethod
+    async def record_admin_action(self, actor: str, record: bytes) -> None:
+        """Append one record to the admin actions topic; returns once the broker acknowledged it."""
+
+    @abstractmethod
     async def broker_reachable(self) -> bool: ...
 
 
@@ -118,6 +122,19 @@ class KafkaObjectionPublisher(ObjectionPublisher):
             await publish_events(producer, self.settings.topics.notices, self.settings.partitions, notices, encode_notice)
         except Exception as exc:
             log.error("%d imported notices not acknowledged by the broker: %s", len(notices), type(exc).__name__)
+            raise PublishUnavailable(str(exc) or type(exc).__name__) from exc
+
+    async def record_admin_action(self, actor: str, record: bytes) -> None:
+        producer = self._producer
+        if producer is None:
+            raise PublishUnavailable("not connected to the broker yet")
+        try:
+            await asyncio.wait_for(
+                producer.send_and_wait(self.settings.topics.admin_actions, record, key=actor.encode()),
+                timeout=self.settings.publish_timeout_s,
+            )
+        except Exception as exc:
+            log.error("admin action record not acknowledged by the broker: %s", type(exc).__name__)
             raise PublishUnavailable(str(exc) or type(exc).__name__) from exc
 
     async def broker_reachable(self) -> bool:

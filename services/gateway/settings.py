@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
@@ -8,18 +7,33 @@ from pydantic import AliasChoices, Field
 from consentry.links import DEFAULT_TTL_SECONDS
 from consentry.settings import CommonSettings
 
+# Public (it is in this file): tokens and links signed with it open a gateway only where
+# nobody else can reach it (loopback) or in the demo; services.gateway.security decides.
 DEV_SECRET = "consentry-development-secret-change-me"
-log = logging.getLogger(__name__)
+DEFAULT_AUDIENCE = "consentry"
 
 
 class GatewaySettings(CommonSettings):
     gateway_host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("GATEWAY_HOST", "gateway_host"))
     gateway_port: int = Field(default=8080, validation_alias=AliasChoices("GATEWAY_PORT", "gateway_port"))
-    jwt_secret: str = Field(default=DEV_SECRET, description="Verifies user and admin tokens (HS256) and signs one-click links.")
+    # Keys (docs/operations.md, "Keys and rotation"; services/gateway/security.py).
+    jwt_secret: str | None = Field(
+        default=None, repr=False,
+        description="One secret for every purpose (people's and operators' tokens, links): only on loopback or in the demo.",
+    )
+    user_keys: str | None = Field(default=None, repr=False, description="`kid:secret,...` (oldest first): verify people's HS256 bearer tokens.")
+    admin_keys: str | None = Field(default=None, repr=False, description="`kid:secret,...`: verify operators' HS256 bearer tokens (the only ones whose scopes count).")
+    link_keys: str | None = Field(default=None, repr=False, description="`kid:secret,...`: verify one-click links (the newest signs); CSRF keys derive from them.")
+    service_token: str | None = Field(default=None, repr=False, description="Sent to the consent service with every look-up (its CONSENTRY_SERVICE_TOKEN).")
+    demo: bool = Field(default=False, description="`consentry up --demo`: the development secret is allowed beyond loopback. Never in production.")
     jwks_url: str | None = Field(default=None, description="Identity provider's JWKS URL: RS256 bearer tokens are checked against it.")
     jwks_file: Path | None = Field(default=None, description="A JWKS file, instead of a URL.")
-    jwt_audience: str | None = Field(default=None, description="Required `aud` of RS256 (identity provider) tokens.")
-    jwt_issuer: str | None = Field(default=None, description="Required `iss` of RS256 (identity provider) tokens.")
+    jwt_audience: str = Field(default=DEFAULT_AUDIENCE, description="Required `aud` of every bearer token (HS256 and the identity provider's).")
+    jwt_issuer: str | None = Field(default=None, description="Required `iss` of every bearer token when set; required with an identity provider.")
+    trusted_proxies: str = Field(
+        default="", description="Comma-separated addresses or networks of the reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed (the client address of rate limits); empty: none, the TCP peer is the client.",
+    )
     consent_url: str = Field(default="http://127.0.0.1:6066", description="The consent service's web views.")
     ingest_url: str = Field(default="http://127.0.0.1:9101", description="The ingest service's status server (for the dashboard).")
     sink_url: str = Field(default="http://127.0.0.1:9102", description="The training sink's status server (for the dashboard).")
@@ -54,8 +68,9 @@ class GatewaySettings(CommonSettings):
 
     @property
     def insecure_secret(self) -> bool:
-        return self.jwt_secret == DEV_SECRET
+        """No real single secret: the public development one stands in for it."""
+        return self.jwt_secret is None or self.jwt_secret == DEV_SECRET
 
-    def warn_if_insecure(self) -> None:
-        if self.insecure_secret:
-            log.warning("CONSENTRY_JWT_SECRET is not set: using the development secret; never do this in production")
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]

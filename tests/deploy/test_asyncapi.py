@@ -193,7 +193,31 @@ def written_messages() -> list[tuple[str, str, bytes]]:
         invalid = parse_post(raw, key)
         assert type(invalid) is Invalid and invalid.code == code
         out.append((f"rejection: {code}", "Rejection", encode_rejection(invalid, "posts", 3, 1234, raw, now)))
-    return out
+    return out + admin_action_records()
+
+
+def admin_action_records() -> list[tuple[str, str, bytes]]:
+    """The gateway's records on consentry.admin-actions, as services.gateway.api.admin writes them."""
+    from types import SimpleNamespace
+
+    from consentry.importer import ImportReport
+    from services.gateway.api.admin import AdminAction, WithdrawalScreen, _counts
+    from services.gateway.auth import ADMIN_SCOPE, IMPORT_WITHDRAWALS_SCOPE, Principal
+
+    admin = Principal("ops-1", frozenset({ADMIN_SCOPE, IMPORT_WITHDRAWALS_SCOPE}))
+    request = SimpleNamespace(client=SimpleNamespace(host="203.0.113.7"))
+    action = AdminAction("import_objections", admin, request, None, {"override_live_objections": True})  # type: ignore[arg-type]
+    screen = WithdrawalScreen(admin, True, None, None, 0)  # type: ignore[arg-type]
+    screen.accepted, screen.overridden = 1, 1
+    screen.overrides.append({"objection_id": "legacy-w-1", "user_id": "u-42", "reason": "it would end the objection ..."})
+    report = ImportReport(accepted=2, rejected_count=1, lines=3)
+    notices = AdminAction("import_notices", admin, SimpleNamespace(client=None), None, {})  # type: ignore[arg-type]
+    return [
+        ("admin action started", "AdminAction", action.record("started")),
+        ("admin action completed", "AdminAction", action.record("completed", counts=_counts(report, screen), overrides=screen.overrides)),
+        ("admin action stopped", "AdminAction", action.record("stopped", detail="the broker did not acknowledge", overrides=[])),
+        ("notices import completed", "AdminAction", notices.record("completed", counts=_counts(report, None))),
+    ]
 
 
 @pytest.mark.parametrize(("what", "message", "value"), written_messages(), ids=[w for w, _m, _v in written_messages()])

@@ -129,7 +129,7 @@ def test_each_service_listens_on_all_interfaces_on_its_published_port(compose, n
     port = getattr(settings, PORT_FIELD[name])
 
     assert getattr(settings, HOST_FIELD[name]) == "0.0.0.0"
-    assert f"{port}:{port}" in service["ports"]
+    assert f"127.0.0.1:{port}:{port}" in service["ports"]  # on the host's loopback only
     assert f"127.0.0.1:{port}/readyz" in " ".join(service["healthcheck"]["test"])
 
 
@@ -144,9 +144,32 @@ def test_the_gateway_reaches_the_consent_service_where_it_listens(compose) -> No
     assert consent.canonical_url == gateway.consent_url
 
 
-def test_the_jwt_secret_comes_from_the_operator_not_from_the_file(compose) -> None:  # type: ignore[no-untyped-def]
-    secret = compose["services"]["gateway"]["environment"]["CONSENTRY_JWT_SECRET"]
-    assert secret.startswith("${CONSENTRY_JWT_SECRET:?")
+def test_the_keys_and_the_service_token_come_from_the_operator_not_from_the_file(compose) -> None:  # type: ignore[no-untyped-def]
+    gateway, consent = compose["services"]["gateway"]["environment"], compose["services"]["consent"]["environment"]
+    for name in ("CONSENTRY_USER_KEYS", "CONSENTRY_ADMIN_KEYS", "CONSENTRY_LINK_KEYS", "CONSENTRY_SERVICE_TOKEN"):
+        assert gateway[name].startswith(f"${{{name}:?"), name
+    assert consent["CONSENTRY_SERVICE_TOKEN"] == gateway["CONSENTRY_SERVICE_TOKEN"]  # one value for both ends
+    assert "CONSENTRY_JWT_SECRET" not in gateway  # one secret for every purpose: loopback and demo only
+
+
+def test_the_gateway_and_consent_as_composed_would_start(compose) -> None:  # type: ignore[no-untyped-def]
+    """With the operator's values in place of the ${...}, the start-up checks pass: nothing
+    the file sets (or forgets) makes the gateway or consent refuse to start."""
+    from services.consent.views import check_service_token
+    from services.gateway.security import check
+
+    def realistic(service: str) -> dict[str, str]:
+        env = environment(compose["services"][service])
+        for name in env:
+            if name.endswith("_KEYS"):
+                env[name] = f"{name.lower()}-1:{name.lower():x<40}"
+            elif name == "CONSENTRY_SERVICE_TOKEN":
+                env[name] = "t" * 64
+        return env
+
+    keys = check(settings_with_env(SETTINGS_OF_COMMAND["gateway"], realistic("gateway")))
+    assert not keys.single and keys.user is not None and keys.admin is not None
+    check_service_token(settings_with_env(SETTINGS_OF_COMMAND["consent"], realistic("consent")))
 
 
 def test_consent_state_and_training_store_live_on_volumes(compose) -> None:  # type: ignore[no-untyped-def]

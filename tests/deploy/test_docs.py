@@ -52,3 +52,23 @@ def test_the_architecture_lists_every_topic_with_its_configuration() -> None:
         partitions = rows[spec.name][2]
         assert ("CONSENTRY_PARTITIONS" in partitions) == spec.user_keyed, spec.name
         assert ("compact" in rows[spec.name][3]) == (spec.config.get("cleanup.policy") == "compact"), spec.name
+
+
+SECURITY = ROOT / "docs" / "security.md"
+TEST_REFERENCE = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
+
+
+def test_every_test_the_threat_model_names_exists() -> None:
+    named = TEST_REFERENCE.findall(SECURITY.read_text())
+    assert len(named) >= 15
+    for path, test in named:
+        source = ROOT / path
+        assert source.exists(), path
+        assert re.search(rf"^def {test}\(", source.read_text(), re.MULTILINE), f"{path}::{test} does not exist"
+
+
+def test_the_threat_model_names_every_attack_test() -> None:
+    named = {test for _path, test in TEST_REFERENCE.findall(SECURITY.read_text())}
+    for path in ("tests/integration/test_gateway_attacks.py", "tests/e2e/test_internal_doors.py"):
+        attacks = set(re.findall(r"^def (test_\w+)\(", (ROOT / path).read_text(), re.MULTILINE))
+        assert attacks <= named, f"{path}: {sorted(attacks - named)} not in docs/security.md"

@@ -95,7 +95,7 @@ def test_kustomization_deploys_every_manifest_but_the_on_demand_ones() -> None:
 
     listed = set(kustomization["resources"])
 
-    assert listed == {p.name for p in k8s_manifest_files()} - {"jwt-secret.example.yaml", "vacuum-job.yaml"}
+    assert listed == {p.name for p in k8s_manifest_files()} - {"keys-secret.example.yaml", "vacuum-job.yaml"}
 
 
 def test_every_container_runs_a_real_consentry_command() -> None:
@@ -223,13 +223,32 @@ def test_vacuum_works_on_the_table_the_sink_writes() -> None:
     assert store(vacuum_container, vacuum_job) == store(sink_container, sink)
 
 
-def test_the_gateway_reads_its_jwt_secret_from_a_secret() -> None:
-    container, _resource = service_containers()["gateway"]
-    secret = next(item for item in container["env"] if item["name"] == "CONSENTRY_JWT_SECRET")
+def test_the_keys_and_the_service_token_come_from_a_secret() -> None:
+    def from_secret(component: str) -> dict[str, dict[str, str]]:
+        container, _resource = service_containers()[component]
+        return {item["name"]: item["valueFrom"]["secretKeyRef"] for item in container["env"] if "secretKeyRef" in item.get("valueFrom", {})}
 
-    assert secret["valueFrom"]["secretKeyRef"] == {"name": "consentry-jwt", "key": "CONSENTRY_JWT_SECRET"}
-    example = load_yaml(K8S_DIR / "jwt-secret.example.yaml")
-    assert example["metadata"]["name"] == "consentry-jwt" and "CONSENTRY_JWT_SECRET" in example["stringData"]
+    keys = ("CONSENTRY_USER_KEYS", "CONSENTRY_ADMIN_KEYS", "CONSENTRY_LINK_KEYS", "CONSENTRY_SERVICE_TOKEN")
+    assert from_secret("gateway") == {name: {"name": "consentry-keys", "key": name} for name in keys}
+    assert from_secret("consent") == {"CONSENTRY_SERVICE_TOKEN": {"name": "consentry-keys", "key": "CONSENTRY_SERVICE_TOKEN"}}
+    container, _resource = service_containers()["gateway"]
+    assert "CONSENTRY_JWT_SECRET" not in {item["name"] for item in container["env"]}  # loopback and demo only
+    example = load_yaml(K8S_DIR / "keys-secret.example.yaml")
+    assert example["metadata"]["name"] == "consentry-keys" and set(example["stringData"]) == set(keys)
+
+
+def test_the_gateway_and_consent_as_deployed_would_start() -> None:
+    """With real values in place of the Secret's, the start-up checks pass."""
+    from services.consent.views import check_service_token
+    from services.gateway.security import check
+
+    def realistic(component: str) -> dict[str, str]:
+        container, _resource = service_containers()[component]
+        env, _helpers = container_env(container)
+        return {k: (f"{k.lower()}-1:{k.lower():x<40}" if k.endswith("_KEYS") else "t" * 64 if k == "CONSENTRY_SERVICE_TOKEN" else v) for k, v in env.items()}
+
+    assert not check(settings_with_env(SETTINGS_OF_COMMAND["gateway"], realistic("gateway"))).single
+    check_service_token(settings_with_env(SETTINGS_OF_COMMAND["consent"], realistic("consent")))
 
 
 # ------------------------------------------------------------------ issue 14: network policies

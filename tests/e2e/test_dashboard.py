@@ -83,7 +83,8 @@ def test_the_dashboard_shows_the_promise_kept_live(system: System, browser: Brow
 
     # Bob objects; the page is opened while his purge runs.
     system.object(bob)
-    browser.goto(f"{system.gateway_url}/dashboard")
+    # As `consentry up` prints it: an operator's token in the fragment, kept by the page in the tab.
+    browser.goto(f"{system.gateway_url}/dashboard#token={system.token('operator', admin=True)}")
     system.wait_status(bob, "purged", timeout=30)
 
     eventually(lambda: browser.evaluate(READ_PAGE)["accepted"] == "3", timeout=20, what="the page showing the first posts")
@@ -107,7 +108,10 @@ def test_the_dashboard_shows_the_promise_kept_live(system: System, browser: Brow
     browser.screenshot(OUTPUT / "dashboard.png")
 
     # No post text, and no user id, anywhere: not in the page, not in the data it polls.
-    data = httpx.get(f"{system.gateway_url}/dashboard/data", timeout=10).text
+    assert "#token" not in browser.evaluate("() => window.location.href")  # wiped from the address bar
+    assert httpx.get(f"{system.gateway_url}/dashboard/data", timeout=10).status_code == 401  # operators only
+    operator = {"Authorization": f"Bearer {system.token('operator', admin=True)}"}
+    data = httpx.get(f"{system.gateway_url}/dashboard/data", headers=operator, timeout=10).text
     for where, content in (("page", browser.html()), ("visible text", browser.text()), ("/dashboard/data", data)):
         assert secret not in content, f"post text on the dashboard ({where})"
         for user in (alice, bob, carol, dave):

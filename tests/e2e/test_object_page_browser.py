@@ -27,7 +27,7 @@ def test_a_person_objects_from_the_notice_link_and_sees_the_purge(system: System
     system.publish_posts([post("lea-1", "lea"), post("lea-2", "lea"), post("sam-1", "sam")])
     eventually(lambda: len(system.training_rows()) == 3, timeout=60, what="posts stored")
 
-    link = objection_link(system.secret, system.gateway_url, "lea", channel="email")
+    link = objection_link(system.link_keys, system.gateway_url, "lea", channel="email")
 
     with chromium() as browser:
         context = browser.new_context(locale="fr-FR", java_script_enabled=False)

@@ -77,7 +77,7 @@ def test_a_retry_through_another_gateway_replica_returns_the_first_receipt(syste
 
     replica = GatewaySettings(
         kafka_bootstrap_servers=system.bootstrap, broker_flavor=system.settings.broker_flavor, topic_prefix=system.prefix,
-        partitions=system.partitions, gateway_port=free_port(), jwt_secret=system.secret, consent_url=system.url("consent"),
+        partitions=system.partitions, gateway_port=free_port(), **system.key_settings, consent_url=system.url("consent"),
         data_dir=system.data_dir,
     )
     with running_gateway(replica) as other_replica:

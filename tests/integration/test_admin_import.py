@@ -6,16 +6,17 @@ from __future__ import annotations
 import httpx
 import orjson
 
-from services.gateway.auth import make_token
+from services.gateway.deps import ADMIN_REFUSAL
+from tests.support.consent_stub import empty_consent_service
 from tests.support.gateway import StartGateway
-from tests.support.gateway_settings import SECRET
+from tests.support.gateway_settings import admin_token, user_token
 from tests.support.kafka import read_topic
 
 IMPORT = "/v1/admin/objections:import"
 
 
 def admin() -> dict[str, str]:
-    return {"Authorization": f"Bearer {make_token(SECRET, 'operator', admin=True)}", "Content-Type": "application/x-ndjson"}
+    return {"Authorization": f"Bearer {admin_token('operator', 'consentry:import-withdrawals')}", "Content-Type": "application/x-ndjson"}
 
 
 def historical(objection_id: str, user: str, received_at: str = "2022-02-03T04:05:06Z", **extra: object) -> bytes:
@@ -26,13 +27,18 @@ def test_only_operators_can_import(start_gateway: StartGateway) -> None:
     url, _settings = start_gateway()
     body = historical("h-1", "alice")
     assert httpx.post(f"{url}{IMPORT}", content=body).status_code == 401
-    person = {"Authorization": f"Bearer {make_token(SECRET, 'alice')}"}
+    person = {"Authorization": f"Bearer {user_token('alice')}"}
     refused = httpx.post(f"{url}{IMPORT}", headers=person, content=body)
-    assert refused.status_code == 403 and refused.json() == {"detail": "this operation needs the admin scope"}
+    assert refused.status_code == 403 and refused.json() == {"detail": ADMIN_REFUSAL}
 
 
 def test_an_import_reports_every_line_and_publishes_the_accepted_ones_with_their_original_date(start_gateway: StartGateway) -> None:
-    url, settings = start_gateway()
+    with empty_consent_service() as consent_url:  # a withdrawal is checked against the person's own objections
+        url, settings = start_gateway(consent_url=consent_url)
+        check_import_report(url, settings)
+
+
+def check_import_report(url: str, settings) -> None:  # type: ignore[no-untyped-def]
     body = b"\n".join(
         [
             historical("h-1", "alice"),

@@ -6,16 +6,14 @@ from __future__ import annotations
 import httpx
 import orjson
 
-from consentry.links import make_link_token
-from services.gateway.auth import make_token
 from tests.support.consent_stub import empty_consent_service
 from tests.support.gateway import StartGateway
-from tests.support.gateway_settings import SECRET
+from tests.support.gateway_settings import link_token, user_token
 from tests.support.kafka import read_topic
 
 
 def bearer(user: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {make_token(SECRET, user)}"}
+    return {"Authorization": f"Bearer {user_token(user)}"}
 
 
 def objections_on_topic(settings) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -83,7 +81,7 @@ def test_a_reason_the_consent_service_would_refuse_is_422_not_202(start_gateway:
 def test_tokens_are_required_and_a_link_token_is_not_an_api_token(start_gateway: StartGateway) -> None:
     url, _settings = start_gateway()
     assert httpx.post(f"{url}/v1/objections").status_code == 401
-    link = make_link_token(SECRET, "alice")
+    link = link_token("alice")
     refused = httpx.get(f"{url}/v1/objections/me", headers={"Authorization": f"Bearer {link}"})
     assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer"
     assert httpx.post(f"{url}/v1/objections", headers={"Authorization": "Bearer not.a.jwt"}).json() == {"detail": "invalid token"}

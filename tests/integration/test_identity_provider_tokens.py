@@ -20,7 +20,7 @@ from jwt.algorithms import RSAAlgorithm
 from services.gateway.auth import make_token
 from services.gateway.settings import DEV_SECRET
 from tests.support.gateway import StartGateway
-from tests.support.gateway_settings import SECRET
+from tests.support.gateway_settings import user_token
 from tests.support.ports import free_port
 
 
@@ -86,13 +86,13 @@ def test_rs256_tokens_are_checked_against_a_jwks_file(start_gateway: StartGatewa
     assert post_objection(url, idp_token(idp_key, "k1", "alice", aud="another-app")).status_code == 401
     assert post_objection(url, idp_token(idp_key, "k1", "alice", iss="https://evil.example")).status_code == 401
     assert post_objection(url, idp_token(idp_key, "k1", "alice", exp=int(time.time()) - 10)).json() == {"detail": "token expired"}
-    assert post_objection(url, make_token(SECRET, "alice")).status_code == 202  # a real shared secret still works
+    assert post_objection(url, user_token("alice", issuer="https://id.example")).status_code == 202  # the people's HS256 keys still work beside it
 
 
 def test_a_rotated_key_in_the_jwks_file_is_picked_up(start_gateway: StartGateway, idp_key: rsa.RSAPrivateKey, tmp_path: Path) -> None:
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps(jwks(idp_key, "k1")))
-    url, _settings = start_gateway(jwks_file=path, jwt_audience="consentry")
+    url, _settings = start_gateway(jwks_file=path, jwt_audience="consentry", jwt_issuer="https://id.example")
     rotated = new_key()
     assert post_objection(url, idp_token(rotated, "k2", "bob")).status_code == 401
     path.write_text(json.dumps(jwks(rotated, "k2")))
@@ -101,11 +101,15 @@ def test_a_rotated_key_in_the_jwks_file_is_picked_up(start_gateway: StartGateway
 
 
 def test_rs256_tokens_are_checked_against_a_jwks_url(start_gateway: StartGateway, idp_key: rsa.RSAPrivateKey, jwks_server: str) -> None:
-    url, _settings = start_gateway(jwks_url=jwks_server, jwt_audience="consentry", jwt_secret=DEV_SECRET)
+    # The identity provider alone signs people's and operators' tokens: no HS256 keys of theirs.
+    url, _settings = start_gateway(
+        jwks_url=jwks_server, jwt_audience="consentry", jwt_issuer="https://id.example", jwt_secret=DEV_SECRET, user_keys=None, admin_keys=None
+    )
     assert post_objection(url, idp_token(idp_key, "k1", "carol")).status_code == 202
     assert post_objection(url, idp_token(new_key(), "k1", "carol")).status_code == 401
     # With an identity provider, the public development secret opens nothing.
     assert post_objection(url, make_token(DEV_SECRET, "carol")).status_code == 401
+    assert post_objection(url, make_token(DEV_SECRET, "carol", issuer="https://id.example")).status_code == 401
 
 
 def test_an_rs256_token_is_refused_when_no_jwks_is_configured(start_gateway: StartGateway, idp_key: rsa.RSAPrivateKey) -> None:

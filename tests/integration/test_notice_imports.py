@@ -16,9 +16,8 @@ from consentry.kafka import ensure_topics
 from consentry.partitioning import home_partition
 from consentry.settings import CommonSettings
 from consentry_cli.cli import app
-from services.gateway.auth import make_token
 from tests.support.gateway import StartGateway
-from tests.support.gateway_settings import SECRET
+from tests.support.gateway_settings import admin_token, user_token
 from tests.support.kafka import read_topic
 
 IMPORT = "/v1/admin/notices:import"
@@ -46,10 +45,10 @@ def test_operators_import_notices_and_every_line_is_accounted_for(start_gateway:
             sent("n-4", "carol", channel="letter"),
         ]
     )
-    person = {"Authorization": f"Bearer {make_token(SECRET, 'alice')}"}
+    person = {"Authorization": f"Bearer {user_token('alice')}"}
     assert httpx.post(f"{url}{IMPORT}", headers=person, content=body).status_code == 403
 
-    admin = {"Authorization": f"Bearer {make_token(SECRET, 'operator', admin=True)}", "Content-Type": "application/x-ndjson"}
+    admin = {"Authorization": f"Bearer {admin_token('operator')}", "Content-Type": "application/x-ndjson"}
     response = httpx.post(f"{url}{IMPORT}", headers=admin, content=body)
 
     assert response.status_code == 200, response.text

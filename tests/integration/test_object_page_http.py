@@ -9,10 +9,9 @@ import httpx
 import orjson
 
 from consentry.links import make_link_token
-from services.gateway.auth import make_token
 from tests.support.consent_stub import empty_consent_service
 from tests.support.gateway import StartGateway
-from tests.support.gateway_settings import SECRET
+from tests.support.gateway_settings import USER_KEYS, link_token, user_token
 from tests.support.kafka import read_topic
 
 
@@ -26,7 +25,7 @@ def open_link(client: httpx.Client, url: str, token: str, language: str = "en") 
 
 def test_the_page_explains_in_the_reader_s_language_and_never_leaks_the_link(start_gateway: StartGateway) -> None:
     url, _settings = start_gateway()
-    token = make_link_token(SECRET, "u-42")
+    token = link_token("u-42")
     with httpx.Client() as client:
         french = open_link(client, url, token, "fr-FR,fr;q=0.9,en;q=0.5")
         english = open_link(client, url, token, "en-GB")
@@ -44,19 +43,20 @@ def test_the_page_explains_in_the_reader_s_language_and_never_leaks_the_link(sta
 
 def test_a_user_id_is_escaped_on_the_page(start_gateway: StartGateway) -> None:
     url, _settings = start_gateway()
-    page = httpx.get(f"{url}/object", params={"token": make_link_token(SECRET, '<script>alert("x")</script>')})
+    page = httpx.get(f"{url}/object", params={"token": link_token('<script>alert("x")</script>')})
     assert page.status_code == 200
     assert "<script>alert" not in page.text and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page.text
 
 
 def test_bad_links_get_a_clear_page_not_a_stack_trace(start_gateway: StartGateway) -> None:
     url, _settings = start_gateway()
-    expired = make_link_token(SECRET, "u-42", ttl_seconds=1, now=1_000_000)
+    expired = link_token("u-42", ttl_seconds=1, now=1_000_000)
     cases = {
         "": (400, "This link is not valid"),
         "garbage": (400, "This link is not valid"),
         make_link_token("another-secret-of-sufficient-length!!", "u-42"): (400, "This link is not valid"),
-        make_token(SECRET, "u-42"): (400, "This link is not valid"),  # an API token is not a link
+        user_token("u-42"): (400, "This link is not valid"),  # an API token is not a link
+        make_link_token(USER_KEYS, "u-42"): (400, "This link is not valid"),  # nor is a link signed with a person's key
         expired: (410, "This link has expired"),
     }
     for token, (code, heading) in cases.items():
@@ -79,7 +79,7 @@ def test_the_button_files_the_objection_with_the_link_s_channel_and_shows_a_rece
 
 
 def press_the_button_twice(url: str, settings) -> None:  # type: ignore[no-untyped-def]
-    token = make_link_token(SECRET, "u-42", channel="app")
+    token = link_token("u-42", channel="app")
     with httpx.Client() as client:
         fields = form_fields(open_link(client, url, token).text)
         receipt = client.post(f"{url}/object", data=fields)
@@ -97,7 +97,7 @@ def press_the_button_twice(url: str, settings) -> None:  # type: ignore[no-untyp
 
 def test_a_form_without_the_page_s_cookie_or_from_another_link_is_refused(start_gateway: StartGateway) -> None:
     url, settings = start_gateway()
-    mine, theirs = make_link_token(SECRET, "victim"), make_link_token(SECRET, "attacker")
+    mine, theirs = link_token("victim"), link_token("attacker")
     with httpx.Client() as attacker:
         their_fields = form_fields(open_link(attacker, url, theirs).text)
         # A cross-site form post: the victim's token in it, but no cookie of the page.
@@ -112,14 +112,14 @@ def test_a_form_without_the_page_s_cookie_or_from_another_link_is_refused(start_
 
 def test_the_status_page_says_so_when_the_status_is_unavailable(start_gateway: StartGateway) -> None:
     url, _settings = start_gateway()  # no consent service
-    page = httpx.get(f"{url}/object/status", params={"token": make_link_token(SECRET, "u-42")})
+    page = httpx.get(f"{url}/object/status", params={"token": link_token("u-42")})
     assert page.status_code == 503
     assert "cannot be shown right now" in page.text and page.headers["Retry-After"] == "5"
 
 
 def test_too_many_attempts_get_a_page_with_retry_after(start_gateway: StartGateway) -> None:
     url, _settings = start_gateway(rate_limit_address_per_s=0.1, rate_limit_address_burst=1)
-    token = make_link_token(SECRET, "u-42")
+    token = link_token("u-42")
     assert httpx.get(f"{url}/object", params={"token": token}).status_code == 200
     limited = httpx.get(f"{url}/object", params={"token": token}, headers={"Accept-Language": "fr"})
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1

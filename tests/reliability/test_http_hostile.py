@@ -28,9 +28,13 @@ def bearer(token: str) -> dict[str, str]:
 def hostile_requests(system: System) -> list[tuple[str, str, dict, bytes | None, int, str]]:
     """(label, method+path, headers, body, expected status, words the message must hold)."""
     alice = system.token("alice")
-    expired = jwt.encode({"sub": "alice", "iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600}, system.secret, algorithm="HS256")
-    foreign = jwt.encode({"sub": "alice", "exp": int(time.time()) + 3600}, "another-secret-entirely-not-the-gateways-one", algorithm="HS256")
-    no_exp = jwt.encode({"sub": "alice"}, system.secret, algorithm="HS256")
+    people = system.user_keys.signing
+    kid = {"kid": people.kid}
+    expired = jwt.encode({"sub": "alice", "aud": "consentry", "iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600}, people.secret, algorithm="HS256", headers=kid)
+    foreign = jwt.encode({"sub": "alice", "aud": "consentry", "exp": int(time.time()) + 3600}, "another-secret-entirely-not-the-gateways-one", algorithm="HS256", headers=kid)
+    no_exp = jwt.encode({"sub": "alice", "aud": "consentry"}, people.secret, algorithm="HS256", headers=kid)
+    no_aud = jwt.encode({"sub": "alice", "exp": int(time.time()) + 3600}, people.secret, algorithm="HS256", headers=kid)
+    link_as_bearer = system.link("alice")
     none_alg = jwt.encode({"sub": "alice", "exp": int(time.time()) + 3600}, None, algorithm="none")
     json = {"Content-Type": "application/json"}
     return [
@@ -39,6 +43,10 @@ def hostile_requests(system: System) -> list[tuple[str, str, dict, bytes | None,
         ("expired token", "GET /v1/objections/me", bearer(expired), None, 401, "token expired"),
         ("token signed by someone else", "DELETE /v1/objections/me", bearer(foreign), None, 401, "invalid token"),
         ("token without expiry", "POST /v1/objections", bearer(no_exp), None, 401, "invalid token"),
+        ("token for any audience", "POST /v1/objections", bearer(no_aud), None, 401, "not issued for this service"),
+        ("a one-click link as a bearer token", "DELETE /v1/objections/me", bearer(link_as_bearer), None, 401, "invalid token"),
+        ("a person's token at the import", "POST /v1/admin/objections:import", bearer(alice), b"{}", 403, "consentry:admin"),
+        ("a person's token at the dashboard data", "GET /dashboard/data", bearer(alice), None, 403, "consentry:admin"),
         ("unsigned token (alg none)", "POST /v1/objections", bearer(none_alg), None, 401, "invalid token"),
         ("basic auth", "POST /v1/objections", {"Authorization": "Basic YWxpY2U6cGFzcw=="}, None, 401, "missing bearer token"),
         ("objecting for another user", "POST /v1/objections", {**bearer(alice), **json}, b'{"user_id": "bob"}', 422, "user_id"),

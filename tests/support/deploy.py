@@ -75,6 +75,10 @@ METRICS: dict[str, str] = {
     "consentry_consent_users": "gauge",
     "consentry_gateway_objections_total": "counter",
     "consentry_gateway_request_seconds": "histogram",
+    # Issue 14: operators' actions and their audit trail.
+    "consentry_gateway_admin_actions_total": "counter",
+    "consentry_gateway_admin_action_record_failures_total": "counter",
+    "consentry_gateway_imported_withdrawals_total": "counter",
 }
 # Prometheus' own series: 1 when a target answered its last scrape.
 PROMETHEUS_SERIES = {"up"}

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from services.gateway.app import create_app
+from services.gateway.app import create_app, server_options
 from services.gateway.settings import GatewaySettings
 from tests.support.gateway_settings import gateway_settings
 from tests.support.wait import eventually
@@ -24,9 +24,8 @@ from tests.support.wait import eventually
 @contextmanager
 def running_gateway(settings: GatewaySettings) -> Iterator[str]:
     """Yields the base URL once the gateway answers and is connected to the broker."""
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=settings.gateway_port, log_level="warning", access_log=False, lifespan="on"
-    )
+    # As `consentry gateway` serves it (uvicorn's own proxy headers off: see server_options).
+    config = uvicorn.Config(create_app(settings), **{**server_options(settings), "host": "127.0.0.1"}, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"gateway-{settings.gateway_port}", daemon=True)
     thread.start()

@@ -17,19 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import orjson
 
 from consentry.kafka import ensure_topics
 from consentry.scrape import scrape
 from consentry.settings import CommonSettings
+from consentry.links import make_link_token
 from services.gateway.auth import make_token
+from tests.support.gateway_settings import ADMIN_KEYS, KEY_SETTINGS, LINK_KEYS, USER_KEYS
 from tests.support.kafka import produce, read_all
 from tests.support.ports import free_port
 from tests.support.wait import eventually
 
 SERVICES = ("consent", "ingest", "sink", "gateway")
-SECRET = "test-secret-" + uuid.uuid4().hex
 
 
 class System:
@@ -47,7 +47,9 @@ class System:
         self.log_dir = root / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.ports = {name: free_port() for name in SERVICES}
-        self.secret = SECRET
+        # One key set per purpose, as an operator sets them (docs/operations.md, "Keys and rotation").
+        self.user_keys, self.admin_keys, self.link_keys = USER_KEYS, ADMIN_KEYS, LINK_KEYS
+        self.key_settings = dict(KEY_SETTINGS)
         self.env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
@@ -63,7 +65,7 @@ class System:
             "CONSENTRY_SINK_PORT": str(self.ports["sink"]),
             "CONSENTRY_SINK_URL": f"http://127.0.0.1:{self.ports['sink']}",
             "GATEWAY_PORT": str(self.ports["gateway"]),
-            "CONSENTRY_JWT_SECRET": self.secret,
+            **{f"CONSENTRY_{name.upper()}": value for name, value in KEY_SETTINGS.items()},
             # Short group timeouts: Tansu hands out a group's first assignment after half of it.
             "CONSENTRY_SESSION_TIMEOUT_MS": "3000",
             "CONSENTRY_HEARTBEAT_INTERVAL_MS": "500",
@@ -158,9 +160,15 @@ class System:
     # ------------------------------------------------------------------ the outside world
 
     def token(self, user: str, admin: bool = False, scopes: tuple[str, ...] = ()) -> str:
-        return make_token(self.secret, user, admin=admin) if not scopes else jwt.encode(
-            {"sub": user, "exp": int(time.time()) + 3600, "scope": " ".join(("admin", *scopes))}, self.secret, algorithm="HS256"
-        )
+        """A person's token (the user keys) or, with `admin`, an operator's (the admin keys) with
+        `consentry:admin` and `scopes`."""
+        if admin:
+            return make_token(self.admin_keys, user, admin=True, scopes=scopes)
+        return make_token(self.user_keys, user)
+
+    def link(self, user: str, **options: Any) -> str:
+        """A one-click link's token, as the notice sender signs it."""
+        return make_link_token(self.link_keys, user, **options)
 
     def auth(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(user)}"}

@@ -3,6 +3,7 @@
 import jwt
 import pytest
 
+from consentry.keys import KeySet
 from consentry.links import DEFAULT_TTL_SECONDS, InvalidLink, make_link_token, objection_link, verify_link_token
 from services.gateway.auth import InvalidToken, TokenVerifier, make_token, verify_token
 
@@ -46,6 +47,19 @@ def test_a_bearer_token_is_not_a_link_and_a_link_is_not_a_bearer_token() -> None
         verify_token(SECRET, link)
     with pytest.raises(InvalidToken):
         TokenVerifier(SECRET).verify(link)
+    with pytest.raises(InvalidToken):  # not even where the same secret verifies operators' tokens
+        TokenVerifier(None, admin_keys=SECRET).verify(link)
+
+
+def test_a_link_names_the_key_that_signed_it_and_every_key_of_the_set_verifies_its_own() -> None:
+    old = KeySet.parse("l-2025-06:an-old-link-secret-that-is-long-enough", "CONSENTRY_LINK_KEYS")
+    both = KeySet.parse("l-2025-06:an-old-link-secret-that-is-long-enough,l-2025-12:a-new-link-secret-that-is-long-enough", "CONSENTRY_LINK_KEYS")
+    sent_before = make_link_token(old, "u-42", now=NOW)
+    sent_after = make_link_token(both, "u-43", now=NOW)
+    assert verify_link_token(both, sent_before, now=NOW + 1).key_id == "l-2025-06"
+    assert verify_link_token(both, sent_after, now=NOW + 1).key_id == "l-2025-12"
+    with pytest.raises(InvalidLink):
+        verify_link_token(old, sent_after, now=NOW + 1)
 
 
 def test_a_token_with_the_link_audience_but_another_purpose_is_refused() -> None:

@@ -1,5 +1,8 @@
 """The operators' live dashboard: one page (static HTML, CSS, JS; nothing from the internet)
-and the JSON it polls. Shows numbers about the pipeline, never a post's text."""
+and the JSON it polls. Shows numbers about the pipeline, never a post's text nor a user id.
+
+The page and its assets hold no data; the JSON needs an operator's token (`consentry:admin`),
+which the page sends from the tab's sessionStorage (docs/security.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import FileResponse
 
 from services.gateway.console.observer import DashboardObserver
+from services.gateway.deps import AdminUser
+from services.gateway.problems import FORBIDDEN, UNAUTHORIZED
 
 router = APIRouter(tags=["dashboard"])
 
@@ -17,7 +22,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
 # Only our own files may load: no third-party script, style or connection.
 PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'",
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     "Cache-Control": "no-cache",
 }
 
@@ -40,8 +45,10 @@ async def page() -> FileResponse:
     return FileResponse(STATIC / "dashboard.html", media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
 
-@router.get("/dashboard/data", summary="What the dashboard shows, as JSON")
-async def data(observer: ObserverDep, response: Response) -> dict[str, Any]:
+@router.get(
+    "/dashboard/data", summary="What the dashboard shows, as JSON (operators only)", responses={401: UNAUTHORIZED, 403: FORBIDDEN}
+)
+async def data(_admin: AdminUser, observer: ObserverDep, response: Response) -> dict[str, Any]:
     response.headers["Cache-Control"] = "no-store"
     return await observer.view()
 

@@ -2,7 +2,8 @@
 
 The page sets a random nonce in a SameSite=Strict, HttpOnly cookie and puts
 `nonce.signature` in the form, the signature (HMAC-SHA256, stdlib) covering the link's id
-and user. A POST is accepted only when the cookie and the form carry the same nonce and the
+and user, with a key derived from the link key that signed the link (so every gateway
+replica that accepts the link checks its form, across key rotations). A POST is accepted only when the cookie and the form carry the same nonce and the
 signature matches the link it is sent with: a third-party site can neither read the cookie
 nor produce a form token for someone else's link.
 """
@@ -19,7 +20,7 @@ _KEY_LABEL = b"consentry one-click csrf v1"
 
 
 def csrf_key(secret: str) -> bytes:
-    """A key of its own, derived from the JWT secret (never the secret itself)."""
+    """A key of its own, derived from a link key's secret (never the secret itself)."""
     return hmac.new(secret.encode(), _KEY_LABEL, hashlib.sha256).digest()
 
 

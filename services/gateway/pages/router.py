@@ -15,12 +15,13 @@ from fastapi import APIRouter, Cookie, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from consentry.domain.model import OBJECT
+from consentry.keys import KeySet
 from consentry.links import InvalidLink, LinkClaims, verify_link_token
 from consentry.timeutil import format_rfc3339
 from consentry.wire import status_to_dict
 from services.gateway import metrics
 from services.gateway.consent_client import ConsentUnavailable
-from services.gateway.deps import AddressLimit, ConsentDep, PublisherDep, ReceiptsDep, SettingsDep, limit_user
+from services.gateway.deps import AddressLimit, ConsentDep, KeysDep, PublisherDep, ReceiptsDep, limit_user
 from services.gateway.filing import FilingRefused, FilingUnavailable, Superseded, file_event, status_for
 from services.gateway.pages import csrf
 from services.gateway.pages.rendering import PAGE_HEADERS, TEXTS, display_time, pick_language, render
@@ -80,8 +81,14 @@ def invalid_link_page(language: str, exc: InvalidLink) -> HTMLResponse:
     return problem_page(language, "expired", 410) if exc.expired else problem_page(language, "invalid", 400)
 
 
-def _claims(secret: str, token: str) -> LinkClaims:
-    return verify_link_token(secret, token)
+def _claims(keys: KeySet, token: str) -> LinkClaims:
+    return verify_link_token(keys, token)
+
+
+def _csrf_key(keys: KeySet, claims: LinkClaims) -> bytes:
+    key = keys.get(claims.key_id)
+    assert key is not None  # the link was just verified with it
+    return csrf.csrf_key(key.secret)
 
 
 @router.get(
@@ -94,20 +101,20 @@ def _claims(secret: str, token: str) -> LinkClaims:
 )
 async def objection_page(
     request: Request,
-    settings: SettingsDep,
+    keys: KeysDep,
     token: Annotated[str, Query(description="The signed link token.")] = "",
     lang: Annotated[str | None, Query(description="`en` or `fr`; default from Accept-Language.")] = None,
 ) -> HTMLResponse:
     language = pick_language(request.headers.get("accept-language"), lang)
     try:
-        claims = _claims(settings.jwt_secret, token)
+        claims = _claims(keys.link, token)
     except InvalidLink as exc:
         return invalid_link_page(language, exc)
     nonce = csrf.new_nonce()
     response = page(
         "object.html", language,
         token=token,
-        csrf=csrf.form_token(csrf.csrf_key(settings.jwt_secret), claims.link_id, claims.user_id, nonce),
+        csrf=csrf.form_token(_csrf_key(keys.link, claims), claims.link_id, claims.user_id, nonce),
         user_id=claims.user_id,
         expires=display_time(format_rfc3339(claims.expires_at * 1_000_000)),
         switch_url=_url("/object", token=token, lang="fr" if language == "en" else "en"),
@@ -135,7 +142,7 @@ async def objection_page(
 )
 async def file_from_page(
     request: Request,
-    settings: SettingsDep,
+    keys: KeysDep,
     publisher: PublisherDep,
     receipts: ReceiptsDep,
     consent: ConsentDep,
@@ -146,11 +153,11 @@ async def file_from_page(
 ) -> HTMLResponse:
     language = pick_language(request.headers.get("accept-language"), lang)
     try:
-        claims = _claims(settings.jwt_secret, token)
+        claims = _claims(keys.link, token)
     except InvalidLink as exc:
         return invalid_link_page(language, exc)
     retry_url = _url("/object", token=token, lang=language)
-    nonce = csrf.check(csrf.csrf_key(settings.jwt_secret), claims.link_id, claims.user_id, csrf_token, csrf_cookie)
+    nonce = csrf.check(_csrf_key(keys.link, claims), claims.link_id, claims.user_id, csrf_token, csrf_cookie)
     if nonce is None:
         log.warning("one-click form refused: CSRF check failed")
         return problem_page(language, "csrf", 403, retry_url=retry_url)
@@ -190,7 +197,7 @@ async def file_from_page(
 )
 async def status_page(
     request: Request,
-    settings: SettingsDep,
+    keys: KeysDep,
     consent: ConsentDep,
     receipts: ReceiptsDep,
     token: Annotated[str, Query(description="The signed link token.")] = "",
@@ -198,7 +205,7 @@ async def status_page(
 ) -> HTMLResponse:
     language = pick_language(request.headers.get("accept-language"), lang)
     try:
-        claims = _claims(settings.jwt_secret, token)
+        claims = _claims(keys.link, token)
     except InvalidLink as exc:
         return invalid_link_page(language, exc)
     refresh_url = _url("/object/status", token=token, lang=language)

@@ -258,9 +258,52 @@ function render(d) {
   document.body.dataset.loaded = "true";
 }
 
+// An operator's token (consentry:admin). `consentry up` prints the page's address with one in
+// the fragment (#token=...), which browsers never send to a server; it is moved to this tab's
+// sessionStorage and wiped from the address bar at once.
+const TOKEN_KEY = "consentry-dashboard-token";
+
+function takeTokenFromAddress() {
+  const match = /(?:^#|&)token=([^&]+)/.exec(window.location.hash);
+  if (!match) return;
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+  history.replaceState(null, "", window.location.pathname + window.location.search);
+}
+
+function askForToken(message) {
+  const form = byId("sign-in");
+  if (form) form.hidden = false;
+  setLevel(byId("overall"), "warn");
+  setText(byId("overall-text"), message);
+}
+
+function setUpSignIn() {
+  const form = byId("sign-in");
+  if (!form) return;
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = byId("sign-in-token").value.trim();
+    if (!value) return;
+    sessionStorage.setItem(TOKEN_KEY, value);
+    byId("sign-in-token").value = "";
+    form.hidden = true;
+    setText(byId("overall-text"), "Connecting…");
+  });
+}
+
 async function refresh() {
   try {
-    const response = await fetch("/dashboard/data", { cache: "no-store" });
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (!token) {
+      askForToken("Sign in with an operator's token to see the dashboard");
+      return;
+    }
+    const response = await fetch("/dashboard/data", { cache: "no-store", headers: { Authorization: `Bearer ${token}` } });
+    if (response.status === 401 || response.status === 403) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      askForToken(response.status === 401 ? "The token was refused (expired or not valid): sign in again" : "This token has no consentry:admin scope: sign in with an operator's token");
+      return;
+    }
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     render(await response.json());
     document.body.classList.remove("stale");
@@ -273,4 +316,6 @@ async function refresh() {
   }
 }
 
+takeTokenFromAddress();
+setUpSignIn();
 refresh();
