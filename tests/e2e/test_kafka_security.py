@@ -27,11 +27,13 @@ def secured_system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
     if request.param == "mutual-tls":
         cluster = request.getfixturevalue("tls_cluster")
     else:
-        cluster, terminator = request.getfixturevalue("sasl_cluster")
+        cluster, terminator = request.getfixturevalue("sasl_cluster")  # shared by the session
+        authenticated, refused = len(terminator.authenticated), len(terminator.refused)
     with System(cluster.bootstrap, "tansu", tmp_path, extra_env=cluster.env) as system:
         yield system
-        if request.param == "sasl-ssl":
-            assert terminator.authenticated and not terminator.refused
+        if request.param == "sasl-ssl":  # every connection of the services authenticated with SCRAM, none refused
+            assert set(terminator.authenticated[authenticated:]) == {("consentry-svc", "SCRAM-SHA-512")}
+            assert terminator.refused[refused:] == []
 
 
 def test_an_objection_is_applied_and_enforced_on_a_secured_cluster(secured_system: System) -> None:
