@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/consentry up --demo
 
-## Run the whole test suite (starts the embedded broker it needs; installs chromium for the browser tests).
+## Run the whole test suite (starts the embedded broker it needs; installs chromium for the browser
+## tests and stunnel, the TLS terminator of the Kafka security tests).
 test: $(STAMP)
 	./scripts/ensure-chromium.sh
+	./scripts/ensure-stunnel.sh
 	$(BIN)/python -m pytest
 
 ## Measure throughput, latency, purge and memory; prints a table and writes docs/benchmarks.md (under 15 min).
@@ -43,6 +45,7 @@ bench: $(BENCH_STAMP) $(PEER_VENV)/.installed
 ## The full reliability runs (races, kills, fuzz; see docs/reliability.md), with the tests that
 ## have one size only (failpoints, fail closed, broker outage, purge/vacuum, embedded-broker patches).
 test-reliability: $(STAMP)
+	./scripts/ensure-stunnel.sh
 	$(BIN)/python -m pytest -m "not quick" --timeout 1500 tests/reliability tests/integration
 
 test-unit: $(STAMP)

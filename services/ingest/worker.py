@@ -29,7 +29,7 @@ from consentry.domain.eligibility import decide
 from consentry.domain.model import Decision
 from consentry.domain.model import ENFORCED, Invalid, PurgeMarker, Receipt
 from consentry.wire import encode_purge_marker, encode_receipt, encode_rejection, encode_training_post, parse_post
-from consentry.kafka import BatchSender, producer_options, wait_partitions
+from consentry.kafka import BatchSender, client_options, producer_options, wait_partitions
 from consentry.kafka_worker import Batch, Bounds, Flushed, KafkaWorker, group_consumer
 from consentry.partitioning import home_partition
 from consentry.timeutil import now_us
@@ -85,7 +85,7 @@ class IngestWorker(KafkaWorker):
 
         self.sender = BatchSender(self.producer)
         self.consent = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers,
+            **client_options(s),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             client_id="consentry-ingest-consent",
@@ -95,7 +95,7 @@ class IngestWorker(KafkaWorker):
         await self.deferred.start(self.sender)
         self.settings.warn_if_notice_rule_off()
         posts = group_consumer(
-            s.bootstrap_servers,
+            client_options(s),
             self.topics.group("ingest"),
             "consentry-ingest",
             partition_assignment_strategy=(RangePartitionAssignor,),

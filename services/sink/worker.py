@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consentry import failpoints
 from consentry.domain.model import PURGED, Receipt
 from consentry.wire import encode_receipt, parse_training_message
-from consentry.kafka import BatchSender, producer_options
+from consentry.kafka import BatchSender, client_options, producer_options
 from consentry.kafka_worker import Batch, Bounds, Flushed, KafkaWorker, group_consumer
 from consentry.partitioning import home_partition
 from consentry.timeutil import now_us
@@ -30,11 +32,12 @@ from services.sink.writer import IdempotentWriter
 log = logging.getLogger(__name__)
 
 
-async def record_timestamps(bootstrap: str, wanted: dict[TopicPartition, int], timeout: float = 10.0) -> dict[TopicPartition, int]:
-    """The timestamp of the record at each (partition, offset), where the partition has it."""
+async def record_timestamps(connection: Mapping[str, Any], wanted: dict[TopicPartition, int], timeout: float = 10.0) -> dict[TopicPartition, int]:
+    """The timestamp of the record at each (partition, offset), where the partition has it
+    (`connection`: `client_options(settings)`)."""
     if not wanted:
         return {}
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50, client_id="consentry-sink-probe")
+    probe = AIOKafkaConsumer(**connection, enable_auto_commit=False, fetch_max_wait_ms=50, client_id="consentry-sink-probe")
     await probe.start()
     found: dict[TopicPartition, int] = {}
     try:
@@ -94,7 +97,7 @@ class SinkWorker(KafkaWorker):
         await self.producer.start()
         self.sender = BatchSender(self.producer)
         consumer = group_consumer(
-            s.bootstrap_servers,
+            client_options(s),
             self.topics.group("sink"),
             "consentry-sink",
             session_timeout_ms=s.session_timeout_ms,
@@ -231,7 +234,7 @@ class SinkWorker(KafkaWorker):
             position = await asyncio.to_thread(store.applied_position, self._stream(tp))
             if position:
                 recorded[tp] = (position, await asyncio.to_thread(store.applied_position, self._stream(tp) + "@timestamp"))
-        found = await record_timestamps(self.settings.bootstrap_servers, {tp: p - 1 for tp, (p, _) in recorded.items()})
+        found = await record_timestamps(client_options(self.settings), {tp: p - 1 for tp, (p, _) in recorded.items()})
         self._applied = {}
         for tp, (position, timestamp) in recorded.items():
             if found.get(tp) == timestamp:

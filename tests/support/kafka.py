@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 
-async def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]], partition: int | None = None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+Connection = str | Mapping[str, Any]  # a PLAINTEXT bootstrap string, or consentry.kafka.client_options(settings)
+
+
+def connect(connection: Connection) -> dict[str, Any]:
+    return {"bootstrap_servers": connection} if isinstance(connection, str) else dict(connection)
+
+
+async def produce(connection: Connection, topic: str, messages: Iterable[tuple[bytes | None, bytes]], partition: int | None = None) -> None:
+    producer = AIOKafkaProducer(**connect(connection), acks="all", linger_ms=5)
     await producer.start()
     try:
         futures = [await producer.send(topic, value, key=key, partition=partition) for key, value in messages]
@@ -23,9 +31,9 @@ def produce_posts(bootstrap: str, topic: str, posts: Iterable[dict]) -> None:
     asyncio.run(produce(bootstrap, topic, [(p["user_id"].encode(), orjson.dumps(p)) for p in posts]))
 
 
-async def read_all(bootstrap: str, topic: str, timeout: float = 10.0) -> list:
+async def read_all(connection: Connection, topic: str, timeout: float = 10.0) -> list:
     """Every record of `topic`, up to the high watermark seen after a first fetch."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
+    consumer = AIOKafkaConsumer(**connect(connection), enable_auto_commit=False, fetch_max_wait_ms=50)
     await consumer.start()
     try:
         await consumer.topics()  # loads metadata for every topic

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import orjson
 
-from consentry.kafka import ensure_topics
+from consentry.kafka import client_options, ensure_topics
 from consentry.scrape import scrape
 from consentry.settings import CommonSettings
 from consentry.links import make_link_token
@@ -77,7 +77,9 @@ class System:
             "CONSENTRY_NOTICE_RULE": "on" if notices else "off",
             **(extra_env or {}),
         }
-        self.settings = CommonSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=self.prefix, partitions=partitions, broker_flavor=flavor)
+        # The Kafka security settings the services get (CONSENTRY_KAFKA_*), the test's clients use too.
+        security = {k.removeprefix("CONSENTRY_").lower(): v for k, v in (extra_env or {}).items() if k.startswith("CONSENTRY_KAFKA_")}
+        self.settings = CommonSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=self.prefix, partitions=partitions, broker_flavor=flavor, **security)
         self.topics = self.settings.topics
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -211,7 +213,7 @@ class System:
             eventually(lambda: self.status(barrier)["history"][-1].get("enforced_at"), timeout=timeout, what=f"ingest caught up ({barrier})")
 
     def publish(self, messages: list[tuple[bytes | None, bytes]], topic: str | None = None, partition: int | None = None) -> None:
-        asyncio.run(produce(self.bootstrap, topic or self.topics.posts, messages, partition))
+        asyncio.run(produce(client_options(self.settings), topic or self.topics.posts, messages, partition))
 
     def publish_posts(self, posts: list[dict[str, Any]]) -> None:
         self.publish([(p["user_id"].encode(), orjson.dumps(p)) for p in posts])
@@ -221,7 +223,7 @@ class System:
         self.publish([(n["user_id"].encode(), orjson.dumps(n)) for n in notices], topic=self.topics.notices)
 
     def read(self, topic: str) -> list:
-        return asyncio.run(read_all(self.bootstrap, topic))
+        return asyncio.run(read_all(client_options(self.settings), topic))
 
     def rejected(self) -> list[dict[str, Any]]:
         return [orjson.loads(r.value) for r in self.read(self.topics.posts_rejected)]

@@ -149,20 +149,28 @@ async def test_faust_hard_codes_a_long_fetch_wait_and_the_workaround_shortens_it
 
 async def test_faust_recovery_end_offsets_come_from_list_offsets_and_the_workaround_fetches_them(monkeypatch: pytest.MonkeyPatch, undo_patches: None) -> None:
     """On the broker, tests/integration/test_embedded_broker_patches.py shows what this costs;
-    here, where each answer comes from."""
-    from aiokafka import TopicPartition
+    here, where each answer comes from. The workaround's probe connects as faust's consumer
+    does, security included (before: the bootstrap servers only, PLAINTEXT on a TLS cluster)."""
+    import ssl
+
+    from aiokafka import AIOKafkaClient, TopicPartition
 
     tp = TopicPartition("changelog", 0)
     list_offsets_end, fetch_high_watermark = 1, 5  # Tansu's answers after one batch of 5 records
+    context = ssl.create_default_context()
+    client = AIOKafkaClient(bootstrap_servers="broker:9093", security_protocol="SASL_SSL", ssl_context=context,
+                            sasl_mechanism="SCRAM-SHA-512", sasl_plain_username="svc", sasl_plain_password="pw")
 
     class Consumer:
-        _client = SimpleNamespace(_bootstrap_servers="broker:9092")
+        _client = client
 
         async def end_offsets(self, partitions):  # type: ignore[no-untyped-def]
             return {p: list_offsets_end for p in partitions}
 
-    async def fetched(bootstrap, partitions):  # type: ignore[no-untyped-def]
-        assert bootstrap == "broker:9092"
+    async def fetched(connection, partitions):  # type: ignore[no-untyped-def]
+        assert connection["bootstrap_servers"] == "broker:9093"
+        assert (connection["security_protocol"], connection["ssl_context"]) == ("SASL_SSL", context)
+        assert (connection["sasl_mechanism"], connection["sasl_plain_username"], connection["sasl_plain_password"]) == ("SCRAM-SHA-512", "svc", "pw")
         return {p: fetch_high_watermark for p in partitions}
 
     monkeypatch.setattr(patches, "true_end_offsets", fetched)
@@ -175,6 +183,14 @@ async def test_faust_recovery_end_offsets_come_from_list_offsets_and_the_workaro
 
 
 # ------------------------------------------------------------------ reads of faust's internals
+
+
+async def test_the_aiokafka_connection_read_builds_the_same_client() -> None:
+    from aiokafka import AIOKafkaClient
+
+    original = AIOKafkaClient(bootstrap_servers="a:1,b:2", security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_plain_username="u", sasl_plain_password="p")
+    again = AIOKafkaClient(**patches.client_connection(original))
+    assert patches.client_connection(again) == patches.client_connection(original)
 
 
 def test_the_faust_internals_read_are_there() -> None:

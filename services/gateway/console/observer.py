@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY, generate_latest
 
 from consentry import patches
+from consentry.kafka import client_options
 from consentry.scrape import parse_metrics
 from consentry.timeutil import now_us
 from services.gateway.console.view import DOWN, NOT_READY, READY, Health, Snapshot, build_view, latest_rejects, summarize_rejection
@@ -133,8 +134,9 @@ class RejectsTail:
 
     async def _follow(self) -> None:
         topic = self.settings.topics.posts_rejected
+        connection = client_options(self.settings)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
+            **connection,
             enable_auto_commit=False,
             auto_offset_reset="earliest",  # below the log start (retention): from the oldest kept
             client_id="consentry-gateway-dashboard",
@@ -148,7 +150,7 @@ class RejectsTail:
             tps = [TopicPartition(topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
             if self.settings.on_embedded_broker:
-                ends = await patches.true_end_offsets(self.settings.bootstrap_servers, tps)
+                ends = await patches.true_end_offsets(connection, tps)
             else:
                 ends = await consumer.end_offsets(tps)
             for tp in tps:
