@@ -64,7 +64,7 @@ def test_every_test_the_threat_model_names_exists() -> None:
     for path, test in named:
         source = ROOT / path
         assert source.exists(), path
-        assert re.search(rf"^def {test}\(", source.read_text(), re.MULTILINE), f"{path}::{test} does not exist"
+        assert re.search(rf"^(async )?def {test}\(", source.read_text(), re.MULTILINE), f"{path}::{test} does not exist"
 
 
 def test_the_threat_model_names_every_attack_test() -> None:
