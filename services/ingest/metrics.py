@@ -10,6 +10,7 @@ REPARTITIONED = Counter("consentry_ingest_repartitioned_total", "Posts moved to 
 PURGE_MARKERS = Counter("consentry_ingest_purge_markers_total", "Purge markers written to training.posts")
 CONSENT_USERS = Gauge("consentry_ingest_consent_users", "Users with consent state held by this worker")
 PARTITIONS_READY = Gauge("consentry_ingest_partitions_ready", "Home partitions whose consent state is loaded")
+ASSIGNMENTS = Counter("consentry_ingest_assignments_total", "Partition assignments received, each followed by a load of their consent state (a count that keeps growing: rebalances)")
 PARTITIONS_HELD = Gauge("consentry_ingest_partitions_held", "Owned partitions whose posts wait for consent state")
 ERRORS = Counter("consentry_ingest_errors_total", "Errors, by stage", ["stage"])
 

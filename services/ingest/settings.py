@@ -21,6 +21,9 @@ class IngestSettings(CommonSettings):
     # Small enough that consent changes are picked up between batches within a few ms.
     ingest_max_records: int = Field(default=2_000, description="Most posts handled per poll.")
     ingest_poll_ms: int = Field(default=50)
+    max_poll_interval_ms: int = Field(
+        default=300_000, gt=0, description="Longest gap between two polls of `posts` before the group drops the worker."
+    )
 
     notice_rule: Literal["on", "off"] = Field(
         default="on",

@@ -101,6 +101,7 @@ class IngestWorker(KafkaWorker):
             partition_assignment_strategy=(RangePartitionAssignor,),
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.heartbeat_interval_ms,
+            max_poll_interval_ms=s.max_poll_interval_ms,
             max_partition_fetch_bytes=4 << 20,
             fetch_max_wait_ms=50,
         )
@@ -128,6 +129,7 @@ class IngestWorker(KafkaWorker):
     async def on_assigned(self, partitions: set[TopicPartition]) -> bool:
         """Start loading the consent state (and the deferred posts) of the owned homes: until
         `load` says they are read, the skeleton holds every partition (not ready)."""
+        metrics.ASSIGNMENTS.inc()
         metrics.PARTITIONS_HELD.set(len(partitions))
         homes = {tp.partition for tp in partitions if tp.topic == self.topics.posts_by_user}
         self._owned_homes = homes
