@@ -7,7 +7,10 @@ lock (never two at a time, never during a rebalance):
 
 - **Assignment: load, then decide.** New partitions are held (paused, and nothing of theirs
   handed over) before anything awaits. `on_assigned` loads their state, or starts to and
-  `load` reads on at each turn of the loop; only once it is loaded are they released.
+  `load` reads on at each turn of the loop (a bounded chunk each); only once it is loaded are
+  they released. The loop keeps polling meanwhile, so a load may outlast
+  `max.poll.interval.ms`; a revocation stops it (`load` is not called again until the next
+  assignment).
 - **Revocation.** What is pending is flushed and committed, then `on_revoked` drops the
   partitions' state.
 - **The loop.** `getmany` within bounds; the records of partitions still assigned and not
@@ -180,17 +183,21 @@ class KafkaWorker(ABC):
     async def step(self) -> None:
         """One turn of the loop."""
         async with self._lock:
-            if self._held and await self.load():
+            # Between a revocation and the next assignment nothing is loaded: no partition is ours.
+            if self._held and self._assigned and await self.load():
                 self._release()
             self._backpressure(await self.tick(ready=not self._held))
             held = bool(self._held)
         if held:
             # Buffered records come back without suspending: let /readyz and /metrics answer.
             await asyncio.sleep(0)
-            return
         # Outside the lock: before the first assignment getmany waits for one, and the
-        # rebalance listener that brings it needs the lock.
-        batch = await self.consumer.getmany(timeout_ms=self._poll_ms(), max_records=self.bounds.max_records)
+        # rebalance listener that brings it needs the lock. While partitions are held (their
+        # state loading, a chunk per turn) the loop still polls, without waiting: the group
+        # drops a consumer that does not poll within max.poll.interval.ms, however long a
+        # load takes. Held partitions are paused, so nothing of theirs comes back.
+        timeout_ms = 0 if held else self._poll_ms()
+        batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.bounds.max_records)
         async with self._lock:
             ours = self._still_ours(batch)
             if ours:

@@ -173,7 +173,13 @@ class IngestWorker(KafkaWorker):
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
         await self.sender.flush()
+        # Whatever was loading (or loaded) stops: nothing is read, enforced or released for
+        # these homes until the next assignment loads its own from the start.
+        self._owned_homes = set()
+        self.consent.assign([])
+        self.view.reset(set())
         self.deferred.revoke()
+        metrics.PARTITIONS_READY.set(0)
 
     # ------------------------------------------------------------------ consent state
 

@@ -169,7 +169,7 @@ def run_story(system: System, users: int, timeout: float) -> dict[str, float]:
 
 @pytest.mark.quick
 def test_ingest_loads_a_changelog_longer_than_the_poll_interval_through_a_rebalance(system: System) -> None:
-    figures = run_story(system, users=300_000, timeout=180)
+    figures = run_story(system, users=200_000, timeout=180)
     print(f"\nliveness (quick): {figures}")
 
 

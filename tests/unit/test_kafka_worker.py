@@ -138,11 +138,34 @@ async def test_new_partitions_are_held_until_the_service_has_loaded_their_state(
     assert service.held == {P0, P1} and consumer.paused == {P0, P1}
     consumer.queued = {P0: records(0, 2)}
     await service.step()
-    assert service.calls[-1] == "load" and consumer.polls == [] and service.handled == []
+    # Loading goes on a chunk per turn, and the loop polls between chunks without waiting (the
+    # group's max.poll.interval.ms), but hands nothing of a held partition over.
+    assert service.calls[-1] == "load" and consumer.polls == [0] and service.handled == []
     service.loaded = True
     await service.step()
     assert service.held == set() and consumer.paused == set()
     assert service.handled == [(P0, 0), (P0, 1)]
+
+
+async def test_a_load_longer_than_the_poll_interval_keeps_polling_and_a_revocation_stops_it() -> None:
+    service = Service(BOUNDS, loads_at_once=False)
+    consumer = await started(service, {P0})
+    for _ in range(3):
+        await service.step()
+    assert service.calls.count("load") == 3 and consumer.polls == [0, 0, 0]
+
+    async def revoked_meanwhile() -> dict:
+        await consumer.listener.on_partitions_revoked({P0})
+        return {}
+
+    consumer.during_poll = revoked_meanwhile
+    await service.step()
+    await service.step()
+    assert service.calls.count("load") == 4  # nothing of a revoked partition is loaded
+    await consumer.rebalance({P1})
+    service.loaded = True
+    await service.step()
+    assert service.calls.count("load") == 5 and service.held == set() and consumer.paused == set()
 
 
 async def test_a_service_that_loads_in_on_assigned_reads_at_once() -> None:
