@@ -27,8 +27,10 @@ class ConsentView:
         self._country_sets: dict[frozenset[str], frozenset[str]] = {}
         self.ready: set[int] = set()
 
-    def reset(self, partitions: set[int]) -> None:
-        self._users = {p: {} for p in partitions}
+    def reset(self, partitions: set[int], keep: set[int] | frozenset[int] = frozenset()) -> None:
+        """Hold these partitions, none ready; those in `keep` keep what was read of them (their
+        reading goes on where it stopped), the others start empty."""
+        self._users = {p: self._users.get(p, {}) if p in keep else {} for p in partitions}
         self.ready = set()
 
     @property

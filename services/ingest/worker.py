@@ -42,6 +42,12 @@ from services.ingest.settings import IngestSettings
 log = logging.getLogger(__name__)
 
 COMMIT_EVERY_S = 0.2
+# Changelog records applied per turn of the loop while loading: a few tens of ms, so the loop
+# polls posts and the heartbeats go out between chunks even on a loaded machine.
+LOAD_CHUNK_RECORDS = 2_000
+# How long after a revocation the consent state read so far is kept for the next assignment
+# (far below the changelog's delete.retention.ms: no tombstone can have been compacted away).
+KEEP_LOADED_FOR_S = 300.0
 
 
 class IngestWorker(KafkaWorker):
@@ -66,6 +72,8 @@ class IngestWorker(KafkaWorker):
         self._owned_homes: set[int] = set()
         self._emitted: dict[str, set[str]] = {}  # user -> objection ids marked by this process
         self._positions: dict[TopicPartition, int] = {}  # next offset to commit, of posts handled since the last flush
+        self._kept: dict[int, int] = {}  # home -> next changelog offset, of the homes read before the last revocation
+        self._revoked_at = float("-inf")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -133,21 +141,34 @@ class IngestWorker(KafkaWorker):
         metrics.PARTITIONS_HELD.set(len(partitions))
         homes = {tp.partition for tp in partitions if tp.topic == self.topics.posts_by_user}
         self._owned_homes = homes
-        # Reload the consent state of every owned home from the start of its changelog.
-        self.view.reset(homes)
+        # A home this worker read before the rebalance (moments ago) goes on from where its
+        # changelog was read; every other one loads from the start. Either way it is read up
+        # to the high watermark before its posts are decided.
+        kept, self._kept = self._kept, {}
+        if self._clock() - self._revoked_at > KEEP_LOADED_FOR_S:
+            kept = {}
+        kept = {p: offset for p, offset in kept.items() if p in homes}
+        self.view.reset(homes, keep=set(kept))
         self._emitted.clear()
         changelog = [TopicPartition(self.topics.consent_state, p) for p in homes]
         self.consent.assign(changelog)
-        if changelog:
-            await self.consent.seek_to_beginning(*changelog)
+        fresh = [tp for tp in changelog if tp.partition not in kept]
+        if fresh:
+            await self.consent.seek_to_beginning(*fresh)
+        for tp in changelog:
+            if tp.partition in kept:
+                self.consent.seek(tp, kept[tp.partition])
         await self.deferred.assign(homes)  # and reload the deferred posts of each
-        log.info("assigned %d partitions; loading consent state of home partitions %s", len(partitions), sorted(homes))
+        log.info(
+            "assigned %d partitions; loading consent state of home partitions %s (going on with %s)",
+            len(partitions), sorted(homes), sorted(kept),
+        )
         return False
 
     async def load(self) -> bool:
         # What the records read here touch needs no enforcing of its own: once everything is
         # loaded, every user with something pending is enforced.
-        await self._read_consent(timeout_ms=50)
+        await self._read_consent(timeout_ms=50, max_records=LOAD_CHUNK_RECORDS)
         return await self._check_loaded()
 
     async def tick(self, ready: bool) -> bool:
@@ -174,21 +195,29 @@ class IngestWorker(KafkaWorker):
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
         await self.sender.flush()
         # Whatever was loading (or loaded) stops: nothing is read, enforced or released for
-        # these homes until the next assignment loads its own from the start.
+        # these homes until the next assignment. What was read of their consent state is kept
+        # for it: a rebalance (a worker joining, leaving, restarting) mostly hands the same
+        # homes back, and years of state are not read again from the start for each.
+        self._kept = {}
+        for tp in self.consent.assignment():
+            try:
+                self._kept[tp.partition] = await self.consent.position(tp)
+            except Exception:  # no position yet: that home starts again from the beginning
+                log.warning("no position in %s[%d] at revocation: it loads again from the start", tp.topic, tp.partition)
+        self._revoked_at = self._clock()
         self._owned_homes = set()
         self.consent.assign([])
-        self.view.reset(set())
         self.deferred.revoke()
         metrics.PARTITIONS_READY.set(0)
 
     # ------------------------------------------------------------------ consent state
 
-    async def _read_consent(self, timeout_ms: int) -> set[tuple[int, str]]:
+    async def _read_consent(self, timeout_ms: int, max_records: int = 10_000) -> set[tuple[int, str]]:
         """Apply what the changelog holds (waiting up to `timeout_ms`); return the users touched."""
         touched: set[tuple[int, str]] = set()
         # getmany on an empty assignment would wait for one forever.
         if self.consent.assignment():
-            batch = await self.consent.getmany(timeout_ms=timeout_ms, max_records=10_000)
+            batch = await self.consent.getmany(timeout_ms=timeout_ms, max_records=max_records)
             for tp, records in batch.items():
                 for record in records:
                     user = self.view.apply(tp.partition, record.key, record.value)
