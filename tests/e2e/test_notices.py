@@ -136,3 +136,31 @@ def test_deferred_posts_over_their_memory_bound_stop_ingest_until_released(broke
         assert ingested_us(stored(system)["uma-1"]) >= told_at + grace_s * 1_000_000
         assert ingest(system, "consentry_ingest_deferred_full") == 0
         assert ingest(system, "consentry_ingest_deferred_dropped_total") == 0
+
+
+def test_users_never_notified_filling_the_deferred_bound_stop_no_one_else(broker: tuple[str, str], tmp_path: Path) -> None:
+    bootstrap, flavor = broker
+    # A bound three deferred posts fill (in bytes of post bodies before, in index entries now).
+    env = {"CONSENTRY_NOTICE_GRACE": "8s", "CONSENTRY_DEFERRED_MAX_BYTES": "1500", "CONSENTRY_DEFERRED_MAX_POSTS": "3"}
+    with System(bootstrap, flavor, tmp_path, notices=True, extra_env=env) as system:
+        system.create_topics()
+        system.start()
+        # People in France the platform never told: their posts wait, and fill the bound.
+        never = [f"zoe-{n}" for n in range(6)]
+        system.publish_posts([post(f"{user}-1", user, "FR") for user in never])
+        eventually(lambda: ingest(system, "consentry_ingest_deferred_total") == 6, timeout=30, what="the untold users' posts deferred")
+        eventually(lambda: ingest(system, "consentry_ingest_deferred_full") == 1, timeout=30, what="deferred posts at their bound")
+
+        # uma (in the US) needs no notice: her posts are stored at once, the bound full or not.
+        system.publish_posts([post("uma-1", "uma", "US"), post("uma-2", "uma", "US")])
+        eventually(lambda: {"uma-1", "uma-2"} <= set(stored(system)), timeout=60, what="uma's posts stored while the bound is full")
+        assert not any(p.startswith("zoe") for p in stored(system))
+
+        # Told 40 days ago after all (an import): every one of their posts is released, those
+        # beyond the bound too; none is lost, none dropped.
+        told = now_us() - 40 * DAY_US
+        system.publish_notices([notice(f"n-{user}", user, told) for user in never])
+        eventually(lambda: {f"{user}-1" for user in never} <= set(stored(system)), timeout=90, what="every untold user's post released once told")
+        assert len(system.training_rows()) == 8  # each post once
+        assert ingest(system, "consentry_ingest_deferred_dropped_total") == 0
+        eventually(lambda: ingest(system, "consentry_ingest_deferred_full") == 0, timeout=30, what="the bound free again")
