@@ -31,7 +31,10 @@ class IngestSettings(CommonSettings):
     )
     notice_grace: str = Field(default="30d", description="How long after a user's first notice their posts may be used.")
     notice_jurisdictions: str = Field(default=EU_EEA_CODES, description="Comma-separated ISO country codes where a notice is required.")
-    deferred_max_bytes: int = Field(default=512 << 20, gt=0, description="Memory for deferred posts; beyond it ingest stops reading posts.")
+    deferred_max_posts: int = Field(
+        default=1_500_000, gt=0,
+        description="Deferred posts indexed in memory (about 300 bytes each; their bodies stay in Kafka); beyond it they wait unindexed.",
+    )
 
     @field_validator("notice_grace")
     @classmethod

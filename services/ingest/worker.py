@@ -100,7 +100,7 @@ class IngestWorker(KafkaWorker):
             fetch_max_wait_ms=50,
         )
         await self.consent.start()
-        await self.deferred.start(self.sender)
+        await self.deferred.start(self.sender, self.producer)
         self.settings.warn_if_notice_rule_off()
         posts = group_consumer(
             client_options(s),
@@ -173,7 +173,8 @@ class IngestWorker(KafkaWorker):
 
     async def tick(self, ready: bool) -> bool:
         """Consent changes (enforced, their users' deferred posts decided again), then the
-        deferred posts' turn; True while those fill their memory bound."""
+        deferred posts' turn (releases when due). Never over a memory bound: the deferred
+        posts' index spills instead of stopping the reading of posts."""
         if ready:
             touched = await self._read_consent(timeout_ms=0)
             if touched:
@@ -189,6 +190,7 @@ class IngestWorker(KafkaWorker):
     async def flush(self) -> Flushed:
         """Hand the decided posts to the producer; their offsets wait for the acks."""
         acks = await self.sender.send()
+        acks += await self.deferred.send()  # the deferred posts' appends, before their offsets are committed
         positions, self._positions = self._positions, {}
         return Flushed(positions, acks)
 
@@ -207,7 +209,7 @@ class IngestWorker(KafkaWorker):
         self._revoked_at = self._clock()
         self._owned_homes = set()
         self.consent.assign([])
-        self.deferred.revoke()
+        await self.deferred.revoke()
         metrics.PARTITIONS_READY.set(0)
 
     # ------------------------------------------------------------------ consent state

@@ -115,11 +115,11 @@ def test_posts_wait_for_the_notice_grace_period_and_survive_a_crash(system: Syst
     assert len(system.training_rows()) == 6  # each post once
 
 
-def test_deferred_posts_over_their_memory_bound_stop_ingest_until_released(broker: tuple[str, str], tmp_path: Path) -> None:
+def test_deferred_posts_over_their_bound_wait_unindexed_and_are_all_released_when_due(broker: tuple[str, str], tmp_path: Path) -> None:
     bootstrap, flavor = broker
     grace_s = 8
-    # About three deferred posts fill this bound.
-    env = {"CONSENTRY_NOTICE_GRACE": f"{grace_s}s", "CONSENTRY_DEFERRED_MAX_BYTES": "1500"}
+    # Three deferred posts fill the index: nora's last two wait unindexed in the topic.
+    env = {"CONSENTRY_NOTICE_GRACE": f"{grace_s}s", "CONSENTRY_DEFERRED_MAX_POSTS": "3"}
     with System(bootstrap, flavor, tmp_path, notices=True, extra_env=env) as system:
         system.create_topics()
         system.start()
@@ -127,21 +127,26 @@ def test_deferred_posts_over_their_memory_bound_stop_ingest_until_released(broke
         system.publish_notices([notice("n-nora", "nora", told_at)])
         system.publish_posts([post(f"nora-{n}", "nora", "FR") for n in range(5)])
         eventually(lambda: ingest(system, "consentry_ingest_deferred_full") == 1, timeout=30, what="deferred posts at their bound")
+        assert ingest(system, "consentry_ingest_deferred_posts") == 3
 
-        # Ingest reads no more posts, not even one that would flow at once...
+        # Ingest reads on: a post that needs no notice is stored while the bound is full...
         system.publish_posts([post("uma-1", "uma", "US")])
-        # ...until nora's grace period ends and her posts, released, free room. Nothing is dropped.
-        eventually(lambda: "uma-1" in stored(system), timeout=grace_s + 60, what="uma's post stored once room was freed")
-        eventually(lambda: {f"nora-{n}" for n in range(5)} <= set(stored(system)), timeout=30, what="all of nora's posts stored")
-        assert ingested_us(stored(system)["uma-1"]) >= told_at + grace_s * 1_000_000
-        assert ingest(system, "consentry_ingest_deferred_full") == 0
+        eventually(lambda: "uma-1" in stored(system), timeout=60, what="uma's post stored while the bound is full")
+        # ...and once nora's grace period ends, all five are released (the two left out are read
+        # again from the topic once the first three free room), none before its end, none dropped.
+        eventually(lambda: {f"nora-{n}" for n in range(5)} <= set(stored(system)), timeout=grace_s + 60, what="all of nora's posts stored")
+        release = told_at + grace_s * 1_000_000
+        assert all(ingested_us(stored(system)[f"nora-{n}"]) >= release for n in range(5))
+        eventually(lambda: ingest(system, "consentry_ingest_deferred_full") == 0, timeout=30, what="the bound free again")
         assert ingest(system, "consentry_ingest_deferred_dropped_total") == 0
+        assert len(system.training_rows()) == 6  # each post once
 
 
 def test_users_never_notified_filling_the_deferred_bound_stop_no_one_else(broker: tuple[str, str], tmp_path: Path) -> None:
     bootstrap, flavor = broker
-    # A bound three deferred posts fill (in bytes of post bodies before, in index entries now).
-    env = {"CONSENTRY_NOTICE_GRACE": "8s", "CONSENTRY_DEFERRED_MAX_BYTES": "1500", "CONSENTRY_DEFERRED_MAX_POSTS": "3"}
+    # An index three deferred posts fill (before: a memory bound of about three post bodies,
+    # CONSENTRY_DEFERRED_MAX_BYTES=1500, that stopped ingest).
+    env = {"CONSENTRY_NOTICE_GRACE": "8s", "CONSENTRY_DEFERRED_MAX_POSTS": "3"}
     with System(bootstrap, flavor, tmp_path, notices=True, extra_env=env) as system:
         system.create_topics()
         system.start()

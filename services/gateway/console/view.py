@@ -176,7 +176,7 @@ def _notices(ingest: Metrics) -> dict[str, Any]:
         "dropped": v("consentry_ingest_deferred_dropped_total"),
         "bytes": v("consentry_ingest_deferred_bytes"),
         "full": bool(full),
-        # Full: ingest has stopped reading posts until releases free memory.
+        # Full: newly deferred posts wait unindexed (not released) until releases free room.
         "level": WARN if full else OK,
     }
 

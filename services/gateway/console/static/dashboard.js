@@ -163,7 +163,7 @@ function renderNotices(d) {
   byId("notices-dropped").closest(".card").classList.toggle("idle", !n.dropped);
   setText(byId("notices-bytes"), bytes(n.bytes));
   setLevel(byId("notices-memory"), n.level);
-  setText(byId("notices-full"), n.bytes === null ? "—" : n.full ? "full: ingest has stopped reading posts until releases free room" : "under its bound: posts are read");
+  setText(byId("notices-full"), n.bytes === null ? "—" : n.full ? "index full: newly deferred posts wait unindexed until releases free room (other posts are read)" : "under its bound");
 }
 
 function renderLag(lag) {
