@@ -3,19 +3,34 @@
 `CONSENTRY_FAILPOINTS="sink.after_store:2,ingest.before_commit"` makes the 2nd pass through
 `sink.after_store` (and the 1st through `ingest.before_commit`) end the process at once, as
 a kill -9 would, so a test can crash a service inside a window that random kills rarely hit.
-Unset (always, outside tests), `hit` is one dict lookup.
+`NAME@SECONDS` makes every pass through `await slow(NAME)` wait that long instead: a window a
+test must observe (ingest holding posts while it loads) stays open on a fast machine too.
+Unset (always, outside tests), `hit` and `slow` are one dict lookup.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 
 EXIT_CODE = 75
 _armed: dict[str, int] = {}
+_delays: dict[str, float] = {}
 for _item in filter(None, os.environ.get("CONSENTRY_FAILPOINTS", "").split(",")):
-    _name, _, _count = _item.strip().partition(":")
+    _item = _item.strip()
+    if "@" in _item:
+        _name, _, _seconds = _item.partition("@")
+        _delays[_name] = float(_seconds)
+        continue
+    _name, _, _count = _item.partition(":")
     _armed[_name] = int(_count or 1)
+
+
+async def slow(name: str) -> None:
+    delay = _delays.get(name)
+    if delay is not None:
+        await asyncio.sleep(delay)
 
 
 def hit(name: str) -> None:

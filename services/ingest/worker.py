@@ -25,9 +25,9 @@ import logging
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
+from consentry import failpoints
 from consentry.domain.eligibility import decide
-from consentry.domain.model import Decision
-from consentry.domain.model import ENFORCED, Invalid, PurgeMarker, Receipt
+from consentry.domain.model import ENFORCED, Decision, Invalid, PurgeMarker, Receipt
 from consentry.wire import encode_purge_marker, encode_receipt, encode_rejection, encode_training_post, parse_post
 from consentry.kafka import BatchSender, client_options, producer_options, wait_partitions
 from consentry.kafka_worker import Batch, Bounds, Flushed, KafkaWorker, group_consumer
@@ -169,6 +169,7 @@ class IngestWorker(KafkaWorker):
         # What the records read here touch needs no enforcing of its own: once everything is
         # loaded, every user with something pending is enforced.
         await self._read_consent(timeout_ms=50, max_records=LOAD_CHUNK_RECORDS)
+        await failpoints.slow("ingest.load_chunk")
         return await self._check_loaded()
 
     async def tick(self, ready: bool) -> bool:

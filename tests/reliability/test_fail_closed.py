@@ -53,7 +53,10 @@ def test_posts_wait_while_consent_state_loads_and_consent_serves_only_when_recov
     system.publish_posts(posts)
 
     # Ingest starts with posts waiting and a long changelog to read.
-    system.start("ingest", "sink", wait=False)
+    # Each chunk of the load waits a little (a failpoint), so the hold lasts seconds even on a
+    # machine fast enough to read 100,000 records in one: the window must be observable.
+    system.start("sink", wait=False)
+    system.start("ingest", wait=False, env={"CONSENTRY_FAILPOINTS": "ingest.load_chunk@0.1"})
     seen_held = None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
