@@ -89,7 +89,7 @@ PURGED = ReceiptKind.PURGED
 VISIBILITIES = frozenset(Visibility)
 OBJECTION_KINDS = frozenset(Kind)
 OBJECTION_CHANNELS = frozenset(Channel)
-PERSON_CHANNELS = frozenset(Channel) - {Channel.IMPORT}  # what a person may name when filing
+PERSON_CHANNELS = tuple(c for c in Channel if c is not Channel.IMPORT)  # what a person may name when filing, in order
 NOTICE_CHANNELS = frozenset(NoticeChannel)
 
 

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from consentry.domain.model import PERSON_CHANNELS, Channel, Kind, NoticeChannel, Status
 from services.gateway.problems import RETRY_AFTER, problem
 
 
@@ -19,7 +20,7 @@ class ObjectionRequest(BaseModel):
     )
 
     reason: str | None = Field(default=None, max_length=2000, description="Optional, free text.")
-    channel: Literal["web", "app", "email", "api"] = Field(default="api", description="Where the person objected.")
+    channel: Literal[PERSON_CHANNELS] = Field(default=Channel.API, description="Where the person objected.")
     notice_version: str | None = Field(default=None, max_length=256, description="The notice version the person last saw.")
 
 
@@ -35,13 +36,13 @@ class ObjectionReceipt(BaseModel):
 
     objection_id: str
     user_id: str
-    status: Literal["received"]
+    status: Literal[Status.RECEIVED]
     received_at: str = Field(description="RFC 3339, UTC")
 
 
 class HistoryItem(BaseModel):
     objection_id: str
-    kind: Literal["object", "withdraw"]
+    kind: Literal[tuple(Kind)]
     channel: str = Field(description="web, app, email, api or import")
     received_at: str = Field(description="When the request was made (RFC 3339, UTC); for imports, the original date.")
     reason: str | None = None
@@ -56,7 +57,7 @@ class HistoryItem(BaseModel):
 class NoticeItem(BaseModel):
     notice_id: str
     notice_version: str = Field(description="Which text was sent.")
-    channel: Literal["email", "in_app"]
+    channel: Literal[tuple(NoticeChannel)]
     sent_at: str = Field(description="When it was sent (RFC 3339, UTC).")
     country: str = Field(description="The country it was sent for (ISO 3166-1 alpha-2).")
 
@@ -87,7 +88,7 @@ class ObjectionStatus(BaseModel):
 
     user_id: str
     objected: bool = Field(description="True while an objection is active.")
-    status: Literal["none", "received", "enforced", "purged", "withdrawn"] = Field(description="The latest request's step.")
+    status: Literal[tuple(Status)] = Field(description="The latest request's step.")
     history: list[HistoryItem] = Field(description="Every objection and withdrawal, oldest first.")
     notices: list[NoticeItem] = Field(
         default_factory=list, description="Every notice you were sent about the use of your posts for AI training, oldest first."
