@@ -23,6 +23,14 @@ LAST_VACUUM = Gauge(
     "consentry_sink_last_vacuum_timestamp",
     "When `consentry vacuum` last finished on this table (Unix seconds; 0: never), from the table's vacuum record",
 )
+REWINDS = Counter(
+    "consentry_sink_rewinds_total",
+    "Partitions the sink replayed from the table's own positions because the table was behind its consumer group (restored or created again)",
+)
+UNREPLAYABLE = Counter(
+    "consentry_sink_unreplayable_records_total",
+    "training.posts records the table needed that retention had deleted: never applied (run `consentry reconcile`)",
+)
 LAST_VACUUM_FILES = Gauge("consentry_sink_last_vacuum_files_removed", "Files the last vacuum removed")
 
 

@@ -23,6 +23,7 @@ from consentry.timeutil import now_us
 from consentry.web import StatusServer
 from services.sink import metrics
 from consentry.domain.purge import plan_batch
+from services.sink.resume import Reason, Resume, resume_point
 from services.sink.settings import SinkSettings
 from services.sink.store import DeltaTrainingStore, TrainingStore
 from services.sink.writer import IdempotentWriter
@@ -222,20 +223,47 @@ class SinkWorker(KafkaWorker):
         return f"consentry-sink:{tp.topic}:{tp.partition}"
 
     async def _load_applied(self, assigned: set[TopicPartition]) -> None:
-        """Positions the table recorded, kept only where the partition still holds the record
-        they end with (same timestamp): a topic deleted and created again (an embedded broker
-        restarted empty, an operator's re-creation) starts over at offset 0."""
+        """Where to read each partition from (services.sink.resume): the table's recorded
+        positions, trusted only where the partition still holds the record they end with (same
+        timestamp: a topic deleted and created again starts over at offset 0), against the
+        group's committed offsets and the oldest offset retention left."""
         store = self.writer.store
-        recorded = {}
+        recorded: dict[TopicPartition, tuple[int, int | None]] = {}
         for tp in assigned:
             position = await asyncio.to_thread(store.applied_position, self._stream(tp))
             if position:
                 recorded[tp] = (position, await asyncio.to_thread(store.applied_position, self._stream(tp) + "@timestamp"))
-        found = await record_timestamps(self.settings.bootstrap_servers, {tp: p - 1 for tp, (p, _) in recorded.items()})
+        starts = await self.consumer.beginning_offsets(list(assigned)) if assigned else {}
+        committed = {tp: await self.consumer.committed(tp) for tp in assigned}
+        checkable = {tp: p - 1 for tp, (p, _) in recorded.items() if p - 1 >= starts[tp]}
+        found = await record_timestamps(self.settings.bootstrap_servers, checkable)
         self._applied = {}
-        for tp, (position, timestamp) in recorded.items():
-            if found.get(tp) == timestamp:
-                self._applied[tp] = position
-            else:
-                log.warning("%s[%d] does not hold the record the table says it applied last (offset %d): the topic was "
-                            "created again; applying it from the consumer group's position", tp.topic, tp.partition, position - 1)
+        for tp in sorted(assigned):
+            table = recorded.get(tp)
+            verified = None if table is None or tp not in checkable else found.get(tp) == table[1]
+            resume = resume_point(table[0] if table else None, verified, committed[tp], starts[tp])
+            self._report(tp, resume, table[0] if table else None, committed[tp], starts[tp])
+            if resume.applied:
+                self._applied[tp] = resume.applied
+            if resume.seek is not None:
+                self.consumer.seek(tp, resume.seek)
+
+    def _report(self, tp: TopicPartition, resume: Resume, table: int | None, committed: int | None, start: int) -> None:
+        where = f"{tp.topic}[{tp.partition}]"
+        if resume.reason == Reason.RECREATED_TOPIC:
+            log.warning("%s does not hold the record the table says it applied last (offset %d): the topic was "
+                        "created again; applying it from the consumer group's position", where, (table or 0) - 1)
+        elif resume.reason == Reason.REWIND:
+            metrics.REWINDS.inc()
+            log.warning("%s: the table is behind the consumer group (table at offset %d, group at %s): restored from a "
+                        "backup? replaying %d records from the table's position", where, table, committed, (committed or 0) - (table or 0))
+        elif resume.reason == Reason.REFILL:
+            metrics.REWINDS.inc()
+            log.warning("%s: the table records nothing of this partition but the consumer group is at offset %s: the table "
+                        "was created again? replaying from the oldest record held (offset %d)", where, committed, start)
+        if resume.missing:
+            metrics.UNREPLAYABLE.inc(resume.missing)
+            log.error("%s: the table needs %d records (offsets %d to %d) that the topic no longer holds (retention): "
+                      "their posts are lost to training and their purge markers cannot be applied again. Run `consentry "
+                      "reconcile` now (docs/operations.md, ConsentrySinkReplayGap)", where, resume.missing,
+                      start - resume.missing, start - 1)
