@@ -18,6 +18,11 @@ class SinkSettings(CommonSettings):
     sink_batch_rows: int = Field(default=200_000, description="Flush a batch at this many messages...")
     sink_flush_seconds: float = Field(default=1.0, description="...or this long after its first message.")
     sink_stats_seconds: float = Field(default=5.0, description="Refresh table size, vacuum record and lag at most this often.")
+    reconcile_interval_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Seconds between the sink's reconciliation passes (0: none, run `consentry reconcile` instead).",
+    )
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
 

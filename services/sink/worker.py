@@ -30,6 +30,9 @@ from services.sink.writer import IdempotentWriter
 
 log = logging.getLogger(__name__)
 
+RECONCILE_FIRST_DELAY_S = 60.0  # the first pass after start (sooner if the interval is shorter)
+RECONCILE_RETRY_S = 300.0  # after a failed pass
+
 
 async def record_timestamps(bootstrap: str, wanted: dict[TopicPartition, int], timeout: float = 10.0) -> dict[TopicPartition, int]:
     """The timestamp of the record at each (partition, offset), where the partition has it."""
@@ -80,6 +83,7 @@ class SinkWorker(KafkaWorker):
         self._applied: dict[TopicPartition, int] = {}
         self._offsets: dict[TopicPartition, int] = {}
         self._last_ts: dict[TopicPartition, int] = {}  # timestamp of the last record read, per partition
+        self._reconciler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -107,6 +111,7 @@ class SinkWorker(KafkaWorker):
         await self.start_consumer(consumer, [self.topics.training_posts])
         self.status = StatusServer(s.sink_host, s.sink_port, self.readiness)
         await self.status.start()
+        self._reconciler = asyncio.create_task(self._reconcile_periodically()) if s.reconcile_interval_s > 0 else None
 
     def readiness(self) -> tuple[bool, str]:
         if not self.assigned:
@@ -114,12 +119,59 @@ class SinkWorker(KafkaWorker):
         return True, f"writing {len(self.assigned)} partitions"
 
     async def stop(self) -> None:
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            await asyncio.gather(self._reconciler, return_exceptions=True)
         await self.stop_consuming()  # the pending batch is applied and committed, else re-read on restart
         for closer in (self.consumer.stop, self.producer.stop, self.status.stop):
             try:
                 await closer()
             except Exception:
                 log.exception("error while stopping")
+
+    # ------------------------------------------------------------------ reconciliation
+
+    async def _reconcile_periodically(self) -> None:
+        """A reconciliation pass (services.sink.reconcile) every `reconcile_interval_s`, counted
+        from the last pass anyone recorded with the table (the sink's or `consentry reconcile`'s),
+        by the replica that owns partition 0 of training.posts only; the first one shortly
+        after start. Its deletes hold the worker's lock: they never race this sink's commits."""
+        from services.sink.reconcile import run_pass
+
+        interval = self.settings.reconcile_interval_s
+        store = self.writer.store
+        if isinstance(store, DeltaTrainingStore):  # its own table object: the pass scans in another thread
+            store = await asyncio.to_thread(DeltaTrainingStore, store.uri, store._options)
+        not_before = time.time() + min(interval, RECONCILE_FIRST_DELAY_S)
+        retry_at = 0.0
+        while not self._stopping.is_set():
+            try:
+                record = await asyncio.to_thread(store.reconcile_record)
+            except Exception:
+                record = None
+            last = record.last_ended_at_us / 1e6 if record is not None else 0.0
+            due = max(last + interval, not_before, retry_at)
+            if time.time() < due:
+                await self._sleep(min(due - time.time(), 30.0))  # re-read: another replica or the command may run one
+                continue
+            if TopicPartition(self.topics.training_posts, 0) not in self.assigned:
+                await self._sleep(min(interval, 5.0))
+                continue
+            try:
+                result = await run_pass(self.settings, store, lock=self._lock)
+            except Exception:
+                metrics.ERRORS.labels("reconcile").inc()
+                log.exception("reconciliation pass failed; trying again in %.0fs", min(interval, RECONCILE_RETRY_S))
+                retry_at = time.time() + min(interval, RECONCILE_RETRY_S)
+                continue
+            if result.record is not None:
+                metrics.RECONCILIATION.record = result.record
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=max(seconds, 0.01))
+        except TimeoutError:
+            pass
 
     # ------------------------------------------------------------------ the skeleton's hooks
 
@@ -152,6 +204,7 @@ class SinkWorker(KafkaWorker):
         try:
             stats = await asyncio.to_thread(store.stats)
             record = await asyncio.to_thread(store.vacuum_record)
+            reconciled = await asyncio.to_thread(store.reconcile_record)
         except Exception:
             metrics.ERRORS.labels("stats").inc()
             log.warning("could not read the training store's metadata for the gauges", exc_info=True)
@@ -159,6 +212,8 @@ class SinkWorker(KafkaWorker):
         metrics.TABLE_VERSION.set(stats.version)
         metrics.TABLE_BYTES.set(stats.live_bytes)
         metrics.TABLE_FILES.set(stats.live_files)
+        if reconciled is not None:
+            metrics.RECONCILIATION.record = reconciled
         if record is not None:
             metrics.VACUUM_RUNS.runs = record.runs
             metrics.LAST_VACUUM.set(record.last_ended_at_us / 1e6)
