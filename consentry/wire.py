@@ -532,11 +532,6 @@ def decode_enforcement_view(value: bytes) -> EnforcementView:
     )
 
 
-def decode_intervals(value: bytes) -> tuple[tuple[int, int | None], ...]:
-    """Only a changelog record's objection intervals (reconciliation reads a million of them)."""
-    return tuple((i[0], i[1]) for i in orjson.loads(value)["intervals"])
-
-
 # ------------------------------------------------------------- a person's status
 
 

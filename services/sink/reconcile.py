@@ -9,8 +9,8 @@ A pass:
 
 1. notes the time `at` and reads the consent table's changelog (`consentry.consent-state`,
    compacted, one record per user) from its start to the end it has at `at`, keeping every
-   user with an objection interval, withdrawn or not (a state record it cannot read counts as
-   an objection since ever, as in ingest: fail closed);
+   user with an objection, withdrawn or not (a state record it cannot read counts as an
+   objection since ever, as in ingest: fail closed);
 2. scans the table's `post_id`, `user_id`, `created_at` and `ingested_at` columns in batches
    (never the text), keeps the rows of those users, and finds the rows that must not be there
    (`offending`);
@@ -19,19 +19,19 @@ A pass:
 4. adds its figures to the reconciliation record beside the table (the sink shows them as
    `consentry_reconcile_*` metrics; rows purged > 0 is an alert: a leak was caught).
 
-Which rows must not be there, for a user with interval [start, end) (end unset: active):
+Which rows must not be there:
 
-- a post created inside a withdrawn objection's interval (never eligible, `decide`);
-- a row ingested before an objection's end, or, while it is active, before `at`: the purge
-  marker of that objection deletes every row stored before it, and ingest stores none while
-  the objection is active. Ingestion times come from ingest's clock and `at` from this one's,
-  and a withdrawal may be applied by ingest a moment after it was received: rows ingested
-  within MARGIN of the end (or of `at`) are left to the next pass, so that a post stored
-  just after a withdrawal is never taken for a leak.
+- a post created inside a withdrawn objection's interval [start, end): never eligible
+  (`decide`), whatever happened since;
+- a row ingested before the user's purge horizon (consentry.domain.purge.purge_horizon):
+  once an objection's purge is due (confirmed by the sink, or `grace` after its marker was
+  written: a marker lost on the way is never confirmed), every row stored before its marker
+  and every row stored while it lasted must be gone; `margin` allows for the hosts' clocks
+  and for a withdrawal on its way to ingest.
 
-What the rule never deletes: posts of users who never objected, posts created after a
-withdrawal and ingested after it (eligible again), posts created before an objection and
-ingested after its withdrawal (eligible: its created_at is outside every interval).
+So a purge still on its way (the marker written, not yet applied) is not taken for a leak,
+and nothing is deleted that the contract keeps: posts of users who never objected, posts
+stored after a withdrawal reached ingest whose `created_at` lies outside every interval.
 """
 
 from __future__ import annotations
@@ -39,92 +39,150 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from consentry.domain.model import Interval
+from consentry.domain.model import OBJECT, Channel, Interval
+from consentry.domain.purge import ObjectionFacts, purge_horizon
 from consentry.patches import true_end_offsets
-from consentry.timeutil import now_us
-from consentry.wire import decode_intervals
+from consentry.timeutil import now_us, parse_rfc3339
 from services.sink.reconcile_record import PassFigures, ReconcileRecord, next_record
 from services.sink.settings import SinkSettings
 from services.sink.store import TrainingStore
 
 log = logging.getLogger(__name__)
 
-MARGIN_US = 5 * 60 * 1_000_000  # clock skew between hosts, and a withdrawal's way to ingest
 DELETE_CHUNK = 50_000  # post ids per delete commit
 LOGGED_USERS = 20  # users named in the log line of a pass that deleted rows (ids, never text)
 SCAN_COLUMNS = ["post_id", "user_id", "created_at", "ingested_at"]
 LOOKUP_ROWS_MAX = 4 << 20  # rows held at once for one lookup (about 50 bytes each: 200 MiB at most)
-FAIL_CLOSED: tuple[Interval, ...] = ((0, None),)  # an unreadable state record: objected since ever
 _NONE = pa.table({"post_id": pa.array([], pa.string()), "user_id": pa.array([], pa.string()),
                   "created_at": pa.array([], pa.timestamp("us", tz="UTC"))})
 
 
+# ------------------------------------------------------------------ the consent state
+
+
+def decode_purge_facts(value: bytes) -> tuple[tuple[Interval, ...], tuple[ObjectionFacts, ...]]:
+    """What a pass needs of a consent state record (consentry.wire.encode_consent_state writes
+    it): the intervals and, per objection, when it was received and enforced, whether purged.
+    Raises on a record it cannot read."""
+    obj = orjson.loads(value)
+    objections = tuple(
+        ObjectionFacts(_timestamp(e["received_at"]), e.get("channel") == Channel.IMPORT, _timestamp(e.get("enforced_at")), e.get("purged_at") is not None)
+        for e in obj["history"]
+        if e["kind"] == OBJECT
+    )
+    return tuple((int(i[0]), None if i[1] is None else int(i[1])) for i in obj["intervals"]), objections
+
+
+_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _timestamp(value: Any) -> Any:
+    """RFC 3339 to microseconds, fast for the form consentry.timeutil.format_rfc3339 writes
+    (two per user, a million users a pass); None stays None."""
+    if value is None:
+        return None
+    if type(value) is str and value.endswith("Z") and len(value) in (20, 27):
+        try:
+            return (datetime.fromisoformat(value[:-1]) - _EPOCH) // _MICROSECOND
+        except ValueError:
+            pass
+    parsed = parse_rfc3339(value)
+    if parsed is None:
+        raise ValueError("not an RFC 3339 timestamp")
+    return parsed
+
+
 @dataclass
 class ObjectedUsers:
-    """The users with an objection interval, as the consent table had them at `at_us`, as
-    columns: one row per interval (`end` null while active)."""
+    """The users who can have rows to delete, as the consent table had them at `at_us`, as
+    columns: per user one row with their purge horizon (`horizon`, the rest null) and one
+    row per withdrawn objection's interval (`start`, `end`, `horizon` null)."""
 
     at_us: int
     users: pa.Array  # distinct user ids (the set a row's user is looked up in)
-    intervals: pa.Table  # user_id, start, end
+    rules: pa.Table  # user_id, start, end, horizon
     records_read: int = 0
     unreadable: int = 0
 
     @classmethod
-    def of(cls, at_us: int, intervals: dict[str, tuple[Interval, ...]]) -> ObjectedUsers:
-        """From a mapping (tests, benchmarks); `read_objected` builds it partition by partition."""
+    def of(cls, at_us: int, users: dict[str, tuple[tuple[Interval, ...], int | None]]) -> ObjectedUsers:
+        """From {user: (intervals, purge horizon)} (tests, benchmarks)."""
         columns = _Columns()
-        columns.add(intervals)
+        for user, (intervals, horizon) in users.items():
+            columns.add(user, intervals, horizon)
+        columns.seal()
         return columns.build(at_us)
 
 
 class _Columns:
     def __init__(self) -> None:
-        self.users: list[str] = []
-        self.interval_users: list[str] = []
-        self.starts: list[int] = []
-        self.ends: list[int | None] = []
-        self.chunks: list[tuple[pa.Array, pa.Table]] = []
+        self._users: list[str] = []
+        self._rule_users: list[str] = []
+        self._starts: list[int | None] = []
+        self._ends: list[int | None] = []
+        self._horizons: list[int | None] = []
+        self._chunks: list[tuple[pa.Array, pa.Table]] = []
 
-    def add(self, intervals: dict[str, tuple[Interval, ...]]) -> None:
-        for user, spans in intervals.items():
-            self.users.append(user)
-            for start, end in spans:
-                self.interval_users.append(user)
-                self.starts.append(start)
-                self.ends.append(end)
-        # As columns at once: a million users cost tens of MiB this way, not hundreds.
-        self.chunks.append(
+    def add(self, user: str, intervals: tuple[Interval, ...], horizon: int | None) -> bool:
+        """Keep the user if some row of theirs could be offending; say whether."""
+        closed = [(start, end) for start, end in intervals if end is not None]
+        if not closed and horizon is None:
+            return False
+        self._users.append(user)
+        for start, end in closed:
+            self._rule_users.append(user)
+            self._starts.append(start)
+            self._ends.append(end)
+            self._horizons.append(None)
+        if horizon is not None:
+            self._rule_users.append(user)
+            self._starts.append(None)
+            self._ends.append(None)
+            self._horizons.append(horizon)
+        return True
+
+    def seal(self) -> None:
+        """Turn what was added into columns (once per partition: a million users cost tens of
+        MiB this way, not hundreds)."""
+        self._chunks.append(
             (
-                pa.array(self.users, pa.string()),
-                pa.table({"user_id": pa.array(self.interval_users, pa.string()), "start": pa.array(self.starts, pa.int64()),
-                          "end": pa.array(self.ends, pa.int64())}),
+                pa.array(self._users, pa.string()),
+                pa.table({"user_id": pa.array(self._rule_users, pa.string()), "start": pa.array(self._starts, pa.int64()),
+                          "end": pa.array(self._ends, pa.int64()), "horizon": pa.array(self._horizons, pa.int64())}),
             )
         )
-        self.users, self.interval_users, self.starts, self.ends = [], [], [], []
+        self._users, self._rule_users, self._starts, self._ends, self._horizons = [], [], [], [], []
 
     def build(self, at_us: int, records_read: int = 0, unreadable: int = 0) -> ObjectedUsers:
-        users = pa.concat_arrays([u for u, _ in self.chunks]) if self.chunks else pa.array([], pa.string())
-        table = pa.concat_tables([t for _, t in self.chunks]) if self.chunks else pa.table(
-            {"user_id": pa.array([], pa.string()), "start": pa.array([], pa.int64()), "end": pa.array([], pa.int64())})
-        return ObjectedUsers(at_us, users, table.combine_chunks(), records_read, unreadable)
+        users = pa.concat_arrays([u for u, _ in self._chunks]) if self._chunks else pa.array([], pa.string())
+        rules = pa.concat_tables([t for _, t in self._chunks]) if self._chunks else pa.table(
+            {name: pa.array([], pa.string() if name == "user_id" else pa.int64()) for name in ("user_id", "start", "end", "horizon")})
+        return ObjectedUsers(at_us, users, rules.combine_chunks(), records_read, unreadable)
 
 
-async def read_objected(settings: SinkSettings, timeout: float = 600.0) -> ObjectedUsers:
+async def read_objected(settings: SinkSettings, timeout: float = 900.0) -> ObjectedUsers:
     """Read the consent table's changelog to the end it has now; one partition at a time (a
     user's records are all in their home partition, in order: the last one wins)."""
     topic = settings.topics.consent_state
     at = now_us()  # before the end offsets: a change not read was made after `at`
+    grace, margin = int(settings.reconcile_grace_s * 1e6), int(settings.reconcile_margin_s * 1e6)
     tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
     ends = await true_end_offsets(settings.bootstrap_servers, tps)
+    columns = _Columns()
+    records = unreadable = 0
+    if not any(ends.values()):
+        return columns.build(at)  # (an aiokafka consumer never assigned a partition may hang in stop())
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         enable_auto_commit=False,
@@ -134,8 +192,6 @@ async def read_objected(settings: SinkSettings, timeout: float = 600.0) -> Objec
         client_id="consentry-reconcile",
     )
     await consumer.start()
-    columns = _Columns()
-    records = unreadable = 0
     deadline = time.monotonic() + timeout
     try:
         for tp in tps:
@@ -143,55 +199,51 @@ async def read_objected(settings: SinkSettings, timeout: float = 600.0) -> Objec
                 continue
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
-            users: dict[str, tuple[Interval, ...]] = {}
+            latest: dict[str, bytes | None] = {}  # the last record of each user: decoded once
             while await consumer.position(tp) < ends[tp]:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{topic} not read to its end within {timeout}s")
                 batch = await consumer.getmany(tp, timeout_ms=200, max_records=50_000)
                 for record in batch.get(tp, ()):
-                    if record.offset >= ends[tp] or record.key is None:
-                        continue
-                    records += 1
-                    user = record.key.decode("utf-8", errors="replace")
-                    if record.value is None:  # tombstone
-                        users.pop(user, None)
-                        continue
-                    try:
-                        spans = decode_intervals(record.value)
-                    except (ValueError, KeyError, TypeError, IndexError):
-                        unreadable += 1
-                        log.error("unreadable consent state record in %s[%d] at offset %d: the user counts as objected",
-                                  topic, tp.partition, record.offset)
-                        spans = FAIL_CLOSED
-                    if spans:
-                        users[user] = spans
-                    else:
-                        users.pop(user, None)
-            columns.add(users)
+                    if record.offset < ends[tp] and record.key is not None:
+                        records += 1
+                        latest[record.key.decode("utf-8", errors="replace")] = record.value
+            for user, value in latest.items():
+                if value is None:  # tombstone
+                    continue
+                try:
+                    intervals, objections = decode_purge_facts(value)
+                    horizon = purge_horizon(intervals, objections, at, grace, margin)
+                except (ValueError, KeyError, TypeError, IndexError):
+                    unreadable += 1
+                    log.error("unreadable consent state record of a user in %s[%d]: the user counts as objected since ever",
+                              topic, tp.partition)
+                    intervals, horizon = ((0, None),), at - margin
+                columns.add(user, intervals, horizon)
+            latest.clear()
+            columns.seal()
     finally:
-        await consumer.stop()
+        try:
+            await asyncio.wait_for(consumer.stop(), 30)
+        except TimeoutError:
+            log.warning("the consent state reader did not stop within 30s; left to the garbage collector")
     return columns.build(at, records, unreadable)
 
 
-def offending(rows: pa.Table | pa.RecordBatch, objected: ObjectedUsers, margin_us: int = MARGIN_US) -> pa.Table:
+def offending(rows: pa.Table | pa.RecordBatch, objected: ObjectedUsers) -> pa.Table:
     """The rows (post_id, user_id, created_at) that must not be in the table (see the module)."""
     if isinstance(rows, pa.RecordBatch):
         rows = pa.Table.from_batches([rows])
     candidates = rows.filter(pc.is_in(rows.column("user_id"), value_set=objected.users))
     if candidates.num_rows == 0:
         return _NONE
-    joined = candidates.select(["post_id", "user_id", "created_at", "ingested_at"]).join(objected.intervals, keys="user_id")
-    at = objected.at_us
+    joined = candidates.select(SCAN_COLUMNS).join(objected.rules, keys="user_id")
     created = joined.column("created_at").cast(pa.int64())
     ingested = joined.column("ingested_at").cast(pa.int64())
-    start, end = joined.column("start"), joined.column("end")
-    # An interval ending after `at` (a clock ahead of this one) is still active here.
-    active = pc.or_(pc.is_null(end), pc.greater(pc.fill_null(end, at), at))
-    closed_end = pc.if_else(active, pa.scalar(at, pa.int64()), end)
-    inside = pc.and_(pc.invert(active), pc.and_(pc.greater_equal(created, start), pc.less(created, closed_end)))
-    stored_before = pc.less(ingested, pc.subtract(closed_end, margin_us))
-    hits = joined.filter(pc.or_(inside, stored_before)).select(["post_id", "user_id", "created_at"])
-    return hits.group_by(["post_id", "user_id", "created_at"]).aggregate([])
+    inside = pc.and_kleene(pc.greater_equal(created, joined.column("start")), pc.less(created, joined.column("end")))
+    stored_before = pc.less(ingested, joined.column("horizon"))
+    hits = joined.filter(pc.fill_null(pc.or_kleene(inside, stored_before), False))
+    return hits.select(["post_id", "user_id", "created_at"]).group_by(["post_id", "user_id", "created_at"]).aggregate([])
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,16 @@ class SinkSettings(CommonSettings):
         ge=0,
         description="Seconds between the sink's reconciliation passes (0: none, run `consentry reconcile` instead).",
     )
+    reconcile_grace_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="A purge not confirmed this long after its marker was written counts as lost: reconciliation does it.",
+    )
+    reconcile_margin_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Rows stored this close to an objection's end are never taken for a leak (clocks, withdrawals on their way).",
+    )
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
 

@@ -111,7 +111,7 @@ class SinkWorker(KafkaWorker):
         await self.start_consumer(consumer, [self.topics.training_posts])
         self.status = StatusServer(s.sink_host, s.sink_port, self.readiness)
         await self.status.start()
-        self._reconciler = asyncio.create_task(self._reconcile_periodically()) if s.reconcile_interval_s > 0 else None
+        self._reconciler = asyncio.create_task(self._reconcile_forever()) if s.reconcile_interval_s > 0 else None
 
     def readiness(self) -> tuple[bool, str]:
         if not self.assigned:
@@ -130,6 +130,15 @@ class SinkWorker(KafkaWorker):
                 log.exception("error while stopping")
 
     # ------------------------------------------------------------------ reconciliation
+
+    async def _reconcile_forever(self) -> None:
+        try:
+            await self._reconcile_periodically()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never silently: the stale alert would be the only sign
+            metrics.ERRORS.labels("reconcile").inc()
+            log.exception("the periodic reconciliation stopped; no pass runs until the sink restarts")
 
     async def _reconcile_periodically(self) -> None:
         """A reconciliation pass (services.sink.reconcile) every `reconcile_interval_s`, counted

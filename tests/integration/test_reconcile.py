@@ -142,7 +142,7 @@ def test_a_pass_deleting_while_the_sink_writes_loses_nothing(tmp_path: Path) -> 
     uri = str(tmp_path / "training")
     leakers = [f"leaker-{n}" for n in range(30)]
     DeltaTrainingStore(uri).append([row(f"{u}-{i}", u, NOW - 9 * HOUR, NOW - 9 * HOUR) for u in leakers for i in range(3)])
-    objected = ObjectedUsers.of(NOW, {u: ((NOW - 10 * HOUR, None),) for u in leakers})
+    objected = ObjectedUsers.of(NOW, {u: (((NOW - 10 * HOUR, None),), NOW - 5 * 60_000_000) for u in leakers})
     errors: list[BaseException] = []
 
     def sink() -> None:

@@ -1,15 +1,22 @@
-"""Which stored rows reconciliation deletes (services.sink.reconcile.offending), on the
-in-memory store: rows of objecting users the purges should have removed, never an eligible one."""
+"""Which stored rows reconciliation deletes: rows of objecting users their purges should have
+removed, never an eligible one, never one a purge still on its way will remove
+(consentry.domain.purge.purge_horizon, services.sink.reconcile.offending)."""
 
 from __future__ import annotations
 
+from consentry.domain.consent import apply_objection, apply_receipt
+from consentry.domain.model import ENFORCED, PURGED, Interval, ObjectionEvent, Receipt
+from consentry.domain.purge import ObjectionFacts, purge_horizon
 from consentry.timeutil import format_rfc3339
-from services.sink.reconcile import MARGIN_US, FAIL_CLOSED, ObjectedUsers, find_offending, offending
+from consentry.wire import encode_consent_state
+from services.sink.reconcile import ObjectedUsers, decode_purge_facts, find_offending, offending
 from services.sink.reconcile_record import PassFigures, ReconcileRecord, decode_record, encode_record, next_record
 from services.sink.store import MemoryTrainingStore, rows_to_arrow
 
-HOUR = 3_600_000_000
+MINUTE = 60_000_000
+HOUR = 60 * MINUTE
 NOW = 1_800_000_000_000_000
+GRACE, MARGIN = HOUR, 5 * MINUTE
 COLUMNS = ["post_id", "user_id", "created_at", "ingested_at"]
 
 
@@ -18,67 +25,123 @@ def row(post_id: str, user: str, created: int, ingested: int) -> dict:
             "country": None, "ingested_at": format_rfc3339(ingested)}
 
 
-def found(rows: list[dict], intervals: dict, at: int = NOW) -> list[str]:
+def objection(received: int, enforced: int | None = None, purged: bool = False, imported: bool = False) -> ObjectionFacts:
+    return ObjectionFacts(received, imported, enforced, purged)
+
+
+def horizon(intervals: tuple[Interval, ...], *objections: ObjectionFacts) -> int | None:
+    return purge_horizon(intervals, objections, NOW, GRACE, MARGIN)
+
+
+def found(rows: list[dict], users: dict[str, tuple[tuple[Interval, ...], tuple[ObjectionFacts, ...]]]) -> list[str]:
     table = rows_to_arrow(rows).select(COLUMNS)
-    return sorted(offending(table, ObjectedUsers.of(at, intervals)).column("post_id").to_pylist())
+    objected = ObjectedUsers.of(NOW, {u: (intervals, horizon(intervals, *objs)) for u, (intervals, objs) in users.items()})
+    return sorted(offending(table, objected).column("post_id").to_pylist())
 
 
-def test_every_row_of_an_active_objector_stored_before_the_pass_goes() -> None:
+# ------------------------------------------------------------------ when a purge is due
+
+
+def test_a_purge_confirmed_or_overdue_is_due_one_on_its_way_is_not() -> None:
+    active = ((NOW - 10 * HOUR, None),)
+    assert horizon(active, objection(NOW - 10 * HOUR, NOW - 10 * HOUR, purged=True)) == NOW - MARGIN
+    assert horizon(active, objection(NOW - 10 * HOUR, NOW - 2 * HOUR)) == NOW - MARGIN  # marker written 2 h ago, never confirmed: lost
+    assert horizon(active, objection(NOW - 10 * HOUR, NOW - 10 * MINUTE)) is None  # the marker is on its way
+    assert horizon(((NOW - 2 * MINUTE, None),), objection(NOW - 2 * MINUTE)) is None  # just received
+
+
+def test_a_live_objection_never_enforced_is_due_after_the_grace_an_imported_one_is_not() -> None:
+    active = ((NOW - 10 * HOUR, None),)
+    assert horizon(active, objection(NOW - 10 * HOUR)) == NOW - MARGIN
+    assert horizon(active, objection(NOW - 10 * HOUR, imported=True)) is None  # its time is history, not when it came
+
+
+def test_a_withdrawn_objection_reaches_its_end_or_its_marker() -> None:
+    start, end = NOW - 10 * HOUR, NOW - 5 * HOUR
+    assert horizon(((start, end),), objection(start, start + MINUTE, purged=True)) == end - MARGIN
+    # Withdrawn before ingest enforced it: the marker, written later, deletes up to itself.
+    assert horizon(((start, end),), objection(start, end + HOUR, purged=True)) == end + HOUR - MARGIN
+    # An old objection and withdrawal imported today: its marker (today) deletes everything before it.
+    assert horizon(((NOW - 900 * 24 * HOUR, NOW - 800 * 24 * HOUR),), objection(NOW - 900 * 24 * HOUR, NOW - 3 * HOUR, purged=True, imported=True)) == NOW - 3 * HOUR - MARGIN
+
+
+def test_the_latest_due_objection_sets_the_horizon() -> None:
+    intervals = ((NOW - 20 * HOUR, NOW - 15 * HOUR), (NOW - 10 * HOUR, None))
+    first = objection(NOW - 20 * HOUR, NOW - 20 * HOUR, purged=True)
+    second = objection(NOW - 10 * HOUR, NOW - 9 * MINUTE)  # on its way
+    assert horizon(intervals, first, second) == NOW - 15 * HOUR - MARGIN
+    assert horizon(intervals, first, objection(NOW - 10 * HOUR, NOW - 10 * HOUR, purged=True)) == NOW - MARGIN
+
+
+# ------------------------------------------------------------------ which rows go
+
+
+def test_every_row_of_an_objector_whose_purge_is_due_stored_before_the_pass_goes() -> None:
     rows = [
         row("old", "alice", NOW - 100 * HOUR, NOW - 99 * HOUR),  # stored before she objected: the marker's job
         row("leak", "alice", NOW - 2 * HOUR, NOW - 2 * HOUR),  # stored while she objected: ingest's
+        row("fresh", "alice", NOW - HOUR, NOW - MARGIN + 1),  # within the margin: the next pass decides
         row("bob", "bob", NOW - 2 * HOUR, NOW - 2 * HOUR),
     ]
-    assert found(rows, {"alice": ((NOW - 10 * HOUR, None),)}) == ["leak", "old"]
+    assert found(rows, {"alice": (((NOW - 10 * HOUR, None),), (objection(NOW - 10 * HOUR, NOW - 10 * HOUR, purged=True),))}) == ["leak", "old"]
 
 
-def test_a_row_stored_within_the_margin_of_the_pass_is_left_to_the_next() -> None:
-    """Ingest's clock may be ahead of this one, and a withdrawal unseen by this pass may
-    already be applied by ingest: a fresh row may be eligible."""
-    rows = [row("fresh", "alice", NOW - HOUR, NOW - MARGIN_US + 1), row("older", "alice", NOW - HOUR, NOW - MARGIN_US - 1)]
-    assert found(rows, {"alice": ((NOW - 10 * HOUR, None),)}) == ["older"]
+def test_nothing_goes_while_the_purge_is_on_its_way() -> None:
+    rows = [row("old", "alice", NOW - 100 * HOUR, NOW - 99 * HOUR)]
+    assert found(rows, {"alice": (((NOW - 20 * MINUTE, None),), (objection(NOW - 20 * MINUTE, NOW - 19 * MINUTE),))}) == []
 
 
 def test_after_a_withdrawal_posts_created_while_objecting_go_later_ones_stay() -> None:
     start, end = NOW - 10 * HOUR, NOW - 5 * HOUR
     rows = [
-        row("during", "carol", start + HOUR, end + HOUR),  # created during the objection, ingested after: never eligible
+        row("during", "carol", start + HOUR, end + HOUR),  # created during the objection, stored after: never eligible
         row("before-stored-before", "carol", start - HOUR, start - HOUR),  # the purge should have removed it
         row("before-stored-after", "carol", start - HOUR, end + HOUR),  # created before, stored after the withdrawal: eligible
         row("after", "carol", end + HOUR, end + 2 * HOUR),  # eligible again
         row("at-the-end", "carol", end, end + 2 * HOUR),  # the interval is [start, end)
-        row("just-after-withdrawal", "carol", end - HOUR, end - MARGIN_US + 1),  # within the margin: left alone
+        row("just-after-withdrawal", "carol", end - HOUR, end - MARGIN + 1),  # created inside: goes by created_at
+        row("stored-at-withdrawal", "carol", start - HOUR, end - MARGIN + 1),  # within the margin: stays
     ]
-    assert found(rows, {"carol": ((start, end),)}) == ["before-stored-before", "during", "just-after-withdrawal"]
+    facts = (((start, end),), (objection(start, start + MINUTE, purged=True),))
+    assert found(rows, {"carol": facts}) == ["before-stored-before", "during", "just-after-withdrawal"]
 
 
-def test_several_intervals_each_count() -> None:
-    first, second = (NOW - 20 * HOUR, NOW - 15 * HOUR), (NOW - 10 * HOUR, None)
-    rows = [
-        row("in-first", "dan", NOW - 17 * HOUR, NOW - 12 * HOUR + MARGIN_US),
-        row("between", "dan", NOW - 12 * HOUR, NOW - 12 * HOUR),  # eligible then, but the active objection's purge removes it
-        row("fresh", "dan", NOW - 12 * HOUR, NOW - MARGIN_US // 2),
-    ]
-    assert found(rows, {"dan": (first, second)}) == ["between", "in-first"]
-
-
-def test_an_unreadable_consent_record_counts_as_an_objection_since_ever() -> None:
-    rows = [row("p", "erin", 0, NOW - HOUR)]
-    assert found(rows, {"erin": FAIL_CLOSED}) == ["p"]
+def test_a_post_created_during_a_withdrawn_objection_goes_even_before_its_purge_is_due() -> None:
+    start, end = NOW - 30 * MINUTE, NOW - 20 * MINUTE
+    rows = [row("during", "dan", start + MINUTE, NOW - 10 * MINUTE), row("before", "dan", start - HOUR, start - HOUR)]
+    assert found(rows, {"dan": (((start, end),), (objection(start, start + MINUTE),))}) == ["during"]
 
 
 def test_users_are_compared_exactly() -> None:
     rows = [row("p1", "Alice", NOW - 2 * HOUR, NOW - 2 * HOUR), row("p2", "alice ", NOW - 2 * HOUR, NOW - 2 * HOUR)]
-    assert found(rows, {"alice": ((0, None),)}) == []
+    assert found(rows, {"alice": (((0, None),), (objection(0, 1, purged=True),))}) == []
 
 
 def test_a_scan_in_batches_finds_the_same_rows() -> None:
     store = MemoryTrainingStore()
     store.append([row(f"p{i}", f"u{i % 7}", NOW - 2 * HOUR, NOW - 2 * HOUR) for i in range(100)])
-    objected = ObjectedUsers.of(NOW, {"u3": ((0, None),), "u5": ((0, None),), "nobody": ((0, None),)})
+    objected = ObjectedUsers.of(NOW, {"u3": (((0, None),), NOW - MARGIN), "u5": (((0, None),), NOW - MARGIN), "nobody": (((0, None),), NOW)})
     hits, scanned = find_offending(store, objected, batch_rows=8)
     assert scanned == 100
     assert sorted(hits.column("post_id").to_pylist()) == sorted(f"p{i}" for i in range(100) if i % 7 in (3, 5))
+
+
+# ------------------------------------------------------------------ the consent state as written
+
+
+def test_the_facts_are_read_from_the_consent_services_own_records() -> None:
+    at = NOW - 10 * HOUR
+    state = apply_objection(None, ObjectionEvent("o1", "alice", "object", at, "web"), at)
+    state = apply_receipt(state, Receipt(ENFORCED, "alice", ("o1",), at + 1_500_000), at + 1_500_000)
+    state = apply_receipt(state, Receipt(PURGED, "alice", ("o1",), at + 3_000_000, 2, at + 1_500_000), at + 3_000_000)
+    state = apply_objection(state, ObjectionEvent("o2", "alice", "withdraw", NOW - 5 * HOUR, "web"), NOW)
+    state = apply_objection(state, ObjectionEvent("o3", "alice", "object", NOW - 900 * HOUR, "import"), NOW)
+    intervals, objections = decode_purge_facts(encode_consent_state(state))
+    assert intervals == state.intervals
+    assert sorted(objections, key=lambda o: o.received_at_us) == [
+        ObjectionFacts(NOW - 900 * HOUR, True, None, False),
+        ObjectionFacts(at, False, at + 1_500_000, True),
+    ]
 
 
 def test_the_record_adds_each_pass() -> None:
@@ -88,14 +151,3 @@ def test_the_record_adds_each_pass() -> None:
                                      last_rows_scanned=101, last_rows_purged=0)
     assert decode_record(encode_record(second)) == second
     assert decode_record(b"{not json") is None
-
-
-def test_the_intervals_are_read_from_the_consent_services_own_records() -> None:
-    from consentry.domain.consent import apply_objection
-    from consentry.domain.model import ObjectionEvent
-    from consentry.wire import decode_intervals, encode_consent_state
-
-    state = apply_objection(None, ObjectionEvent("o1", "alice", "object", NOW - 10 * HOUR, "web"), NOW)
-    state = apply_objection(state, ObjectionEvent("o2", "alice", "withdraw", NOW - 5 * HOUR, "web"), NOW)
-    state = apply_objection(state, ObjectionEvent("o3", "alice", "object", NOW - HOUR, "web"), NOW)
-    assert decode_intervals(encode_consent_state(state)) == state.intervals == ((NOW - 10 * HOUR, NOW - 5 * HOUR), (NOW - HOUR, None))
