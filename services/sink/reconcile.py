@@ -19,15 +19,14 @@ A pass:
 4. adds its figures to the reconciliation record beside the table (the sink shows them as
    `consentry_reconcile_*` metrics; rows purged > 0 is an alert: a leak was caught).
 
-Which rows must not be there:
+Which rows must not be there, once an objection's purge is due (confirmed by the sink, or
+`grace` after its marker was written: a marker lost on the way is never confirmed;
+consentry.domain.purge.reconcile_rules):
 
-- a post created inside a withdrawn objection's interval [start, end): never eligible
-  (`decide`), whatever happened since;
-- a row ingested before the user's purge horizon (consentry.domain.purge.purge_horizon):
-  once an objection's purge is due (confirmed by the sink, or `grace` after its marker was
-  written: a marker lost on the way is never confirmed), every row stored before its marker
-  and every row stored while it lasted must be gone; `margin` allows for the hosts' clocks
-  and for a withdrawal on its way to ingest.
+- every row stored before its marker, and every row stored while it lasted, must be gone
+  (`margin` allows for the hosts' clocks and for a withdrawal on its way to ingest);
+- every post created inside its interval [start, end), if it was withdrawn: never eligible
+  (`decide`), whatever happened since.
 
 So a purge still on its way (the marker written, not yet applied) is not taken for a leak,
 and nothing is deleted that the contract keeps: posts of users who never objected, posts
@@ -50,7 +49,7 @@ import pyarrow.compute as pc
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consentry.domain.model import OBJECT, Channel, Interval
-from consentry.domain.purge import ObjectionFacts, purge_horizon
+from consentry.domain.purge import ObjectionFacts, reconcile_rules
 from consentry.patches import true_end_offsets
 from consentry.timeutil import now_us, parse_rfc3339
 from services.sink.reconcile_record import PassFigures, ReconcileRecord, next_record
@@ -117,7 +116,7 @@ class ObjectedUsers:
 
     @classmethod
     def of(cls, at_us: int, users: dict[str, tuple[tuple[Interval, ...], int | None]]) -> ObjectedUsers:
-        """From {user: (intervals, purge horizon)} (tests, benchmarks)."""
+        """From {user: (withdrawn intervals, purge horizon)} (consentry.domain.purge.reconcile_rules)."""
         columns = _Columns()
         for user, (intervals, horizon) in users.items():
             columns.add(user, intervals, horizon)
@@ -135,7 +134,8 @@ class _Columns:
         self._chunks: list[tuple[pa.Array, pa.Table]] = []
 
     def add(self, user: str, intervals: tuple[Interval, ...], horizon: int | None) -> bool:
-        """Keep the user if some row of theirs could be offending; say whether."""
+        """Keep the user if some row of theirs could be offending; say whether. `intervals`:
+        the withdrawn ones whose purge is due (rows created inside go)."""
         closed = [(start, end) for start, end in intervals if end is not None]
         if not closed and horizon is None:
             return False
@@ -213,13 +213,13 @@ async def read_objected(settings: SinkSettings, timeout: float = 900.0) -> Objec
                     continue
                 try:
                     intervals, objections = decode_purge_facts(value)
-                    horizon = purge_horizon(intervals, objections, at, grace, margin)
+                    horizon, closed = reconcile_rules(intervals, objections, at, grace, margin)
                 except (ValueError, KeyError, TypeError, IndexError):
                     unreadable += 1
                     log.error("unreadable consent state record of a user in %s[%d]: the user counts as objected since ever",
                               topic, tp.partition)
-                    intervals, horizon = ((0, None),), at - margin
-                columns.add(user, intervals, horizon)
+                    horizon, closed = at - margin, ()
+                columns.add(user, closed, horizon)
             latest.clear()
             columns.seal()
     finally:

@@ -40,11 +40,15 @@ SCHEMA = pa.schema(
 # - no column statistics on user_id or text, so neither is spelled into _delta_log;
 # - no log retention: the next checkpoint drops the commits (and their delete predicates),
 #   so time travel cannot reach purged rows;
-# - removed files may be vacuumed at once; no change data feed (it would keep deleted rows).
+# - checkpoints remember the files deletes removed (tombstones: paths only) for a week:
+#   delta-rs checkpoints every 100 commits by itself and drops the log before, and a tombstone
+#   it forgot is a purged file the next vacuum no longer knows (vacuum removes tombstoned files
+#   at once whatever this says, `retention_hours=0`);
+# - no change data feed (it would keep deleted rows).
 TABLE_CONFIGURATION = {
     "delta.dataSkippingStatsColumns": "created_at,ingested_at",
     "delta.logRetentionDuration": "interval 0 seconds",
-    "delta.deletedFileRetentionDuration": "interval 0 seconds",
+    "delta.deletedFileRetentionDuration": "interval 1 hour",
     "delta.enableChangeDataFeed": "false",
 }
 
@@ -260,6 +264,11 @@ class DeltaTrainingStore(TrainingStore):
                 if not DeltaTable.is_deltatable(uri, storage_options=storage_options):
                     raise
         self._table = DeltaTable(uri, storage_options=storage_options)
+        configured = self._table.metadata().configuration
+        stale = {k: v for k, v in TABLE_CONFIGURATION.items() if configured.get(k) != v}
+        if stale:  # a table created by an earlier version: bring its properties up to date
+            log.info("setting table properties of %s: %s", uri, stale)
+            self._retrying("properties", lambda: self._fresh().alter.set_table_properties(stale))
 
     def _fresh(self):  # type: ignore[no-untyped-def]
         self._table.update_incremental()
@@ -357,7 +366,11 @@ class DeltaTrainingStore(TrainingStore):
         sink's leftovers are removed by the sink itself when it restarts (`remove_orphans`)."""
         table = self._fresh()
         # Files that purges (and compactions) removed go at once: no reader may need them.
-        removed = table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False)
+        # Their tombstones outlive them for an hour (TABLE_CONFIGURATION): count only the
+        # files a vacuum before this one had not already removed.
+        tombstoned = table.vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False)
+        removed = self._present(tombstoned)
+        table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False)
         # Files no commit references are a crashed write's leftovers -- or a running sink's
         # write about to be committed: only those older than ORPHAN_GRACE_HOURS go.
         removed += table.vacuum(retention_hours=ORPHAN_GRACE_HOURS, dry_run=False, enforce_retention_duration=False, full=True)
@@ -371,6 +384,16 @@ class DeltaTrainingStore(TrainingStore):
         except OSError:
             log.warning("vacuum done, but its record at %s/%s could not be written", self.uri, RECORD_DIR, exc_info=True)
         return result
+
+    def _present(self, paths: list[str]) -> list[str]:
+        """Those of the table's files (relative paths) that are still on storage."""
+        if not paths:
+            return []
+        from pyarrow import fs
+
+        filesystem, root = fs.FileSystem.from_uri(self.uri)
+        infos = filesystem.get_file_info([f"{root.rstrip('/')}/{path}" for path in paths])
+        return [path for path, info in zip(paths, infos, strict=True) if info.type != fs.FileType.NotFound]
 
     def remove_orphans(self) -> int:
         """Files no commit references, whatever their age: call only where no write can be in
