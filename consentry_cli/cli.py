@@ -271,6 +271,42 @@ def vacuum() -> None:
 
 
 @app.command()
+def reconcile(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would be deleted: delete and record nothing.")] = False,
+    show: Annotated[int, typer.Option(help="How many users with rows to delete to list.")] = 20,
+) -> None:
+    """Check every objected user against the training store and delete what must not be there:
+    the safety net behind purge markers (safe while the sink runs). The figures go to the
+    table's reconciliation record, which the sink shows as consentry_reconcile_* metrics."""
+    from consentry.logs import configure
+    from services.sink.reconcile import run_pass
+    from services.sink.settings import SinkSettings
+    from services.sink.store import DeltaTrainingStore
+
+    settings = SinkSettings()
+    configure("reconcile", settings.log_level)
+    store = DeltaTrainingStore(settings.store_uri)
+    result = asyncio.run(run_pass(settings, store, dry_run=dry_run))
+    figures = result.figures
+    console.print(
+        f"reconciled {settings.store_uri} with {figures.users:,} objected users (consent state read in "
+        f"{result.users_seconds:.1f}s): {figures.rows_scanned:,} rows scanned in {result.scan_seconds:.1f}s, "
+        f"{figures.rows_purged:,} rows of {figures.users_purged:,} users {'to delete (dry run)' if dry_run else 'deleted'} "
+        f"in {figures.seconds:.1f}s",
+        soft_wrap=True,
+    )
+    if result.unreadable:
+        console.print(f"[red]{result.unreadable} consent state records could not be read: their users counted as objected[/]")
+    if figures.rows_purged:
+        console.print("[bold red]a leak was caught:[/] these rows should not have been in the training store "
+                      "(docs/operations.md, ConsentryReconcileFoundLeak)", soft_wrap=True)
+        for user in result.offending_users[:show]:
+            console.print(f"  {user}", soft_wrap=True)
+        if len(result.offending_users) > show:
+            console.print(f"  ... and {len(result.offending_users) - show:,} more")
+
+
+@app.command()
 def topics(
     replication: Annotated[int, typer.Option(min=1, help="Replication factor of the topics it creates (3 on a production cluster).")] = 1,
 ) -> None:

@@ -1,5 +1,5 @@
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from consentry.lag import CONSUMER_LAG as LAG  # noqa: F401  (shared by every service)
@@ -23,6 +23,19 @@ LAST_VACUUM = Gauge(
     "consentry_sink_last_vacuum_timestamp",
     "When `consentry vacuum` last finished on this table (Unix seconds; 0: never), from the table's vacuum record",
 )
+CONFLICTS = Counter(
+    "consentry_sink_commit_conflicts_total",
+    "Delta commits overtaken by another writer's (reconciliation, another replica) and done again, by operation",
+    ["operation"],
+)
+REWINDS = Counter(
+    "consentry_sink_rewinds_total",
+    "Partitions the sink replayed from the table's own positions because the table was behind its consumer group (restored or created again)",
+)
+UNREPLAYABLE = Counter(
+    "consentry_sink_unreplayable_records_total",
+    "training.posts records the table needed that retention had deleted: never applied (run `consentry reconcile`)",
+)
 LAST_VACUUM_FILES = Gauge("consentry_sink_last_vacuum_files_removed", "Files the last vacuum removed")
 
 
@@ -42,3 +55,39 @@ class _VacuumRuns(Collector):
 
 VACUUM_RUNS = _VacuumRuns()
 REGISTRY.register(VACUUM_RUNS)
+
+
+class _Reconciliation(Collector):
+    """consentry_reconcile_*: the passes of `consentry reconcile` and of the sink's own periodic
+    pass, from the reconciliation record beside the table (services.sink.reconcile_record),
+    which every sink replica reads: one-shot passes cannot be scraped."""
+
+    def __init__(self) -> None:
+        self.record = None  # a ReconcileRecord, once read
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        record = self.record
+        runs = CounterMetricFamily("consentry_reconcile_runs", "Reconciliation passes recorded with the training store")
+        runs.add_metric([], record.runs if record else 0)
+        yield runs
+        purged = CounterMetricFamily(
+            "consentry_reconcile_rows_purged", "Rows reconciliation deleted: each one a leak caught (a post that must not have been stored)"
+        )
+        purged.add_metric([], record.rows_purged_total if record else 0)
+        yield purged
+        gauges = (
+            ("consentry_reconcile_last_run_timestamp_seconds", "When the last reconciliation pass ended (Unix seconds; 0: never)",
+             record.last_ended_at_us / 1e6 if record else 0),
+            ("consentry_reconcile_last_duration_seconds", "How long the last reconciliation pass took", record.last_seconds if record else 0),
+            ("consentry_reconcile_last_rows_purged", "Rows the last reconciliation pass deleted (above 0: a leak was caught)",
+             record.last_rows_purged if record else 0),
+            ("consentry_reconcile_last_users", "Objected users the last reconciliation pass checked", record.last_users if record else 0),
+        )
+        for name, documentation, value in gauges:
+            gauge = GaugeMetricFamily(name, documentation)
+            gauge.add_metric([], value)
+            yield gauge
+
+
+RECONCILIATION = _Reconciliation()
+REGISTRY.register(RECONCILIATION)

@@ -18,6 +18,21 @@ class SinkSettings(CommonSettings):
     sink_batch_rows: int = Field(default=200_000, description="Flush a batch at this many messages...")
     sink_flush_seconds: float = Field(default=1.0, description="...or this long after its first message.")
     sink_stats_seconds: float = Field(default=5.0, description="Refresh table size, vacuum record and lag at most this often.")
+    reconcile_interval_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Seconds between the sink's reconciliation passes (0: none, run `consentry reconcile` instead).",
+    )
+    reconcile_grace_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="A purge not confirmed this long after its marker was written counts as lost: reconciliation does it.",
+    )
+    reconcile_margin_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Rows stored this close to an objection's end are never taken for a leak (clocks, withdrawals on their way).",
+    )
 
     @property
     def store_uri(self) -> str:

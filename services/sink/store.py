@@ -5,15 +5,20 @@ twin for fast tests of the sink's logic (tests/unit/test_store.py runs the same 
 from __future__ import annotations
 
 import logging
+import random
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from consentry.timeutil import now_us
+from consentry.timeutil import format_rfc3339, now_us
+from services.sink import metrics
+from services.sink import reconcile_record
+from services.sink.reconcile_record import ReconcileRecord
 from services.sink.vacuum_record import RECORD_DIR, RECORD_NAME, VacuumRecord, decode_record, encode_record, next_record
 
 log = logging.getLogger(__name__)
@@ -35,16 +40,26 @@ SCHEMA = pa.schema(
 # - no column statistics on user_id or text, so neither is spelled into _delta_log;
 # - no log retention: the next checkpoint drops the commits (and their delete predicates),
 #   so time travel cannot reach purged rows;
-# - removed files may be vacuumed at once; no change data feed (it would keep deleted rows).
+# - checkpoints remember the files deletes removed (tombstones: paths only) for a week:
+#   delta-rs checkpoints every 100 commits by itself and drops the log before, and a tombstone
+#   it forgot is a purged file the next vacuum no longer knows (vacuum removes tombstoned files
+#   at once whatever this says, `retention_hours=0`);
+# - no change data feed (it would keep deleted rows).
 TABLE_CONFIGURATION = {
     "delta.dataSkippingStatsColumns": "created_at,ingested_at",
     "delta.logRetentionDuration": "interval 0 seconds",
-    "delta.deletedFileRetentionDuration": "interval 0 seconds",
+    "delta.deletedFileRetentionDuration": "interval 1 hour",
     "delta.enableChangeDataFeed": "false",
 }
 
 
 ORPHAN_GRACE_HOURS = 1
+
+# A commit overtaken by another writer's (a reconciliation pass, another sink replica) fails
+# with delta-rs' CommitFailedError; the operation is done again on a fresh snapshot, this many
+# times at most, with a growing, jittered pause.
+COMMIT_ATTEMPTS = 12
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -122,6 +137,25 @@ class TrainingStore(ABC):
         """The current rows."""
 
     @abstractmethod
+    def scan(self, columns: list[str], batch_rows: int = 1 << 17) -> Iterator[pa.RecordBatch]:
+        """The current rows, these columns only, in batches (reconciliation reads ids and
+        timestamps, never the text)."""
+
+    @abstractmethod
+    def delete_posts(self, post_ids: Collection[str], created_between: tuple[int, int] | None = None) -> int:
+        """Delete these posts in one commit (none found, no commit); return how many rows went.
+        Reconciliation's delete: by post_id, so a row it did not examine is never touched.
+        `created_between` (microseconds, inclusive): their `created_at` range, so that only
+        the files whose statistics overlap it are read."""
+
+    @abstractmethod
+    def reconcile_record(self) -> ReconcileRecord | None:
+        """What the reconciliation passes so far did (services.sink.reconcile_record), if any."""
+
+    @abstractmethod
+    def write_reconcile_record(self, record: ReconcileRecord) -> None: ...
+
+    @abstractmethod
     def vacuum(self) -> VacuumResult:
         """Physically remove what purges deleted."""
 
@@ -150,9 +184,27 @@ class MemoryTrainingStore(TrainingStore):
         self._positions: dict[str, int] = {}
         self._version = 0
         self._vacuums: VacuumRecord | None = None
+        self._reconciles: ReconcileRecord | None = None
 
     def post_ids(self) -> set[str]:
         return set(self._rows)
+
+    def scan(self, columns: list[str], batch_rows: int = 1 << 17) -> Iterator[pa.RecordBatch]:
+        yield from self.read(columns).to_batches(max_chunksize=batch_rows)
+
+    def delete_posts(self, post_ids: Collection[str], created_between: tuple[int, int] | None = None) -> int:
+        gone = [p for p in set(post_ids) if p in self._rows]
+        for post_id in gone:
+            del self._rows[post_id]
+        if gone:
+            self._version += 1
+        return len(gone)
+
+    def reconcile_record(self) -> ReconcileRecord | None:
+        return self._reconciles
+
+    def write_reconcile_record(self, record: ReconcileRecord) -> None:
+        self._reconciles = record
 
     def purge(self, user_ids: Collection[str], positions: Positions | None = None) -> dict[str, list[str]]:
         users = set(user_ids)
@@ -212,6 +264,11 @@ class DeltaTrainingStore(TrainingStore):
                 if not DeltaTable.is_deltatable(uri, storage_options=storage_options):
                     raise
         self._table = DeltaTable(uri, storage_options=storage_options)
+        configured = self._table.metadata().configuration
+        stale = {k: v for k, v in TABLE_CONFIGURATION.items() if configured.get(k) != v}
+        if stale:  # a table created by an earlier version: bring its properties up to date
+            log.info("setting table properties of %s: %s", uri, stale)
+            self._retrying("properties", lambda: self._fresh().alter.set_table_properties(stale))
 
     def _fresh(self):  # type: ignore[no-untyped-def]
         self._table.update_incremental()
@@ -221,10 +278,31 @@ class DeltaTrainingStore(TrainingStore):
         column = self._fresh().to_pyarrow_dataset().to_table(columns=["post_id"]).column("post_id")
         return set(column.to_pylist())
 
+    def _retrying(self, operation: str, attempt: Callable[[], T]) -> T:
+        """Run `attempt` (which takes its own fresh snapshot) until its commit is not overtaken
+        by another writer's. A failed append leaves its Parquet file uncommitted: vacuum removes
+        it after ORPHAN_GRACE_HOURS, and the sink at its next start."""
+        from deltalake.exceptions import CommitFailedError
+
+        for n in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                return attempt()
+            except CommitFailedError as exc:
+                metrics.CONFLICTS.labels(operation).inc()
+                if n == COMMIT_ATTEMPTS:
+                    raise
+                log.warning("%s on %s overtaken by another writer's commit (attempt %d of %d): doing it again on the new "
+                            "version (%s)", operation, self.uri, n, COMMIT_ATTEMPTS, str(exc).splitlines()[0])
+                time.sleep(min(2.0, 0.02 * 2**n) * random.uniform(0.5, 1.0))
+        raise AssertionError("unreachable")
+
     def purge(self, user_ids: Collection[str], positions: Positions | None = None) -> dict[str, list[str]]:
         users = sorted(set(user_ids))
         if not users:
             return {}
+        return self._retrying("purge", lambda: self._purge(users, positions))
+
+    def _purge(self, users: list[str], positions: Positions | None) -> dict[str, list[str]]:
         from deltalake import QueryBuilder
 
         table = self._fresh()
@@ -245,19 +323,41 @@ class DeltaTrainingStore(TrainingStore):
         from deltalake import write_deltalake
 
         if rows:
-            write_deltalake(self._fresh(), rows_to_arrow(rows), mode="append", commit_properties=_positions(positions))
+            data = rows_to_arrow(rows)
+            self._retrying("append", lambda: write_deltalake(self._fresh(), data, mode="append", commit_properties=_positions(positions)))
 
     def record_positions(self, positions: Positions) -> None:
         from deltalake import write_deltalake
 
         # An append of no rows: a commit with the positions (Delta "txn" actions) and no file.
-        write_deltalake(self._fresh(), SCHEMA.empty_table(), mode="append", commit_properties=_positions(positions))
+        self._retrying(
+            "positions", lambda: write_deltalake(self._fresh(), SCHEMA.empty_table(), mode="append", commit_properties=_positions(positions))
+        )
 
     def applied_position(self, stream: str) -> int | None:
         return self._fresh().transaction_version(stream)
 
     def read(self, columns: Iterable[str] | None = None) -> pa.Table:
         return self._fresh().to_pyarrow_dataset().to_table(columns=list(columns) if columns is not None else None)
+
+    def scan(self, columns: list[str], batch_rows: int = 1 << 17) -> Iterator[pa.RecordBatch]:
+        # Parquet is columnar: only these columns' pages are read, never the text's.
+        # Little read-ahead: as fast here, and a few batches in memory instead of dozens.
+        dataset = self._fresh().to_pyarrow_dataset()
+        yield from dataset.to_batches(columns=columns, batch_size=batch_rows, fragment_readahead=2, batch_readahead=4)
+
+    def delete_posts(self, post_ids: Collection[str], created_between: tuple[int, int] | None = None) -> int:
+        ids = sorted(set(post_ids))
+        if not ids:
+            return 0
+        # Like a purge's, the predicate (post ids here) is in the commit until the next vacuum
+        # drops the log before its checkpoint; no column statistics name a user.
+        predicate = f"post_id IN ({_sql_list(ids)})"
+        if created_between is not None:  # created_at has statistics: files outside are not read
+            low, high = (format_rfc3339(t) for t in created_between)
+            predicate = f"created_at >= '{low}' AND created_at <= '{high}' AND {predicate}"
+        result = self._retrying("reconcile", lambda: self._fresh().delete(predicate))
+        return int(result.get("num_deleted_rows") or 0)
 
     def vacuum(self) -> VacuumResult:
         """Safe while the sink runs. Files removed by commits go at once; files no commit
@@ -266,7 +366,11 @@ class DeltaTrainingStore(TrainingStore):
         sink's leftovers are removed by the sink itself when it restarts (`remove_orphans`)."""
         table = self._fresh()
         # Files that purges (and compactions) removed go at once: no reader may need them.
-        removed = table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False)
+        # Their tombstones outlive them for an hour (TABLE_CONFIGURATION): count only the
+        # files a vacuum before this one had not already removed.
+        tombstoned = table.vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False)
+        removed = self._present(tombstoned)
+        table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False)
         # Files no commit references are a crashed write's leftovers -- or a running sink's
         # write about to be committed: only those older than ORPHAN_GRACE_HOURS go.
         removed += table.vacuum(retention_hours=ORPHAN_GRACE_HOURS, dry_run=False, enforce_retention_duration=False, full=True)
@@ -280,6 +384,16 @@ class DeltaTrainingStore(TrainingStore):
         except OSError:
             log.warning("vacuum done, but its record at %s/%s could not be written", self.uri, RECORD_DIR, exc_info=True)
         return result
+
+    def _present(self, paths: list[str]) -> list[str]:
+        """Those of the table's files (relative paths) that are still on storage."""
+        if not paths:
+            return []
+        from pyarrow import fs
+
+        filesystem, root = fs.FileSystem.from_uri(self.uri)
+        infos = filesystem.get_file_info([f"{root.rstrip('/')}/{path}" for path in paths])
+        return [path for path, info in zip(paths, infos, strict=True) if info.type != fs.FileType.NotFound]
 
     def remove_orphans(self) -> int:
         """Files no commit references, whatever their age: call only where no write can be in
@@ -302,18 +416,32 @@ class DeltaTrainingStore(TrainingStore):
         filesystem, root = fs.FileSystem.from_uri(self.uri)
         return filesystem, f"{root.rstrip('/')}/{RECORD_DIR}"
 
-    def vacuum_record(self) -> VacuumRecord | None:
+    def _read_file(self, name: str) -> bytes | None:
         try:
             filesystem, folder = self._record_fs()
-            with filesystem.open_input_stream(f"{folder}/{RECORD_NAME}") as stream:
-                return decode_record(stream.read())
+            with filesystem.open_input_stream(f"{folder}/{name}") as stream:
+                return stream.read()
         except (OSError, pa.ArrowInvalid):
-            return None  # never vacuumed (or unreadable: the sink shows no vacuum yet)
+            return None
 
-    def _write_record(self, record: VacuumRecord) -> None:
+    def _write_file(self, name: str, data: bytes) -> None:
         filesystem, folder = self._record_fs()
         filesystem.create_dir(folder, recursive=True)
-        temporary = f"{folder}/.{RECORD_NAME}.tmp"
+        temporary = f"{folder}/.{name}.tmp"
         with filesystem.open_output_stream(temporary) as stream:
-            stream.write(encode_record(record))
-        filesystem.move(temporary, f"{folder}/{RECORD_NAME}")
+            stream.write(data)
+        filesystem.move(temporary, f"{folder}/{name}")
+
+    def vacuum_record(self) -> VacuumRecord | None:
+        raw = self._read_file(RECORD_NAME)
+        return decode_record(raw) if raw is not None else None  # None: never vacuumed (or unreadable)
+
+    def _write_record(self, record: VacuumRecord) -> None:
+        self._write_file(RECORD_NAME, encode_record(record))
+
+    def reconcile_record(self) -> ReconcileRecord | None:
+        raw = self._read_file(reconcile_record.RECORD_NAME)
+        return reconcile_record.decode_record(raw) if raw is not None else None
+
+    def write_reconcile_record(self, record: ReconcileRecord) -> None:
+        self._write_file(reconcile_record.RECORD_NAME, reconcile_record.encode_record(record))

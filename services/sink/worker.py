@@ -25,11 +25,15 @@ from consentry.timeutil import now_us
 from consentry.web import StatusServer
 from services.sink import metrics
 from consentry.domain.purge import plan_batch
+from services.sink.resume import Reason, Resume, resume_point
 from services.sink.settings import SinkSettings
 from services.sink.store import DeltaTrainingStore, TrainingStore
 from services.sink.writer import IdempotentWriter
 
 log = logging.getLogger(__name__)
+
+RECONCILE_FIRST_DELAY_S = 60.0  # the first pass after start (sooner if the interval is shorter)
+RECONCILE_RETRY_S = 300.0  # after a failed pass
 
 
 async def record_timestamps(connection: Mapping[str, Any], wanted: dict[TopicPartition, int], timeout: float = 10.0) -> dict[TopicPartition, int]:
@@ -82,6 +86,7 @@ class SinkWorker(KafkaWorker):
         self._applied: dict[TopicPartition, int] = {}
         self._offsets: dict[TopicPartition, int] = {}
         self._last_ts: dict[TopicPartition, int] = {}  # timestamp of the last record read, per partition
+        self._reconciler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -109,6 +114,7 @@ class SinkWorker(KafkaWorker):
         await self.start_consumer(consumer, [self.topics.training_posts])
         self.status = StatusServer(s.sink_host, s.sink_port, self.readiness)
         await self.status.start()
+        self._reconciler = asyncio.create_task(self._reconcile_forever()) if s.reconcile_interval_s > 0 else None
 
     def readiness(self) -> tuple[bool, str]:
         if not self.assigned:
@@ -116,12 +122,68 @@ class SinkWorker(KafkaWorker):
         return True, f"writing {len(self.assigned)} partitions"
 
     async def stop(self) -> None:
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            await asyncio.gather(self._reconciler, return_exceptions=True)
         await self.stop_consuming()  # the pending batch is applied and committed, else re-read on restart
         for closer in (self.consumer.stop, self.producer.stop, self.status.stop):
             try:
                 await closer()
             except Exception:
                 log.exception("error while stopping")
+
+    # ------------------------------------------------------------------ reconciliation
+
+    async def _reconcile_forever(self) -> None:
+        try:
+            await self._reconcile_periodically()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never silently: the stale alert would be the only sign
+            metrics.ERRORS.labels("reconcile").inc()
+            log.exception("the periodic reconciliation stopped; no pass runs until the sink restarts")
+
+    async def _reconcile_periodically(self) -> None:
+        """A reconciliation pass (services.sink.reconcile) every `reconcile_interval_s`, counted
+        from the last pass anyone recorded with the table (the sink's or `consentry reconcile`'s),
+        by the replica that owns partition 0 of training.posts only; the first one shortly
+        after start. Its deletes hold the worker's lock: they never race this sink's commits."""
+        from services.sink.reconcile import run_pass
+
+        interval = self.settings.reconcile_interval_s
+        store = self.writer.store
+        if isinstance(store, DeltaTrainingStore):  # its own table object: the pass scans in another thread
+            store = await asyncio.to_thread(DeltaTrainingStore, store.uri, store._options)
+        not_before = time.time() + min(interval, RECONCILE_FIRST_DELAY_S)
+        retry_at = 0.0
+        while not self._stopping.is_set():
+            try:
+                record = await asyncio.to_thread(store.reconcile_record)
+            except Exception:
+                record = None
+            last = record.last_ended_at_us / 1e6 if record is not None else 0.0
+            due = max(last + interval, not_before, retry_at)
+            if time.time() < due:
+                await self._sleep(min(due - time.time(), 30.0))  # re-read: another replica or the command may run one
+                continue
+            if TopicPartition(self.topics.training_posts, 0) not in self.assigned:
+                await self._sleep(min(interval, 5.0))
+                continue
+            try:
+                result = await run_pass(self.settings, store, lock=self._lock)
+            except Exception:
+                metrics.ERRORS.labels("reconcile").inc()
+                log.exception("reconciliation pass failed; trying again in %.0fs", min(interval, RECONCILE_RETRY_S))
+                retry_at = time.time() + min(interval, RECONCILE_RETRY_S)
+                continue
+            if result.record is not None:
+                metrics.RECONCILIATION.record = result.record
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=max(seconds, 0.01))
+        except TimeoutError:
+            pass
 
     # ------------------------------------------------------------------ the skeleton's hooks
 
@@ -154,6 +216,7 @@ class SinkWorker(KafkaWorker):
         try:
             stats = await asyncio.to_thread(store.stats)
             record = await asyncio.to_thread(store.vacuum_record)
+            reconciled = await asyncio.to_thread(store.reconcile_record)
         except Exception:
             metrics.ERRORS.labels("stats").inc()
             log.warning("could not read the training store's metadata for the gauges", exc_info=True)
@@ -161,6 +224,8 @@ class SinkWorker(KafkaWorker):
         metrics.TABLE_VERSION.set(stats.version)
         metrics.TABLE_BYTES.set(stats.live_bytes)
         metrics.TABLE_FILES.set(stats.live_files)
+        if reconciled is not None:
+            metrics.RECONCILIATION.record = reconciled
         if record is not None:
             metrics.VACUUM_RUNS.runs = record.runs
             metrics.LAST_VACUUM.set(record.last_ended_at_us / 1e6)
@@ -225,20 +290,47 @@ class SinkWorker(KafkaWorker):
         return f"consentry-sink:{tp.topic}:{tp.partition}"
 
     async def _load_applied(self, assigned: set[TopicPartition]) -> None:
-        """Positions the table recorded, kept only where the partition still holds the record
-        they end with (same timestamp): a topic deleted and created again (an embedded broker
-        restarted empty, an operator's re-creation) starts over at offset 0."""
+        """Where to read each partition from (services.sink.resume): the table's recorded
+        positions, trusted only where the partition still holds the record they end with (same
+        timestamp: a topic deleted and created again starts over at offset 0), against the
+        group's committed offsets and the oldest offset retention left."""
         store = self.writer.store
-        recorded = {}
+        recorded: dict[TopicPartition, tuple[int, int | None]] = {}
         for tp in assigned:
             position = await asyncio.to_thread(store.applied_position, self._stream(tp))
             if position:
                 recorded[tp] = (position, await asyncio.to_thread(store.applied_position, self._stream(tp) + "@timestamp"))
-        found = await record_timestamps(client_options(self.settings), {tp: p - 1 for tp, (p, _) in recorded.items()})
+        starts = await self.consumer.beginning_offsets(list(assigned)) if assigned else {}
+        committed = {tp: await self.consumer.committed(tp) for tp in assigned}
+        checkable = {tp: p - 1 for tp, (p, _) in recorded.items() if p - 1 >= starts[tp]}
+        found = await record_timestamps(client_options(self.settings), checkable)
         self._applied = {}
-        for tp, (position, timestamp) in recorded.items():
-            if found.get(tp) == timestamp:
-                self._applied[tp] = position
-            else:
-                log.warning("%s[%d] does not hold the record the table says it applied last (offset %d): the topic was "
-                            "created again; applying it from the consumer group's position", tp.topic, tp.partition, position - 1)
+        for tp in sorted(assigned):
+            table = recorded.get(tp)
+            verified = None if table is None or tp not in checkable else found.get(tp) == table[1]
+            resume = resume_point(table[0] if table else None, verified, committed[tp], starts[tp])
+            self._report(tp, resume, table[0] if table else None, committed[tp], starts[tp])
+            if resume.applied:
+                self._applied[tp] = resume.applied
+            if resume.seek is not None:
+                self.consumer.seek(tp, resume.seek)
+
+    def _report(self, tp: TopicPartition, resume: Resume, table: int | None, committed: int | None, start: int) -> None:
+        where = f"{tp.topic}[{tp.partition}]"
+        if resume.reason == Reason.RECREATED_TOPIC:
+            log.warning("%s does not hold the record the table says it applied last (offset %d): the topic was "
+                        "created again; applying it from the consumer group's position", where, (table or 0) - 1)
+        elif resume.reason == Reason.REWIND:
+            metrics.REWINDS.inc()
+            log.warning("%s: the table is behind the consumer group (table at offset %d, group at %s): restored from a "
+                        "backup? replaying %d records from the table's position", where, table, committed, (committed or 0) - (table or 0))
+        elif resume.reason == Reason.REFILL:
+            metrics.REWINDS.inc()
+            log.warning("%s: the table records nothing of this partition but the consumer group is at offset %s: the table "
+                        "was created again? replaying from the oldest record held (offset %d)", where, committed, start)
+        if resume.missing:
+            metrics.UNREPLAYABLE.inc(resume.missing)
+            log.error("%s: the table needs %d records (offsets %d to %d) that the topic no longer holds (retention): "
+                      "their posts are lost to training and their purge markers cannot be applied again. Run `consentry "
+                      "reconcile` now (docs/operations.md, ConsentrySinkReplayGap)", where, resume.missing,
+                      start - resume.missing, start - 1)

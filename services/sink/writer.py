@@ -39,8 +39,10 @@ class IdempotentWriter:
         self.store.append(fresh, positions)
         self.index.update(row["post_id"] for row in fresh)
         recorded = bool(fresh) or (bool(removed) and not appending)
-        if positions and plan.purges and not recorded:
-            # Nothing to write, but a batch with a purge must not be re-applied in pieces.
+        if positions and not recorded:
+            # Nothing to write (only duplicates, or a purge that found nothing), but the table
+            # records how far it is: a batch with a purge must not be re-applied in pieces, and
+            # a table behind its consumer group is a restored one (services.sink.resume).
             self.store.record_positions(positions)
         return Applied(
             appended=len(fresh),

@@ -95,7 +95,7 @@ def test_kustomization_deploys_every_manifest_but_the_on_demand_ones() -> None:
 
     listed = set(kustomization["resources"])
 
-    assert listed == {p.name for p in k8s_manifest_files()} - {"keys-secret.example.yaml", "vacuum-job.yaml"}
+    assert listed == {p.name for p in k8s_manifest_files()} - {"keys-secret.example.yaml", "vacuum-job.yaml", "reconcile-cronjob.yaml"}
 
 
 def test_every_container_runs_a_real_consentry_command() -> None:
@@ -104,6 +104,7 @@ def test_every_container_runs_a_real_consentry_command() -> None:
     assert commands == {
         "Job/consentry-topics": ["topics"],
         "Job/consentry-vacuum": ["vacuum"],
+        "CronJob/consentry-reconcile": ["reconcile"],
         "StatefulSet/consent": ["topics", "consent"],
         "Deployment/ingest": ["ingest"],
         "Deployment/sink": ["sink"],
@@ -210,17 +211,17 @@ def test_no_service_has_more_replicas_than_partitions_to_share() -> None:
         assert 1 <= resource["spec"]["replicas"] <= partitions, command
 
 
-def test_vacuum_works_on_the_table_the_sink_writes() -> None:
+@pytest.mark.parametrize("job", ["consentry-vacuum", "consentry-reconcile"])
+def test_vacuum_and_reconcile_work_on_the_table_the_sink_writes(job: str) -> None:
     sink_container, sink = service_containers()["sink"]
-    vacuum_job = next(r for _n, r, _s in workloads() if r["metadata"]["name"] == "consentry-vacuum")
-    vacuum_container = vacuum_job["spec"]["template"]["spec"]["containers"][0]
+    _name, _resource, job_spec = next(w for w in workloads() if w[1]["metadata"]["name"] == job)
 
-    def store(container: dict[str, Any], resource: dict[str, Any]) -> tuple[str, set[str]]:
+    def store(container: dict[str, Any], spec: dict[str, Any]) -> tuple[str, set[str]]:
         env, _helpers = container_env(container)
-        claims = {v["persistentVolumeClaim"]["claimName"] for v in resource["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v}
+        claims = {v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
         return settings_with_env(SETTINGS_OF_COMMAND[parse_command_line(container["command"])], env).store_uri, claims
 
-    assert store(vacuum_container, vacuum_job) == store(sink_container, sink)
+    assert store(job_spec["containers"][0], job_spec) == store(sink_container, sink["spec"]["template"]["spec"])
 
 
 def test_the_keys_and_the_service_token_come_from_a_secret() -> None:

@@ -70,3 +70,33 @@ def test_vacuum_spares_a_file_being_written_and_the_sink_removes_its_leftovers(t
     assert DeltaTrainingStore(uri).remove_orphans() == 1
     assert not in_flight.exists()
     assert DeltaTrainingStore(uri).read(["post_id"]).num_rows == 1
+
+
+def test_a_purge_followed_by_an_automatic_checkpoint_is_vacuumed_too(tmp_path: Path) -> None:
+    """delta-rs writes a checkpoint every 100 commits by itself and drops the log before it.
+    The checkpoint keeps the files a delete removed (tombstones) only for
+    `delta.deletedFileRetentionDuration`: at 0, the purged file was unknown to the next vacuum
+    and stayed on disk, unreferenced, until an hour-old orphan sweep. Found by the race runs
+    with reconciliation on (a run with more than 100 commits)."""
+    uri = str(tmp_path / "training")
+    store = DeltaTrainingStore(uri)
+    store.append(rows("fay-fff", 2) + rows("bob-bbb", 2))
+    store.purge(["fay-fff"])
+    for position in range(1, 111):  # the sink's commits go on: an automatic checkpoint at version 100
+        store.record_positions({"consentry-sink:training.posts:0": position})
+
+    vacuum(uri)
+
+    assert residue(tmp_path / "training", needles("fay-fff", 2)) == []
+    assert time_travel_residue(uri, {"fay-fff"}) == []
+
+
+def test_a_table_created_with_the_older_properties_gets_the_current_ones(tmp_path: Path) -> None:
+    from deltalake import DeltaTable
+
+    from services.sink.store import SCHEMA, TABLE_CONFIGURATION
+
+    uri = str(tmp_path / "training")
+    DeltaTable.create(uri, SCHEMA, configuration={**TABLE_CONFIGURATION, "delta.deletedFileRetentionDuration": "interval 0 seconds"})
+    DeltaTrainingStore(uri)
+    assert DeltaTable(uri).metadata().configuration == TABLE_CONFIGURATION

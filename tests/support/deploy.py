@@ -38,6 +38,7 @@ SETTINGS_OF_COMMAND: dict[str, type[BaseSettings]] = {
     "import": CommonSettings,
     "import-notices": CommonSettings,
     "vacuum": SinkSettings,
+    "reconcile": SinkSettings,
     "token": GatewaySettings,
 }
 SERVICE_COMMANDS = ("consent", "ingest", "sink", "gateway")
@@ -68,6 +69,14 @@ METRICS: dict[str, str] = {
     "consentry_sink_table_version": "gauge",
     "consentry_sink_table_bytes": "gauge",
     "consentry_vacuum_runs_total": "counter",
+    "consentry_reconcile_runs_total": "counter",
+    "consentry_reconcile_rows_purged_total": "counter",
+    "consentry_reconcile_last_run_timestamp_seconds": "gauge",
+    "consentry_reconcile_last_duration_seconds": "gauge",
+    "consentry_reconcile_last_rows_purged": "gauge",
+    "consentry_sink_rewinds_total": "counter",
+    "consentry_sink_unreplayable_records_total": "counter",
+    "consentry_sink_commit_conflicts_total": "counter",
     "consentry_objection_enforce_seconds": "histogram",
     "consentry_objection_purge_seconds": "histogram",
     "consentry_purge_backlog_age_seconds": "gauge",
@@ -183,6 +192,8 @@ def pod_spec(resource: dict[str, Any]) -> dict[str, Any] | None:
     kind = resource["kind"]
     if kind in ("Deployment", "StatefulSet", "Job"):
         return resource["spec"]["template"]["spec"]
+    if kind == "CronJob":
+        return resource["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     return None
 
 
