@@ -50,6 +50,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consentry.domain.model import OBJECT, Channel, Interval
 from consentry.domain.purge import ObjectionFacts, reconcile_rules
+from consentry.kafka import client_options
 from consentry.patches import true_end_offsets
 from consentry.timeutil import now_us, parse_rfc3339
 from services.sink.reconcile_record import PassFigures, ReconcileRecord, next_record
@@ -178,13 +179,13 @@ async def read_objected(settings: SinkSettings, timeout: float = 900.0) -> Objec
     at = now_us()  # before the end offsets: a change not read was made after `at`
     grace, margin = int(settings.reconcile_grace_s * 1e6), int(settings.reconcile_margin_s * 1e6)
     tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
-    ends = await true_end_offsets(settings.bootstrap_servers, tps)
+    ends = await true_end_offsets(client_options(settings), tps)
     columns = _Columns()
     records = unreadable = 0
     if not any(ends.values()):
         return columns.build(at)  # (an aiokafka consumer never assigned a partition may hang in stop())
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=20,
