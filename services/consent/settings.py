@@ -16,6 +16,12 @@ class ConsentSettings(CommonSettings):
         "their partition); default http://CONSENTRY_CONSENT_HOST:CONSENTRY_CONSENT_PORT. Set it when the host is 0.0.0.0.",
     )
     consent_store: str = Field(default="rocksdb://", description="faust table store: rocksdb:// or memory://")
+    consent_max_record_bytes: int = Field(
+        default=1_000_000,
+        gt=0,
+        description="Largest record the consent worker sends (its producer's max.request.size, faust's default): at "
+        "most the broker's message.max.bytes and the changelog topic's max.message.bytes. A record over it stops the worker.",
+    )
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
 

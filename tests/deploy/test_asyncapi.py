@@ -193,6 +193,14 @@ def written_messages() -> list[tuple[str, str, bytes]]:
         invalid = parse_post(raw, key)
         assert type(invalid) is Invalid and invalid.code == code
         out.append((f"rejection: {code}", "Rejection", encode_rejection(invalid, "posts", 3, 1234, raw, now)))
+    # What the consent service writes to its dead-letter topic (services/consent/agents.py).
+    refused = orjson.dumps({**orjson.loads(encode_objection(OBJECTION)), "reason": "a\x00b"})
+    invalid = parse_objection(refused)
+    assert type(invalid) is Invalid and invalid.code == "null_byte"
+    out.append(("dead letter: objection", "DeadLetter", encode_rejection(invalid, "objections", 3, 1234, refused, now)))
+    invalid = parse_receipt(b"[]")
+    assert type(invalid) is Invalid
+    out.append(("dead letter: receipt", "DeadLetter", encode_rejection(invalid, "consentry.receipts", 0, 7, b"[]", now)))
     return out
 
 

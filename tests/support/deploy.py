@@ -59,6 +59,7 @@ METRICS: dict[str, str] = {
     "consentry_ingest_deferred_dropped_total": "counter",
     "consentry_ingest_users_waiting_for_notice": "gauge",
     "consentry_consent_notices_total": "counter",
+    "consentry_consent_dead_letters_total": "counter",
     "consentry_sink_rows_appended_total": "counter",
     "consentry_sink_duplicates_total": "counter",
     "consentry_sink_purges_total": "counter",
@@ -76,8 +77,9 @@ METRICS: dict[str, str] = {
     "consentry_gateway_objections_total": "counter",
     "consentry_gateway_request_seconds": "histogram",
 }
-# Prometheus' own series: 1 when a target answered its last scrape.
-PROMETHEUS_SERIES = {"up"}
+# Prometheus' own series (1 when a target answered its last scrape), and the process series every
+# prometheus_client exports on Linux (the restart alert reads the start time).
+PROMETHEUS_SERIES = {"up", "process_start_time_seconds"}
 
 
 def load_yaml(path: Path) -> Any:
