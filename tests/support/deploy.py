@@ -37,6 +37,7 @@ SETTINGS_OF_COMMAND: dict[str, type[BaseSettings]] = {
     "topics": CommonSettings,
     "import": CommonSettings,
     "import-notices": CommonSettings,
+    "dead-letters": CommonSettings,
     "vacuum": SinkSettings,
     "token": GatewaySettings,
 }
