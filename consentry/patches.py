@@ -164,6 +164,70 @@ def install_faust_flush_fix() -> None:
     _installed.add("install_faust_flush_fix")
 
 
+SendFailed = Callable[[str, BaseException], None]  # (topic, error): must not return to faust
+
+
+@written_for(FAUST, embedded_broker_only=False)
+def install_faust_send_failure_stop(on_failure: SendFailed) -> None:
+    """faust-streaming 0.15.3: a record faust could not send calls `on_failure(topic, error)`,
+    before any offset commit can follow. Unconditional: the defect is faust's, on Apache Kafka too.
+
+    Defect: faust sends a table's changelog records without waiting for them (a table write is
+    `Topic.send_soon`; `Table._on_changelog_sent` runs only on success), and a failed send is
+    not fatal. Two paths:
+    - the broker refuses the record (a record over the topic's `max.message.bytes`, a missing
+      ACL, a delivery timeout): aiokafka fails the send's future and `Topic._on_published` only
+      logs a warning and sets the exception on faust's FutureMessage, which nobody awaits. The
+      consumer's next commit flushes the producer, which returns normally, and commits the
+      source offset: the event's effect is in the worker's local store only, never in the
+      changelog that ingest and a recovering worker read. The event is lost.
+    - aiokafka refuses the record before sending it (over the producer's `max_request_size`):
+      `ProducerBuffer._send_pending` raises, the buffer's task ends and the ProducerBuffer
+      service crashes; the worker begins a stop that hangs ("Wait for streams...") with the
+      process alive, so nothing restarts it and nothing more is applied.
+    `Topic.send()` (what the consent agent awaits for a re-homed event or a dead letter) goes
+    through `_on_published` too.
+
+    Patch: `Topic._on_published` calls `on_failure` when the send's future failed, and
+    `ProducerBuffer._send_pending` calls it when handing the record over raised. The consent
+    service's `on_failure` ends the process at once with a non-zero status, so nothing is
+    committed after the failure and the event is read again after the restart
+    (services/consent/failclosed.py). A failed future reaches `_on_published` before a flush
+    waiting for it returns (the message's future fails before the flush's waiter wakes up), and
+    the flush fix keeps a commit from passing a record still being handed over.
+    """
+    if "install_faust_send_failure_stop" in _installed:
+        return
+    from faust.topics import Topic
+    from faust.transport.producer import ProducerBuffer
+
+    def topic_of(fut: Any) -> str:
+        try:
+            return str(fut.message.channel.get_topic_name())
+        except Exception:  # an anonymous channel has no topic name
+            return "<unknown>"
+
+    on_published = Topic._on_published
+
+    def _on_published(self: Any, fut: asyncio.Future, message: Any, producer: Any, state: Any) -> None:
+        on_published(self, fut, message=message, producer=producer, state=state)
+        if not fut.cancelled() and fut.exception() is not None:
+            on_failure(topic_of(message), fut.exception())
+
+    send_pending = ProducerBuffer._send_pending
+
+    async def _send_pending(self: Any, fut: Any) -> None:
+        try:
+            await send_pending(self, fut)
+        except Exception as exc:
+            on_failure(topic_of(fut), exc)
+            raise
+
+    _replace(Topic, "_on_published", _on_published)
+    _replace(ProducerBuffer, "_send_pending", _send_pending)
+    _installed.add("install_faust_send_failure_stop")
+
+
 # ------------------------------------------------------------------ the embedded broker (Tansu)
 
 
@@ -299,10 +363,13 @@ def install_faust_fetch_wait_workaround() -> None:
     _installed.add("install_faust_fetch_wait_workaround")
 
 
-def install_faust_patches(settings: CommonSettings) -> None:
+def install_faust_patches(settings: CommonSettings, on_send_failure: SendFailed | None = None) -> None:
     """Every faust patch a consent worker needs: the fixes always, the broker workarounds on the
-    embedded broker only."""
+    embedded broker only. `on_send_failure` (the worker's fail-closed stop) is called for a
+    record that cannot be sent."""
     install_faust_flush_fix()  # changelog records are flushed before their offsets commit
+    if on_send_failure is not None:
+        install_faust_send_failure_stop(on_send_failure)  # a record that cannot be sent stops the worker
     if settings.on_embedded_broker:
         install_faust_end_offsets_workaround()
         install_faust_fetch_wait_workaround()

@@ -68,6 +68,12 @@ class Topics:
         """Enforcement receipts: ingest's `enforced`, the sink's `purged`."""
         return f"{self.prefix}consentry.receipts"
 
+    @property
+    def consent_dead_letters(self) -> str:
+        """Events the consent service could not apply (objections, notices, receipts), each with
+        its reason and where it was read: operators re-drive them (docs/operations.md)."""
+        return f"{self.prefix}consentry.consent-dead-letters"
+
     def group(self, service: str) -> str:
         """Consumer group id of a service (prefixed like the topics)."""
         return f"{self.prefix}consentry-{service}"
@@ -89,6 +95,8 @@ class Topics:
             TopicSpec(self.posts_by_user, True, big),
             TopicSpec(self.consent_state, True, {"cleanup.policy": "compact", "retention.ms": forever}),
             TopicSpec(self.receipts, True, {"retention.ms": str(30 * DAY_MS)}),
+            # Kept until an operator has re-driven them: an acknowledged event that was not applied.
+            TopicSpec(self.consent_dead_letters, False, {"retention.ms": forever}),
             # Kept until released or dropped; segments roll and are compacted daily, so the text
             # of a dropped post leaves the log within days of its tombstone.
             TopicSpec(

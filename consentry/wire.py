@@ -32,8 +32,10 @@ from consentry.domain.model import (
     PURGED,
     REJECTED_RAW_LIMIT,
     VISIBILITIES,
+    AwaitingObjection,
     ConsentState,
     EnforcementView,
+    Folded,
     HistoryEntry,
     Invalid,
     Notice,
@@ -465,18 +467,51 @@ def notice_entry_to_dict(entry: NoticeEntry) -> dict[str, Any]:
     }
 
 
-def encode_consent_state(state: ConsentState) -> bytes:
-    return orjson.dumps(
-        {
-            "user_id": state.user_id,
-            "history": [history_entry_to_dict(e) for e in state.history],
-            "intervals": [list(i) for i in state.intervals],
-            "pending": list(state.pending),
-            "pending_withdrawals": list(state.pending_withdrawals),
-            "notices": [notice_entry_to_dict(n) for n in state.notices],
-            "updated_at": format_rfc3339(state.updated_at_us),
-        }
+def folded_to_dict(folded: Folded) -> dict[str, Any]:
+    return {
+        "events": folded.events,
+        "until": format_rfc3339(folded.until_us),
+        "until_id": folded.until_id,
+        "intervals": [list(i) for i in folded.intervals],
+        "open_since": folded.open_since_us,
+        "merged": folded.merged,
+        "ids": list(folded.ids),
+        "latest_live": _ts(folded.latest_live_us),
+        # "purged_at": null marks a row that still owes a purge (services/consent/backlog.py).
+        "awaiting": [
+            {"objection_id": a.objection_id, "since": format_rfc3339(a.since_us), "enforced_at": _ts(a.enforced_at_us), "purged_at": None}
+            for a in folded.awaiting
+        ],
+    }
+
+
+def folded_from_dict(obj: dict[str, Any]) -> Folded:
+    return Folded(
+        events=obj["events"],
+        until_us=_us(obj["until"]) or 0,
+        until_id=obj["until_id"],
+        intervals=tuple((i[0], i[1]) for i in obj["intervals"]),
+        open_since_us=obj.get("open_since"),
+        merged=obj.get("merged", 0),
+        ids=tuple(obj["ids"]),
+        latest_live_us=_us(obj.get("latest_live")),
+        awaiting=tuple(AwaitingObjection(a["objection_id"], _us(a["since"]) or 0, _us(a.get("enforced_at"))) for a in obj.get("awaiting", ())),
     )
+
+
+def encode_consent_state(state: ConsentState) -> bytes:
+    out: dict[str, Any] = {
+        "user_id": state.user_id,
+        "history": [history_entry_to_dict(e) for e in state.history],
+        "intervals": [list(i) for i in state.intervals],
+        "pending": list(state.pending),
+        "pending_withdrawals": list(state.pending_withdrawals),
+        "notices": [notice_entry_to_dict(n) for n in state.notices],
+        "updated_at": format_rfc3339(state.updated_at_us),
+    }
+    if state.folded is not None:
+        out["folded"] = folded_to_dict(state.folded)  # only once a row holds more than HISTORY_KEPT events
+    return orjson.dumps(out)
 
 
 def _us(value: Any) -> int | None:
@@ -515,6 +550,7 @@ def decode_consent_state(value: bytes) -> ConsentState:
         pending_withdrawals=tuple(obj.get("pending_withdrawals", ())),
         updated_at_us=_us(obj.get("updated_at")) or 0,
         notices=notices,
+        folded=folded_from_dict(obj["folded"]) if obj.get("folded") is not None else None,
     )
 
 

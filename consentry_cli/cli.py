@@ -324,6 +324,29 @@ def topics(
         console.print(f"{name}: {counts[name]} partitions", soft_wrap=True)
 
 
+@app.command("dead-letters")
+def dead_letters(
+    write: Annotated[
+        Path | None,
+        typer.Option(help="Also write each event, whole, to DIR/<topic>.jsonl: fix it, then re-drive it with `consentry import` (objections) or `consentry import-notices` (notices)."),
+    ] = None,
+) -> None:
+    """List the events the consent service could not apply (consentry.consent-dead-letters), with the reason."""
+    from consentry.deadletters import read_dead_letters, write_events
+    from consentry.settings import CommonSettings
+
+    settings = CommonSettings()
+    letters = asyncio.run(read_dead_letters(settings))
+    for letter in letters:
+        key = letter.key.decode("utf-8", "replace") if letter.key is not None else "-"
+        typer.echo(f"{letter.received_at}  {letter.where}  key={key}  {letter.reason}")
+    console.print(f"{len(letters)} dead letters")
+    if write is not None and letters:
+        written = asyncio.run(write_events(settings, letters, write))
+        for name, count in sorted(written.items()):
+            console.print(f"{write / (name + '.jsonl') if name != 'gone' else 'no longer in their topic'}: {count}", soft_wrap=True)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def consent() -> None:
     """Run the consent service alone (faust worker)."""

@@ -21,6 +21,15 @@ MAX_ID_LENGTH = 256  # user_id, post_id, objection_id, notice_id, notice_version
 MAX_REASON_LENGTH = 2000  # an objection's free-text reason
 MAX_LANG_LENGTH = 35  # a BCP 47 tag
 
+# A user's row in the consent table stays bounded whatever their history (consentry.domain.consent,
+# "Bounded rows"): the newest events in full, the older ones folded into a summary.
+HISTORY_KEPT = 64  # events a row keeps in full (the newest, by time)
+REASONS_KEPT = 8  # of those, the newest whose free-text reason is kept
+FOLDED_INTERVALS_KEPT = 64  # exact objection intervals of the folded events; older ones merge (erring closed)
+FOLDED_IDS_KEPT = 1024  # digests of the newest folded objection ids: their re-deliveries change nothing
+FOLDED_AWAITING_KEPT = 16  # folded objections still awaiting their `enforced` or `purged` receipt
+MAX_ROW_BYTES = 512 * 1024  # what a row's encoding stays under (tests/unit/test_bounded_rows.py); Kafka's default limit is 1 MB
+
 
 # --------------------------------------------------------------------- vocabulary
 
@@ -263,6 +272,32 @@ Interval = tuple[int, int | None]  # [start, end) in microseconds; end None whil
 
 
 @dataclass(frozen=True, slots=True)
+class AwaitingObjection:
+    """A folded objection whose purge is not confirmed yet: what the row still owes for it."""
+
+    objection_id: str
+    since_us: int  # when its purge clock started (consentry's backlog gauge)
+    enforced_at_us: int | None = None  # None: ingest has not written its purge marker yet
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """What a row keeps of the events folded out of its history (consentry.domain.consent,
+    "Bounded rows"): enough to decide as the whole history would, erring closed where it
+    cannot be exact, in a bounded size."""
+
+    events: int = 0  # how many events were folded
+    until_us: int = 0  # the sort key (received_at, objection_id) of the newest folded event:
+    until_id: str = ""  # every event kept in full after it is applied exactly
+    intervals: tuple[tuple[int, int], ...] = ()  # the folded events' closed objection intervals, sorted
+    open_since_us: int | None = None  # the folded events end with an objection active since then
+    merged: int = 0  # intervals merged into the first one to stay under FOLDED_INTERVALS_KEPT
+    ids: tuple[str, ...] = ()  # digests of the newest FOLDED_IDS_KEPT folded objection ids, oldest first
+    latest_live_us: int | None = None  # the latest received_at of a folded live (not imported) event
+    awaiting: tuple[AwaitingObjection, ...] = ()  # folded objections awaiting a receipt
+
+
+@dataclass(frozen=True, slots=True)
 class ConsentState:
     """One user's row in the consent table. `intervals` and `pending` are derived from
     `history` by consentry.domain.consent and stored so readers need not recompute them."""
@@ -274,6 +309,7 @@ class ConsentState:
     pending_withdrawals: tuple[str, ...] = ()  # withdrawal ids ingest has not yet confirmed
     updated_at_us: int = 0
     notices: tuple[NoticeEntry, ...] = ()  # every notice received, sorted by sent_at
+    folded: Folded | None = None  # the events folded out of `history`, once there are more than HISTORY_KEPT
 
 
 class EnforcementView(NamedTuple):

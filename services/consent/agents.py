@@ -9,10 +9,10 @@ import faust
 
 from consentry.domain import consent as domain
 from consentry.domain.model import ENFORCED, OBJECT, Channel, Invalid
-from consentry.wire import decode_consent_state, encode_consent_state, parse_notice, parse_objection, parse_receipt
+from consentry.wire import decode_consent_state, encode_consent_state, encode_rejection, parse_notice, parse_objection, parse_receipt
 from consentry.partitioning import home_partition
 from consentry.timeutil import now_us
-from services.consent import metrics
+from services.consent import failclosed, metrics
 from services.consent.backlog import ConsentWatch
 from services.consent.settings import ConsentSettings
 
@@ -27,6 +27,19 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
     source = app.topic(topics.objections, topics.receipts, topics.notices, **RAW)
     objections = app.topic(topics.objections, **RAW)
     notices = app.topic(topics.notices, **RAW)
+    dead_letters = app.topic(topics.consent_dead_letters, **RAW)
+    source_names = {topics.objections: "objections", topics.notices: "notices", topics.receipts: "receipts"}
+
+    async def dead_letter(topic: str, invalid: Invalid, partition: int, offset: int, value: bytes | None) -> None:
+        """An event this worker cannot apply goes to the dead-letter topic, counted and logged,
+        and the broker acknowledges it before the event's offset can be committed."""
+        name = source_names.get(topic, topic)
+        metrics.DEAD_LETTERS.labels(name, invalid.code).inc()
+        log.error("dead letter: %s[%d]@%d cannot be applied (%s)", topic, partition, offset, invalid.reason)
+        current = faust.current_event()
+        key = current.key if current is not None else None
+        record = encode_rejection(invalid, topic, partition, offset, value, now_us())
+        await send_acknowledged(dead_letters, key, record, None, f"the dead letter of {topic}[{partition}]@{offset}")
 
     def load(key: bytes):  # type: ignore[no-untyped-def]
         raw = table.get(key)
@@ -35,15 +48,14 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
     async def on_objection(value: bytes | None, partition: int, offset: int) -> None:
         event = parse_objection(value)
         if type(event) is Invalid:
-            metrics.INVALID.labels("objections", event.code).inc()
-            log.error("skipping objection at partition %d offset %d: %s", partition, offset, event.reason)
+            await dead_letter(topics.objections, event, partition, offset, value)
             return
         key = event.user_id.encode()
         home = home_partition(event.user_id, partitions)
         if partition != home:
             # Keep the table co-partitioned with ingest: move it to its user's home partition.
             metrics.REPARTITIONED.inc()
-            await objections.send(key=key, value=value, partition=home)
+            await send_acknowledged(objections, key, value, home, f"the objection re-homed from {topics.objections}[{partition}]@{offset}")
             return
         state = load(key)
         updated = domain.apply_objection(state, event, now_us())
@@ -59,15 +71,14 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
     async def on_notice(value: bytes | None, partition: int, offset: int) -> None:
         notice = parse_notice(value)
         if type(notice) is Invalid:
-            metrics.INVALID.labels("notices", notice.code).inc()
-            log.error("skipping notice at partition %d offset %d: %s", partition, offset, notice.reason)
+            await dead_letter(topics.notices, notice, partition, offset, value)
             return
         key = notice.user_id.encode()
         home = home_partition(notice.user_id, partitions)
         if partition != home:
             # Like objections: the user's row lives in the changelog partition ingest loads for them.
             metrics.REPARTITIONED_NOTICES.inc()
-            await notices.send(key=key, value=value, partition=home)
+            await send_acknowledged(notices, key, value, home, f"the notice re-homed from {topics.notices}[{partition}]@{offset}")
             return
         state = load(key)
         updated = domain.apply_notice(state, notice, now_us())
@@ -78,11 +89,10 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
         table[key] = encode_consent_state(updated)  # re-asserted even when unchanged, as above
         watch.on_write(state, updated)
 
-    def on_receipt(value: bytes | None, partition: int, offset: int) -> None:
+    async def on_receipt(value: bytes | None, partition: int, offset: int) -> None:
         receipt = parse_receipt(value)
         if type(receipt) is Invalid:
-            metrics.INVALID.labels("receipts", receipt.code).inc()
-            log.error("skipping receipt at partition %d offset %d: %s", partition, offset, receipt.reason)
+            await dead_letter(topics.receipts, receipt, partition, offset, value)
             return
         key = receipt.user_id.encode()
         state = load(key)
@@ -103,16 +113,27 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
             message = event.message
             try:
                 if message.topic == topics.receipts:
-                    on_receipt(event.value, message.partition, message.offset)
+                    await on_receipt(event.value, message.partition, message.offset)
                 elif message.topic == topics.notices:
                     await on_notice(event.value, message.partition, message.offset)
                 else:
                     await on_objection(event.value, message.partition, message.offset)
-            except Exception:
-                # A bug, not input: fail loudly. The offset is not committed, so the
-                # event is re-read after the restart.
+            except Exception as exc:
+                # A bug, not input: stop the process (raising would make faust commit the
+                # offset and restart the agent), so the event is re-read after the restart.
                 log.exception("consent agent failed at %s[%d]@%d", message.topic, message.partition, message.offset)
-                raise
+                failclosed.stop(f"applying {message.topic}[{message.partition}]@{message.offset} failed", exc)
+
+
+async def send_acknowledged(topic: faust.TopicT, key: bytes | None, value: bytes, partition: int | None, what: str) -> None:
+    """Send one record and wait until the broker acknowledged it, so the event that caused it is
+    not acknowledged (nor its offset committed) before; a record that cannot be sent stops the
+    worker (services/consent/failclosed.py)."""
+    try:
+        sent = await topic.send(key=key, value=value, partition=partition)
+        await sent
+    except Exception as exc:
+        failclosed.stop(f"{what} cannot be sent", exc)
 
 
 def _observe_latency(before, after, kind: str) -> None:  # type: ignore[no-untyped-def]

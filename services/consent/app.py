@@ -11,6 +11,7 @@ import faust
 
 from consentry import patches
 from consentry.kafka import faust_credentials
+from services.consent import failclosed
 from services.consent.agents import register_agents
 from services.consent.monitoring import install_monitoring
 from services.consent.settings import ConsentSettings
@@ -23,7 +24,8 @@ def create_app(settings: ConsentSettings) -> faust.App:
     """Raises services.consent.views.InsecureConfiguration when the views would be open beyond loopback."""
     check_service_token(settings)
     patches.check_versions()  # refuses faust/aiokafka versions the patches were not written for
-    patches.install_faust_patches(settings)  # the flush fix always; broker workarounds on Tansu only
+    # The flush fix and the fail-closed stop always; broker workarounds on Tansu only.
+    patches.install_faust_patches(settings, on_send_failure=failclosed.on_send_failure)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
@@ -34,6 +36,7 @@ def create_app(settings: ConsentSettings) -> faust.App:
         topic_partitions=settings.partitions,
         processing_guarantee="at_least_once",
         producer_acks=-1,
+        producer_max_request_size=settings.consent_max_record_bytes,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000,

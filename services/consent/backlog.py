@@ -24,13 +24,16 @@ from collections.abc import Iterable
 from consentry.domain.model import OBJECT, Channel, ConsentState
 
 # A row holds an unpurged objection only if its encoding has `"purged_at":null`
-# (consentry.wire.encode_consent_state writes that key for every objection).
+# (consentry.wire.encode_consent_state writes that key for every objection, and for every
+# folded one still awaiting a receipt).
 UNPURGED_MARK = b'"purged_at":null'
 
 
 def unpurged_since(state: ConsentState) -> dict[str, int]:
-    """{objection_id: when its purge clock started (µs)} for the objections not yet purged."""
-    return {
+    """{objection_id: when its purge clock started (µs)} for the objections not yet purged,
+    folded ones included."""
+    owed = {a.objection_id: a.since_us for a in state.folded.awaiting} if state.folded is not None else {}
+    return owed | {
         entry.objection_id: state.updated_at_us if entry.channel == Channel.IMPORT else entry.received_at_us
         for entry in state.history
         if entry.kind == OBJECT and entry.purged_at_us is None

@@ -9,7 +9,11 @@ NOTICES = Counter("consentry_consent_notices_total", "Notices recorded, by chann
 DUPLICATES_NOTICES = Counter("consentry_consent_notice_duplicates_total", "Re-delivered notice ids (state unchanged)")
 REPARTITIONED_NOTICES = Counter("consentry_consent_notices_repartitioned_total", "Notices that arrived off their user's home partition")
 RECEIPTS = Counter("consentry_consent_receipts_total", "Receipts applied, by kind", ["kind"])
-INVALID = Counter("consentry_consent_invalid_total", "Unreadable messages skipped, by topic and reason", ["topic", "reason"])
+DEAD_LETTERS = Counter(
+    "consentry_consent_dead_letters_total",
+    "Events the consent service could not apply, sent to the dead-letter topic, by source topic and reason",
+    ["topic", "reason"],
+)
 ENFORCE_LATENCY = Histogram("consentry_objection_enforce_seconds", "Objection received -> enforced (ingest drops the user's posts)", buckets=_LATENCY_BUCKETS)
 PURGE_LATENCY = Histogram("consentry_objection_purge_seconds", "Objection received -> purged (Delta delete committed)", buckets=_LATENCY_BUCKETS)
 

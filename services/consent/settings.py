@@ -21,6 +21,12 @@ class ConsentSettings(CommonSettings):
         description="A shared secret the gateway sends (Authorization: Bearer) with every user look-up; required when the "
         "web views listen beyond loopback. Health, readiness and metrics stay open.",
     )
+    consent_max_record_bytes: int = Field(
+        default=1_000_000,
+        gt=0,
+        description="Largest record the consent worker sends (its producer's max.request.size, faust's default): at "
+        "most the broker's message.max.bytes and the changelog topic's max.message.bytes. A record over it stops the worker.",
+    )
 
     @property
     def app_id(self) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from consentry.domain.consent import recorded_event, user_status, with_acknowledged
+from consentry.domain.consent import recorded_event, user_status, was_folded, with_acknowledged
 from consentry.domain.model import ConsentState, Invalid, ObjectionEvent, UserStatus
 from consentry.timeutil import now_us
 from consentry.wire import check_objection
@@ -76,6 +76,11 @@ async def file_event(
             raise FilingUnavailable(f"cannot check the repeated request: {exc}") from exc
         merged = with_acknowledged(user_id, state, receipts.for_user(user_id), now_us())
         event = receipts.get(objection_id) or recorded_event(merged, objection_id)
+        if event is None and was_folded(merged, objection_id):
+            # Known but folded out of the row (never the latest event): filing it again would
+            # be taken for a re-delivery and never applied.
+            metrics.IDEMPOTENT_CONFLICTS.inc()
+            raise Superseded(user_status(user_id, merged, now_us()))
         if event is not None:
             if merged is not None and merged.history and merged.history[-1].objection_id != objection_id:
                 metrics.IDEMPOTENT_CONFLICTS.inc()

@@ -146,9 +146,14 @@ def consent_states() -> dict[str, ConsentState]:
     notified_then_objected = apply_objection(notified, OBJECTION, ts("2025-05-27T10:00:01.250000Z"))
     assert enforced is not None and purged is not None
     assert notified_then_objected.history[0].notice_version_derived
+    folded = withdrawn
+    for n in range(100):  # more events than a row keeps in full: the older ones are folded
+        event = ObjectionEvent(f"o-{n}", "u-42", "object" if n % 2 == 0 else "withdraw", ts("2025-07-01T00:00:00Z") + n * 1_000_000, "api", "why")
+        folded = apply_objection(folded, event, event.received_at_us)
+    assert folded.folded is not None and folded.folded.awaiting
     return {
         "received": received, "enforced": enforced, "purged": purged, "withdrawn": withdrawn,
-        "notified": notified, "notified then objected": notified_then_objected,
+        "notified": notified, "notified then objected": notified_then_objected, "folded": folded,
     }
 
 
@@ -193,6 +198,14 @@ def written_messages() -> list[tuple[str, str, bytes]]:
         invalid = parse_post(raw, key)
         assert type(invalid) is Invalid and invalid.code == code
         out.append((f"rejection: {code}", "Rejection", encode_rejection(invalid, "posts", 3, 1234, raw, now)))
+    # What the consent service writes to its dead-letter topic (services/consent/agents.py).
+    refused = orjson.dumps({**orjson.loads(encode_objection(OBJECTION)), "reason": "a\x00b"})
+    invalid = parse_objection(refused)
+    assert type(invalid) is Invalid and invalid.code == "null_byte"
+    out.append(("dead letter: objection", "DeadLetter", encode_rejection(invalid, "objections", 3, 1234, refused, now)))
+    invalid = parse_receipt(b"[]")
+    assert type(invalid) is Invalid
+    out.append(("dead letter: receipt", "DeadLetter", encode_rejection(invalid, "consentry.receipts", 0, 7, b"[]", now)))
     return out + admin_action_records()
 
 

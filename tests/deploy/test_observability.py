@@ -136,6 +136,8 @@ def test_alerts_cover_the_ways_the_promise_can_break() -> None:
         "consentry_objection_enforce_seconds",
         "consentry_consumer_lag",
         "consentry_ingest_rejected_total",
+        "consentry_consent_dead_letters_total",  # an event the consent service could not apply
+        "process_start_time_seconds",  # a service stopping again and again (consent fails closed)
     } <= watched
 
 

@@ -37,6 +37,7 @@ SETTINGS_OF_COMMAND: dict[str, type[BaseSettings]] = {
     "topics": CommonSettings,
     "import": CommonSettings,
     "import-notices": CommonSettings,
+    "dead-letters": CommonSettings,
     "vacuum": SinkSettings,
     "reconcile": SinkSettings,
     "token": GatewaySettings,
@@ -60,6 +61,7 @@ METRICS: dict[str, str] = {
     "consentry_ingest_deferred_dropped_total": "counter",
     "consentry_ingest_users_waiting_for_notice": "gauge",
     "consentry_consent_notices_total": "counter",
+    "consentry_consent_dead_letters_total": "counter",
     "consentry_sink_rows_appended_total": "counter",
     "consentry_sink_duplicates_total": "counter",
     "consentry_sink_purges_total": "counter",
@@ -89,8 +91,9 @@ METRICS: dict[str, str] = {
     "consentry_gateway_admin_action_record_failures_total": "counter",
     "consentry_gateway_imported_withdrawals_total": "counter",
 }
-# Prometheus' own series: 1 when a target answered its last scrape.
-PROMETHEUS_SERIES = {"up"}
+# Prometheus' own series (1 when a target answered its last scrape), and the process series every
+# prometheus_client exports on Linux (the restart alert reads the start time).
+PROMETHEUS_SERIES = {"up", "process_start_time_seconds"}
 
 
 def load_yaml(path: Path) -> Any:

@@ -43,3 +43,36 @@ def test_an_idempotent_retry_finds_the_original_receipt_in_the_consent_state() -
     state = recorded_and_purged()
     assert recorded_event(state, "o-1") == OBJECTION
     assert recorded_event(state, "o-2") is None
+
+
+async def test_a_repeated_key_whose_event_was_folded_out_of_the_row_is_a_conflict() -> None:
+    """A row keeps its newest events in full (consentry.domain.consent, "Bounded rows"). A key
+    reused after its event was folded must not be filed again: the consent table would take
+    the same objection_id for a re-delivery and never apply it, after a 202."""
+    import pytest
+
+    from consentry.domain.consent import was_folded
+    from consentry.domain.model import HISTORY_KEPT
+    from services.gateway.filing import Superseded, file_event
+    from services.gateway.receipts import ReceiptCache, objection_id_for
+
+    first = ObjectionEvent(objection_id_for("u-42", "object:K"), "u-42", "object", T0, "web")
+    state = apply_objection(None, first, T0)
+    for n in range(HISTORY_KEPT + 1):
+        state = apply_objection(state, ObjectionEvent(f"later-{n}", "u-42", "withdraw" if n % 2 == 0 else "object", T0 + (n + 1) * 1_000_000, "web"), T0)
+    assert was_folded(state, first.objection_id) and recorded_event(state, first.objection_id) is None
+
+    class Consent:
+        async def state(self, user_id: str):  # type: ignore[no-untyped-def]
+            return state
+
+    class Publisher:
+        published: list[ObjectionEvent] = []
+
+        async def publish(self, event: ObjectionEvent) -> None:
+            self.published.append(event)
+
+    publisher = Publisher()
+    with pytest.raises(Superseded):
+        await file_event("object", "u-42", "web", None, None, "K", publisher, ReceiptCache(), Consent())  # type: ignore[arg-type]
+    assert publisher.published == []

@@ -11,6 +11,8 @@ from types import SimpleNamespace
 
 import faust
 import pytest
+from faust.exceptions import ProducerSendError
+from faust.topics import Topic
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
 
@@ -18,15 +20,22 @@ from consentry import patches
 from consentry.settings import CommonSettings
 from tests.support.wait import eventually_async
 
-PATCHED = ((ProducerBuffer, "flush"), (ProducerBuffer, "_send_pending"), (AIOKafkaConsumerThread, "_highwaters"), (AIOKafkaConsumerThread, "_create_worker_consumer"))
+PATCHED = (
+    (ProducerBuffer, "flush"),
+    (ProducerBuffer, "_send_pending"),
+    (Topic, "_on_published"),
+    (AIOKafkaConsumerThread, "_highwaters"),
+    (AIOKafkaConsumerThread, "_create_worker_consumer"),
+)
 
 
 @pytest.fixture
 def undo_patches(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What a test installs is taken back after it: the rest of the session runs faust as it was."""
-    monkeypatch.setattr(patches, "_installed", set(patches._installed))
+    """The test starts from faust as released (whatever this session installed, such as a
+    consent app's fail-closed stop), and what it installs is taken back after it."""
+    monkeypatch.setattr(patches, "_installed", set())
     for owner, name in PATCHED:
-        monkeypatch.setattr(owner, name, getattr(owner, name))
+        monkeypatch.setattr(owner, name, patches.unpatched(owner, name))
 
 # ------------------------------------------------------------------ the version check
 
@@ -61,7 +70,12 @@ def test_check_versions_refuses_a_patched_library_that_is_missing(monkeypatch: p
 
 def test_every_patch_says_what_it_was_written_for_and_when_it_applies() -> None:
     names = {patch.name for patch in patches.PATCHES}
-    assert {"install_faust_flush_fix", "install_faust_end_offsets_workaround", "install_faust_fetch_wait_workaround"} <= names
+    assert {
+        "install_faust_flush_fix",
+        "install_faust_send_failure_stop",
+        "install_faust_end_offsets_workaround",
+        "install_faust_fetch_wait_workaround",
+    } <= names
     for patch in patches.PATCHES:
         doc = patch.function.__doc__ or ""
         for package, versions in patch.written_for.items():
@@ -125,6 +139,95 @@ async def test_faust_flush_returns_before_its_records_are_sent() -> None:
 async def test_flush_waits_for_every_buffered_record(undo_patches: None) -> None:
     patches.install_faust_flush_fix()
     assert await flush_three_records(ProducerBuffer.flush) == [0, 1, 2]
+
+
+# ------------------------------------------------------------------ a record faust cannot send
+
+
+class RefusedByBroker(Exception):
+    """What aiokafka sets on a send's future when the broker refuses the record."""
+
+
+def refused_changelog_send(app: faust.App) -> tuple[Topic, asyncio.Future, object]:
+    """A changelog record as a table write sends it (`send_soon`), and the failed future of its
+    send, as aiokafka hands it to faust's `_on_published`."""
+    changelog = app.topic("consent-state", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    record = changelog.as_future_message(key=b"u-1", value=b"row", partition=0)
+    sent = asyncio.get_running_loop().create_future()
+    sent.set_exception(RefusedByBroker("MESSAGE_TOO_LARGE"))
+    return changelog, sent, record
+
+
+async def test_faust_only_logs_a_changelog_record_the_broker_refused(caplog: pytest.LogCaptureFixture) -> None:
+    """The defect: the failure ends on faust's FutureMessage, which nobody awaits, and a warning;
+    nothing stops the commit that follows."""
+    app = faust.App("test-patches", broker="kafka://127.0.0.1:1")
+    changelog, sent, record = refused_changelog_send(app)
+
+    patches.unpatched(Topic, "_on_published")(changelog, sent, message=record, producer=None, state=None)  # faust's own
+
+    assert isinstance(record.exception(), RefusedByBroker)
+    assert "_on_published error" in caplog.text  # a log line, and nothing else
+
+
+async def test_a_changelog_record_the_broker_refused_calls_the_stop(undo_patches: None) -> None:
+    failures: list[tuple[str, BaseException]] = []
+    patches.install_faust_send_failure_stop(lambda topic, error: failures.append((topic, error)))
+    app = faust.App("test-patches", broker="kafka://127.0.0.1:1")
+    changelog, sent, record = refused_changelog_send(app)
+
+    changelog._on_published(sent, message=record, producer=None, state=None)
+
+    assert [(topic, type(error)) for topic, error in failures] == [("consent-state", RefusedByBroker)]
+
+
+class RefusingChannel:
+    """aiokafka refuses the record before it leaves (over the producer's max_request_size)."""
+
+    def get_topic_name(self) -> str:
+        return "consent-state"
+
+    async def publish_message(self, fut, wait: bool = False) -> None:  # type: ignore[no-untyped-def]
+        raise ProducerSendError("Error while sending: MessageSizeTooLargeError()")
+
+
+async def buffer_with_a_refused_record() -> ProducerBuffer:
+    """A producer buffer after a record its producer refused was put in it."""
+    buffer = ProducerBuffer()
+    buffer.app = SimpleNamespace(conf=SimpleNamespace(producer_threaded=False))
+    await buffer.start()
+    buffer.put(SimpleNamespace(message=SimpleNamespace(channel=RefusingChannel())))
+
+    async def handed_over() -> bool:
+        return buffer.size == 0 and not getattr(buffer, "_handing_over", 0)
+
+    await eventually_async(handed_over, timeout=10, what="the record handed over")
+    return buffer
+
+
+async def test_faust_crashes_its_producer_buffer_on_a_refused_record_and_flushes_as_if_sent(undo_patches: None) -> None:
+    """The defect: the buffer's service crashes (in the worker, a stop that hangs) and a flush,
+    what a commit waits for, returns as if the record had been sent."""
+    buffer = await buffer_with_a_refused_record()
+
+    async def crashed() -> bool:
+        return buffer.state == "crashed"
+
+    try:
+        await eventually_async(crashed, timeout=10, what="the buffer crashed")
+        await buffer.flush()  # returns: nothing is left to send
+    finally:
+        await buffer.stop()
+
+
+async def test_a_record_the_producer_refused_calls_the_stop(undo_patches: None) -> None:
+    failures: list[tuple[str, BaseException]] = []
+    patches.install_faust_send_failure_stop(lambda topic, error: failures.append((topic, error)))
+    buffer = await buffer_with_a_refused_record()
+    try:
+        assert [(topic, type(error)) for topic, error in failures] == [("consent-state", ProducerSendError)]
+    finally:
+        await buffer.stop()
 
 
 # ------------------------------------------------------------------ faust's consumer on the embedded broker
