@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from consentry.kafka import client_options
 from consentry.patches import true_end_offsets
 from consentry.settings import CommonSettings
 
@@ -31,7 +32,7 @@ class DeadLetter:
 
 def _consumer(settings: CommonSettings) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=50, client_id="consentry-dead-letters"
+        **client_options(settings), enable_auto_commit=False, fetch_max_wait_ms=50, client_id="consentry-dead-letters"
     )
 
 
@@ -45,7 +46,7 @@ async def read_dead_letters(settings: CommonSettings, timeout: float = 30.0) -> 
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not tps:
             return []
-        ends = await true_end_offsets(settings.bootstrap_servers, tps)
+        ends = await true_end_offsets(client_options(settings), tps)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         letters: list[DeadLetter] = []
