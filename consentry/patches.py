@@ -21,12 +21,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerStoppedError, TopicPartition
+from aiokafka.errors import IllegalStateError
+
+from consentry import failpoints
 
 if TYPE_CHECKING:
     from consentry.settings import CommonSettings
@@ -368,11 +371,148 @@ def install_faust_patches(settings: CommonSettings, on_send_failure: SendFailed 
     embedded broker only. `on_send_failure` (the worker's fail-closed stop) is called for a
     record that cannot be sent."""
     install_faust_flush_fix()  # changelog records are flushed before their offsets commit
+    install_faust_consumer_fetch_fix()  # records fetched while partitions were paused are fetched again, not skipped
+    install_faust_commit_failpoints()  # consent.before_changelog_flush, consent.before_commit (tests only)
     if on_send_failure is not None:
         install_faust_send_failure_stop(on_send_failure)  # a record that cannot be sent stops the worker
     if settings.on_embedded_broker:
         install_faust_end_offsets_workaround()
         install_faust_fetch_wait_workaround()
+
+
+# ------------------------------------------------------------------ faust's consumer
+
+
+async def _fetch_records(
+    self: Any, consumer: Any, active_partitions: Iterable[Any], timeout: float | None = None,
+    max_records: int | None = None,
+) -> Mapping[Any, list]:
+    """faust/transport/drivers/aiokafka.py `AIOKafkaConsumerThread._fetch_records`, given a
+    snapshot of the partitions instead of faust's live set, and nothing to fetch for none."""
+    if not self.consumer.flow_active:
+        return {}
+    # A copy taken here, in the consumer thread: the set itself is faust's `_active_partitions`,
+    # which the event loop thread pauses and resumes meanwhile. (Copying a set of tuples runs
+    # no Python code, so the GIL makes it atomic.)
+    partitions = frozenset(active_partitions)
+    if not partitions:
+        return {}  # aiokafka would read an empty set as "every assigned partition"
+    fetcher = consumer._fetcher
+    if consumer._closed or fetcher._closed:
+        raise ConsumerStoppedError()
+    with fetcher._subscriptions.fetch_context():
+        return await fetcher.fetched_records(partitions, timeout=timeout, max_records=max_records)
+
+
+async def _getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+    """faust/transport/consumer.py `Consumer.getmany` (0.15.3), except that records it does not
+    deliver are fetched again instead of being skipped."""
+    records, active_partitions = await self._wait_next_records(timeout)
+    generation_id = self.app.consumer_generation_id
+    if records is None or self.should_stop:
+        return
+    undelivered: dict[Any, int] = {}  # partition -> offset of its first record not delivered
+    if self.flow_active:
+        to_message = self._to_message
+        stopped = False
+        for tp, record in self.scheduler.iterate(records):
+            if not stopped and (not self.flow_active or self.app.consumer_generation_id != generation_id):
+                stopped = True  # faust stops here (rebalancing): nothing after this is delivered
+            if stopped or tp in undelivered or not (
+                active_partitions is None or tp in active_partitions or tp in self._buffered_partitions
+            ):
+                # Not delivered; nor anything after it in its partition, or that one would be skipped.
+                undelivered.setdefault(tp, record.offset)
+                continue
+            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            yield tp, to_message(tp, record)
+    else:
+        self.log.dev("getmany called while flow not active. Seek back to committed offsets.")
+        try:
+            await self.perform_seek()
+        except Exception as exc:
+            self.log.warning(f"exception performing seek when flow not active {exc}")
+        undelivered = {tp: batch[0].offset for tp, batch in records.items() if batch}
+    if undelivered:
+        thread = self._thread  # the aiokafka driver's consumer thread (the only driver used here)
+        await thread.call_thread(_rewind, thread._ensure_consumer(), undelivered)
+
+
+async def _rewind(consumer: Any, offsets: Mapping[Any, int]) -> None:
+    """In the consumer thread: fetch each partition again from `offset`, unless its position is
+    already there or before it (a seek to the committed offset since, for a rebalance)."""
+    for tp, offset in offsets.items():
+        try:
+            if await consumer.position(tp) > offset:
+                consumer.seek(tp, offset)
+        except IllegalStateError:
+            pass  # no longer assigned: whoever owns it now reads it from the committed offset
+
+
+@written_for(FAUST, AIOKAFKA, embedded_broker_only=False)
+def install_faust_consumer_fetch_fix() -> None:
+    """faust-streaming 0.15.3 `Consumer.getmany` (faust/transport/consumer.py) drops records
+    that aiokafka has already handed over, and their offsets are then never read again.
+
+    faust pauses partitions only in its own set, `_active_partitions`, which it passes, live,
+    to aiokafka's `Fetcher.fetched_records(partitions)` running in the consumer thread
+    (faust/transport/drivers/aiokafka.py `_fetch_records`). aiokafka (0.14.0,
+    aiokafka/consumer/fetcher.py `fetched_records`: `if partitions and tp not in partitions`)
+    reads an empty set as "every partition", and it moves each partition's position past the
+    records it returns. `getmany` then drops the records of partitions that are not active
+    (and, on a rebalance, the rest of the batch). While a table recovers, aiokafka also fetches
+    the paused source partitions; once the changelog is read faust pauses every partition
+    (faust/tables/recovery.py, "Done reading from changelog topics"), a fetch still waiting
+    wakes up on the empty set and returns the source records, and faust drops them. Only a
+    seek to a committed offset would read them again (`perform_seek`, in
+    `Recovery.on_recovery_completed`); with no committed offset for the partition the worker
+    goes on after them and its next commit covers them: the events are lost.
+
+    The fix: `_fetch_records` asks aiokafka for a snapshot of the active partitions and for
+    nothing when there are none; `getmany` seeks every partition whose records it does not
+    deliver back to the first of them, so they are fetched again once the partition is active.
+    """
+    if "install_faust_consumer_fetch_fix" in _installed:
+        return
+    from faust.transport.consumer import Consumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    _replace(AIOKafkaConsumerThread, "_fetch_records", _fetch_records)
+    _replace(Consumer, "getmany", _getmany)
+    _installed.add("install_faust_consumer_fetch_fix")
+
+
+# ------------------------------------------------------------------ crash points in faust's commit path
+
+
+@written_for(FAUST, embedded_broker_only=False)
+def install_faust_commit_failpoints() -> None:
+    """faust-streaming 0.15.3: crash points in faust's commit path (consentry/failpoints.py),
+    for the consent tests; not a defect fix. Unconditional (unarmed outside tests).
+
+    `consent.before_changelog_flush`: offsets chosen, the table's changelog records still in
+    the producer (faust flushes it next). `consent.before_commit`: changelog flushed, source
+    offsets not committed. (`consent.after_table_write` is in the consent agent.)
+    Unarmed, each is one dict lookup per commit.
+    """
+    if "install_faust_commit_failpoints" in _installed:
+        return
+    from faust.transport.consumer import Consumer, ThreadDelegateConsumer
+
+    commit_offsets = Consumer._commit_offsets
+    commit = ThreadDelegateConsumer._commit
+
+    async def _commit_offsets(self: Any, offsets: Any, start_new_transaction: bool = True) -> bool:
+        failpoints.hit("consent.before_changelog_flush")
+        return await commit_offsets(self, offsets, start_new_transaction=start_new_transaction)
+
+    async def _commit(self: Any, offsets: Any) -> bool:
+        failpoints.hit("consent.before_commit")
+        return await commit(self, offsets)
+
+    Consumer._commit_offsets = _commit_offsets  # type: ignore[method-assign]
+    ThreadDelegateConsumer._commit = _commit  # type: ignore[method-assign]
+    _installed.add("install_faust_commit_failpoints")
 
 
 # ------------------------------------------------------------------ reads of faust's internals

@@ -7,6 +7,7 @@ import logging
 
 import faust
 
+from consentry import failpoints
 from consentry.domain import consent as domain
 from consentry.domain.model import ENFORCED, OBJECT, Channel, Invalid
 from consentry.wire import decode_consent_state, encode_consent_state, encode_rejection, parse_notice, parse_objection, parse_receipt
@@ -45,6 +46,12 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
         raw = table.get(key)
         return decode_consent_state(raw) if raw is not None else None
 
+    def store(key: bytes, state) -> None:  # type: ignore[no-untyped-def]
+        # RocksDB has the row now; its changelog record waits in faust's producer buffer
+        # until the next commit flushes it (crash window: consentry/failpoints.py).
+        table[key] = encode_consent_state(state)
+        failpoints.hit("consent.after_table_write")
+
     async def on_objection(value: bytes | None, partition: int, offset: int) -> None:
         event = parse_objection(value)
         if type(event) is Invalid:
@@ -65,7 +72,7 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
             metrics.OBJECTIONS.labels(event.kind, event.channel).inc()
         # Written even when unchanged: after a crash the local store can hold a write whose
         # changelog record never left; re-delivery then re-asserts it for the readers.
-        table[key] = encode_consent_state(updated)
+        store(key, updated)
         watch.on_write(state, updated)
 
     async def on_notice(value: bytes | None, partition: int, offset: int) -> None:
@@ -86,7 +93,7 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
             metrics.DUPLICATES_NOTICES.inc()
         else:
             metrics.NOTICES.labels(notice.channel).inc()
-        table[key] = encode_consent_state(updated)  # re-asserted even when unchanged, as above
+        store(key, updated)  # re-asserted even when unchanged, as above
         watch.on_write(state, updated)
 
     async def on_receipt(value: bytes | None, partition: int, offset: int) -> None:
@@ -102,7 +109,7 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
             return
         # Written even when unchanged, like objections: a re-delivered receipt re-asserts a
         # stamp whose changelog record may have died with the process that wrote RocksDB.
-        table[key] = encode_consent_state(updated)
+        store(key, updated)
         watch.on_write(state, updated)
         if updated is not state:
             _observe_latency(state, updated, receipt.kind)

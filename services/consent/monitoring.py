@@ -13,6 +13,7 @@ import faust
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import REGISTRY
 
+from consentry import failpoints
 from consentry.wire import decode_consent_state
 from consentry.lag import LagGauge, lag_of
 from consentry.patches import committed_offsets
@@ -45,6 +46,9 @@ def install_monitoring(app: faust.App, table: faust.Table) -> ConsentWatch:
         # the agent resumes: the table holds exactly this worker's rows, and nothing writes.
         watch.rebuild(table.items(), decode_consent_state)
         log.info("consent table: %d users, %d objections awaiting purge", watch.users, len(watch.backlog))
+        # Crash window: the changelogs are read and the sources not resumed yet (a big table
+        # takes its time here); consentry/failpoints.py can hold it open.
+        await failpoints.slow("consent.table_recovered")
 
     return watch
 

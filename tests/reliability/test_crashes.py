@@ -3,7 +3,9 @@
 
 Then the precise windows that random kills rarely hit, with failpoints
 (consentry/failpoints.py): the sink between its Delta commit and its receipts / offset
-commit, with a purge in the replayed batch; ingest between forwarding and committing.
+commit, with a purge in the replayed batch; ingest between forwarding and committing; the
+consent worker after its table writes are flushed but before it ever committed an offset,
+replaced by one with no local state.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import random
 import shutil
 
+import httpx
 import pytest
 
 from consentry.timeutil import now_us
@@ -175,3 +178,62 @@ def test_ingest_crash_between_forwarding_and_offset_commit(system: System) -> No
     forwarded = [orjson.loads(r.value).get("post_id") for r in system.read(system.topics.training_posts)]
     assert len(forwarded) > len(set(forwarded)), "the crash should have made ingest forward some posts twice"
     ledger.record("nothing lost", **{"ingest crashes in the commit window": 1}, duplicates=len(ids) - len(set(ids)))
+
+
+def consent_holds(system: System, user: str) -> set[str]:
+    """The objection ids of the user's row, read from the consent service itself (the gateway
+    would add the events its own receipt cache remembers)."""
+    response = httpx.get(f"{system.url('consent')}/v1/users/{user}", timeout=5)
+    assert response.status_code == 200, response.text
+    return {item["objection_id"] for item in response.json()["history"]}
+
+
+def users_in(system: System, partitions: set[int], count: int, prefix: str) -> list[str]:
+    from consentry.partitioning import home_partition
+
+    names = (f"{prefix}-{n}" for n in range(10_000))
+    return [user for user in names if home_partition(user, system.partitions) in partitions][:count]
+
+
+def test_consent_replaced_before_its_first_commit_applies_every_acknowledged_event(system: System) -> None:
+    """The consent worker applies the first objections, flushes their changelog records and dies
+    (as kill -9) before it ever committed a source offset. A worker with no local state (a new
+    machine) takes over; the users withdraw while no worker runs, others object while it starts.
+    It rebuilds the table from the changelog, then must apply every event after the last commit.
+
+    faust-streaming 0.15.3 dropped them: while it read the changelog, aiokafka also fetched the
+    paused source partitions; once the changelog was read faust paused every partition, and a
+    fetch still waiting then asked aiokafka for the records of that (now empty) set, which
+    aiokafka reads as "every partition". faust dropped the records of the paused partitions;
+    with no committed offset to seek back to, the worker went on after them
+    (consentry/patches.py, install_faust_consumer_fetch_fix). `consent.table_recovered` holds that window open (a
+    big table takes as long to index there) while the objections of the new users arrive."""
+    system.create_topics()
+    system.start("gateway")
+    system.start("consent", env={"CONSENTRY_FAILPOINTS": "consent.before_commit"})
+    early = users_in(system, {0}, 4, "early")  # partitions 1-3 of `objections` stay empty until the window
+    acknowledged = {user: {system.object(user)["objection_id"]} for user in early}
+    # The first offset commit ends the worker: its changelog records are out, no offset committed.
+    assert system.wait_exit("consent") == 75
+    shutil.rmtree(system.data_dir / "consent")  # a new machine: the table comes back from the changelog
+    for user in early:
+        acknowledged[user].add(system.withdraw(user)["objection_id"])
+
+    seen = len(system.log("consent"))
+    system.start("consent", wait=False, env={"CONSENTRY_FAILPOINTS": "consent.table_recovered@3"})
+    # Logged as the table is recovered, right before the window (held open 3 s).
+    eventually(lambda: "consent table:" in system.log("consent")[seen:], timeout=60, interval=0.01,
+               what="the new worker between its changelog and its sources")
+    for user in users_in(system, {1, 2, 3}, 6, "starting"):
+        acknowledged[user] = {system.object(user)["objection_id"]}
+    system.wait_ready("consent")
+
+    def missing() -> dict[str, set[str]]:
+        return {user: lost for user, ids in acknowledged.items() if (lost := ids - consent_holds(system, user))}
+
+    try:
+        eventually(lambda: not missing(), timeout=20, what="every acknowledged event in the consent table")
+    except AssertionError:
+        lost = missing()
+        raise AssertionError(f"{sum(map(len, lost.values()))} events acknowledged (202) but not in the consent table: {lost}") from None
+    ledger.record("nothing lost", **{"consent crashes before its first commit": 1})
