@@ -154,3 +154,17 @@ def test_the_api_documentation_is_served(start_gateway: StartGateway) -> None:
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     spec = httpx.get(f"{url}/openapi.json").json()
     assert "/v1/admin/objections:import" in spec["paths"] and "/object" in spec["paths"]
+
+
+def test_a_lone_surrogate_in_a_body_field_is_a_clear_422_not_a_500(start_gateway: StartGateway) -> None:
+    """Found by tests/reliability/test_acknowledged_means_enforced.py: a JSON escape of a lone
+    surrogate (`"\\ud800"`) in any field is refused by validation, and FastAPI's default answer
+    echoed the field's input, which cannot be encoded as UTF-8: a 500 instead of the 422."""
+    with empty_consent_service() as consent_url:
+        url, _ = start_gateway(consent_url=consent_url)
+        headers = {**bearer("sam"), "Content-Type": "application/json"}
+        for field, body in (("reason", b'{"reason": "\\ud800"}'), ("notice_version", b'{"notice_version": "x\\udfff"}'),
+                            ("channel", b'{"channel": "\\ud800"}')):
+            response = httpx.post(f"{url}/v1/objections", headers=headers, content=body)
+            assert response.status_code == 422, (field, response.status_code, response.text[:300])
+            assert response.json()["detail"][0]["loc"] == ["body", field], response.text
