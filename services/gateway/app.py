@@ -8,7 +8,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -112,6 +115,14 @@ def create_app(settings: GatewaySettings | None = None, publisher: ObjectionPubl
         if request.url.path.startswith("/object"):  # people on the one-click page get a page
             return pages.rate_limited_page(request, exc.headers or {})
         return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        """FastAPI's 422 without each field's `input`: the default echoes it, and an input that
+        cannot be encoded back (a lone surrogate sent as a JSON escape) turned the 422 into a
+        500. The documented body (problems.ValidationProblem) is loc, msg and type."""
+        errors = [{k: v for k, v in error.items() if k not in ("input", "ctx", "url")} for error in exc.errors()]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
     app.include_router(objections.router)
     app.include_router(pages.router)
