@@ -168,3 +168,15 @@ def test_a_lone_surrogate_in_a_body_field_is_a_clear_422_not_a_500(start_gateway
             response = httpx.post(f"{url}/v1/objections", headers=headers, content=body)
             assert response.status_code == 422, (field, response.status_code, response.text[:300])
             assert response.json()["detail"][0]["loc"] == ["body", field], response.text
+
+
+def test_a_body_that_is_not_utf8_gets_a_documented_answer(start_gateway: StartGateway) -> None:
+    """Found by schemathesis's status-code check (tests/reliability/test_http_hostile.py):
+    FastAPI answers 400 "There was an error parsing the body" to bytes that are not UTF-8,
+    and the OpenAPI document listed no 400 for POST /v1/objections."""
+    with empty_consent_service() as consent_url:
+        url, _ = start_gateway(consent_url=consent_url)
+        response = httpx.post(f"{url}/v1/objections", headers={**bearer("sam"), "Content-Type": "application/json"}, content=b'{"reason": "\xff"}')
+        documented = httpx.get(f"{url}/openapi.json").json()["paths"]["/v1/objections"]["post"]["responses"]
+        assert 400 <= response.status_code < 500 and str(response.status_code) in documented, (response.status_code, sorted(documented))
+        assert "detail" in response.json()
