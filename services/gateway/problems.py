@@ -37,6 +37,7 @@ FORBIDDEN = problem(
     "The token lacks the `consentry:admin` scope (or a person's key signed it: scopes count only in operators' tokens).",
     "this operation needs the consentry:admin scope, in a token signed with an operator's key or by the identity provider",
 )
+UNREADABLE = problem("The body could not be read: it is not UTF-8.", "There was an error parsing the body")
 TOO_LARGE = problem("The request body is over the limit.", "request body too large: this endpoint accepts at most 64 KiB")
 INVALID = {
     "model": ValidationProblem,

@@ -14,7 +14,7 @@ from services.gateway.api.schemas import CONFLICT, STATUS_UNAVAILABLE, UNAVAILAB
 from services.gateway.consent_client import ConsentUnavailable
 from services.gateway.deps import AddressLimit, CurrentUser, FilingDep
 from services.gateway.filing import FilingRefused, FilingUnavailable, Superseded, file_event, status_for
-from services.gateway.problems import INVALID, RATE_LIMITED, TOO_LARGE, UNAUTHORIZED
+from services.gateway.problems import INVALID, RATE_LIMITED, TOO_LARGE, UNAUTHORIZED, UNREADABLE
 
 router = APIRouter(prefix="/v1/objections", tags=["objections"], dependencies=[AddressLimit])
 
@@ -67,7 +67,7 @@ def unavailable(exc: Exception) -> HTTPException:
     "purged from the training store and none is added later; watch the progress at `GET /v1/objections/me`. "
     "A repeated `Idempotency-Key` returns the original receipt while nothing else happened to your objection "
     "since, and 409 with your current status once a later request (a withdrawal, say) changed it.",
-    responses={**COMMON, 409: CONFLICT, 413: TOO_LARGE, 422: INVALID, 503: UNAVAILABLE},
+    responses={**COMMON, 400: UNREADABLE, 409: CONFLICT, 413: TOO_LARGE, 422: INVALID, 503: UNAVAILABLE},
 )
 async def create_objection(
     user: CurrentUser,
