@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a service listening on `host` is reachable from this machine only (what decides
+    if a development secret or an open internal view may be used)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class StatusServer:

@@ -9,7 +9,6 @@ A user's state answers only a caller presenting the service token (CONSENTRY_SER
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 
 import faust
@@ -18,6 +17,7 @@ from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from consentry.web import is_loopback
 from consentry import patches
 from consentry.domain.consent import user_status
 from consentry.wire import decode_consent_state, status_to_dict
@@ -31,15 +31,6 @@ log = logging.getLogger(__name__)
 
 class InsecureConfiguration(Exception):
     """The consent service must not start with these settings; the message says what to set."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 MIN_TOKEN_LENGTH = 32

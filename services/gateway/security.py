@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from urllib.parse import urlsplit
 
+from consentry.web import is_loopback
 from consentry.keys import KeyConfigError, KeySet, MIN_SECRET_LENGTH
 from services.gateway.settings import DEV_SECRET, GatewaySettings
 
@@ -40,15 +41,6 @@ class GatewayKeys:
     admin: KeySet | None  # None: operators' tokens come from the identity provider only
     link: KeySet
     single: bool  # some purpose uses the single secret (CONSENTRY_JWT_SECRET or the development one)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _identity_provider(settings: GatewaySettings) -> bool:
