@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,12 +57,17 @@ def sasl_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sec
 @pytest.fixture
 def system(broker: tuple[str, str], tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[System]:
     """A whole Consentry (topics created, services not started yet) under a fresh prefix."""
+    yield from running_system(broker, tmp_path, request)
+
+
+def running_system(broker: tuple[str, str], tmp_path: Path, request: pytest.FixtureRequest, **options: Any) -> Iterator[System]:
+    """A System (options: System's keywords); on failure, its logs printed and kept."""
     bootstrap, flavor = broker
-    with System(bootstrap, flavor, tmp_path) as sut:
+    with System(bootstrap, flavor, tmp_path, **options) as sut:
         yield sut
         failed = getattr(request.node, "rep_call", None)
         if failed is not None and failed.failed:
-            for name in ("consent", "ingest", "sink", "gateway"):
+            for name in sorted(path.stem for path in sut.log_dir.glob("*.log")):
                 print(f"\n===== {name} log (tail) =====\n{sut.log(name)[-4000:]}")
             # Whole logs where they outlive pytest's rotation of temporary directories.
             import re

@@ -2,12 +2,18 @@
 
 Each System gets its own topic prefix, consumer groups, ports and data directory, so tests
 can run side by side and again and again against one broker.
+
+A System can run several workers of consent and ingest (`workers={"consent": 2, "ingest": 2}`):
+the first is named after its service ("consent"), the others "consent-2", "consent-3"... Each
+has its own port (and, for consent, its own data directory and advertised URL, so that a
+look-up is routed to the worker owning the user); they share the service's consumer group.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +21,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -30,14 +37,25 @@ from tests.support.ports import free_port
 from tests.support.wait import eventually
 
 SERVICES = ("consent", "ingest", "sink", "gateway")
+SCALABLE = ("consent", "ingest")  # several workers in one group; one sink writes the table, one gateway suffices here
+
+
+def service_of(instance: str) -> str:
+    """"consent-2" -> "consent"; "consent" -> "consent"."""
+    match = re.fullmatch(r"([a-z]+)-(\d+)", instance)
+    return match.group(1) if match else instance
 
 
 class System:
     """`notices=False` (the default) turns the notice rule off (CONSENTRY_NOTICE_RULE=off): the
-    stories that are not about notices publish no notices. Notice stories pass True."""
+    stories that are not about notices publish no notices. Notice stories, and every guarantee
+    test (tests/reliability, with the production default), pass True.
+
+    `workers`: how many workers of consent and ingest `start()` starts (default one each)."""
 
     def __init__(
-        self, bootstrap: str, flavor: str, root: Path, partitions: int = 4, extra_env: dict[str, str] | None = None, notices: bool = False
+        self, bootstrap: str, flavor: str, root: Path, partitions: int = 4, extra_env: dict[str, str] | None = None, notices: bool = False,
+        workers: dict[str, int] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.prefix = f"t{uuid.uuid4().hex[:10]}-"
@@ -50,6 +68,14 @@ class System:
         # One key set per purpose, as an operator sets them (docs/operations.md, "Keys and rotation").
         self.user_keys, self.admin_keys, self.link_keys = USER_KEYS, ADMIN_KEYS, LINK_KEYS
         self.key_settings = dict(KEY_SETTINGS)
+        self.workers = {service: 1 for service in SERVICES}
+        for service, count in (workers or {}).items():
+            assert service in SCALABLE and count >= 1, (service, count)
+            self.workers[service] = count
+        for service, count in self.workers.items():
+            for n in range(2, count + 1):
+                self.ports[f"{service}-{n}"] = free_port()
+        self.notices = notices
         self.env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
@@ -98,15 +124,48 @@ class System:
     def gateway_url(self) -> str:
         return self.url("gateway")
 
+    @property
+    def instances(self) -> list[str]:
+        """Every worker `start()` starts: "consent", "consent-2", ..., "ingest", ..., "sink", "gateway"."""
+        return [name if n == 1 else f"{name}-{n}" for name in SERVICES for n in range(1, self.workers[name] + 1)]
+
+    def running(self, service: str) -> list[str]:
+        """The instances of `service` whose process is alive."""
+        return [name for name, process in self.processes.items() if service_of(name) == service and process.poll() is None]
+
+    def consent_state_dir(self, instance: str = "consent") -> Path:
+        """Where that consent worker keeps its RocksDB table."""
+        return self._data_dir(instance) / "consent"
+
+    def _data_dir(self, instance: str) -> Path:
+        return self.data_dir if instance == service_of(instance) else self.root / f"var-{instance}"
+
+    def _instance_env(self, instance: str) -> dict[str, str]:
+        """What differs between two workers of one service: ports, data directory, advertised URL."""
+        service = service_of(instance)
+        if instance == service:
+            return {}
+        port = str(self.ports[instance])
+        if service == "consent":
+            return {"CONSENTRY_CONSENT_PORT": port, "CONSENTRY_CONSENT_ADVERTISED_URL": self.url(instance), "CONSENTRY_DATA_DIR": str(self._data_dir(instance))}
+        if service == "ingest":
+            return {"CONSENTRY_INGEST_PORT": port}
+        raise AssertionError(f"{service} runs one worker here")
+
     def start(self, *services: str, wait: bool = True, env: dict[str, str] | None = None) -> None:
-        """Start services as processes; `env` adds variables for these processes only."""
-        for name in services or SERVICES:
+        """Start services (instances: "consent", "consent-2"...) as processes; `env` adds
+        variables for these processes only. No names: every instance of `instances`."""
+        names = services or tuple(self.instances)
+        for name in names:
+            if name not in self.ports:
+                self.ports[name] = free_port()
             log = open(self.log_dir / f"{name}.log", "ab")
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "consentry_cli", name], env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                [sys.executable, "-m", "consentry_cli", service_of(name)], env={**self.env, **self._instance_env(name), **(env or {})},
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         if wait:
-            for name in services or SERVICES:
+            for name in names:
                 self.wait_ready(name)
 
     def wait_ready(self, service: str, timeout: float = 60.0) -> None:
@@ -134,6 +193,24 @@ class System:
         os.killpg(process.pid, sig)
         process.wait(timeout=30)
 
+    def leave(self, service: str, timeout: float = 30.0) -> None:
+        """Stop one worker cleanly (SIGTERM): it leaves its group, the others take over."""
+        process = self.processes.pop(service)
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise AssertionError(f"{service} did not stop within {timeout}s of SIGTERM") from None
+
+    def stall(self, service: str) -> None:
+        """Freeze a worker (SIGSTOP), as a paused VM or a long GC pause does."""
+        os.killpg(self.processes[service].pid, signal.SIGSTOP)
+
+    def resume(self, service: str) -> None:
+        os.killpg(self.processes[service].pid, signal.SIGCONT)
+
     def stop(self, timeout: float = 20.0) -> None:
         stopping = []
         for name in list(self.processes):
@@ -141,6 +218,8 @@ class System:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
                 stopping.append(process)
+        for process in stopping:  # a stalled worker ignores SIGTERM until it runs again
+            os.killpg(process.pid, signal.SIGCONT)
         deadline = time.monotonic() + timeout
         for process in stopping:
             try:
@@ -193,6 +272,23 @@ class System:
     def wait_status(self, user: str, status: str, timeout: float = 60.0) -> dict[str, Any]:
         return eventually(lambda: (doc := self.status(user))["status"] == status and doc, timeout=timeout, what=f"{user} {status}")
 
+    def consent_status(self, user: str, timeout: float = 60.0) -> dict[str, Any]:
+        """The user's status document as the consent service itself holds it (`/v1/users/{id}`
+        of any running consent worker, which routes to the owner), not the gateway's view,
+        which merges the events the gateway acknowledged. Retries while consent recovers."""
+        def probe() -> dict[str, Any] | None:
+            for instance in self.running("consent"):
+                try:
+                    response = httpx.get(f"{self.url(instance)}/v1/users/{quote(user, safe='')}", timeout=10)
+                except httpx.HTTPError:
+                    continue
+                if response.status_code == 200:
+                    return response.json()
+                assert response.status_code == 503, response.text  # recovering, or the owner is restarting
+            return None
+
+        return eventually(probe, timeout=timeout, interval=0.2, what=f"consent state of {user}")
+
     def sync_ingest(self, *users: str, timeout: float = 60.0) -> None:
         """Return once ingest has applied every consent change the consent service had made for
         `users` before the call. Ingest exposes no per-user view, so this files an objection for
@@ -207,10 +303,14 @@ class System:
             while home_partition(f"barrier-{home}-{n}-{self.prefix}", self.partitions) != home:
                 n += 1
             barrier = f"barrier-{home}-{n}-{self.prefix}"
-            self.object(barrier)  # a new objection_id each call, so a new marker to wait for
-            barriers.append(barrier)
-        for barrier in barriers:
-            eventually(lambda: self.status(barrier)["history"][-1].get("enforced_at"), timeout=timeout, what=f"ingest caught up ({barrier})")
+            receipt = self.object(barrier)  # a new objection_id each call, so a new marker to wait for
+            barriers.append((barrier, receipt["objection_id"]))
+
+        def enforced(barrier: str, objection_id: str) -> bool:
+            return any(item["objection_id"] == objection_id and item.get("enforced_at") for item in self.consent_status(barrier)["history"])
+
+        for barrier, objection_id in barriers:
+            eventually(lambda: enforced(barrier, objection_id), timeout=timeout, what=f"ingest caught up ({barrier})")
 
     def publish(self, messages: list[tuple[bytes | None, bytes]], topic: str | None = None, partition: int | None = None) -> None:
         asyncio.run(produce(client_options(self.settings), topic or self.topics.posts, messages, partition))
@@ -221,6 +321,24 @@ class System:
     def publish_notices(self, notices: list[dict[str, Any]]) -> None:
         """As the platform's notification system does: default partitioner, key = user_id."""
         self.publish([(n["user_id"].encode(), orjson.dumps(n)) for n in notices], topic=self.topics.notices)
+
+    def tell(self, *users: str, days_ago: float = 40, country: str = "FR", sync: bool = True, timeout: float = 60.0) -> None:
+        """The platform tells `users` (a notice sent `days_ago`, by default long enough ago for
+        the default grace period); returns once the consent service holds the notices and, with
+        `sync`, ingest has read them (sync_ingest: needs the gateway, files barrier objections).
+        Without it, a post ingest decides before it read the notice waits and is released at
+        its next deferred-posts tick."""
+        sent = int(time.time() * 1_000_000) - int(days_ago * 86_400_000_000)
+        from consentry.timeutil import format_rfc3339
+
+        ids = {user: f"n-{uuid.uuid4().hex}" for user in users}
+        self.publish_notices([{"notice_id": ids[u], "user_id": u, "notice_version": "2025-05", "channel": "email",
+                               "sent_at": format_rfc3339(sent), "country": country} for u in users])
+        for user in users:
+            eventually(lambda: ids[user] in {n["notice_id"] for n in self.consent_status(user).get("notices", [])}, timeout=timeout,
+                       what=f"notice of {user} applied")
+        if sync:
+            self.sync_ingest(*users, timeout=timeout)
 
     def read(self, topic: str) -> list:
         return asyncio.run(read_all(client_options(self.settings), topic))
