@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from consentry.timeutil import now_us
-from tests.reliability.workload import DAY_US, UserState, World
+from tests.reliability.workload import DAY_US, TOLD_LATE, UserState, World
 
 Step = Callable[[World, UserState], Awaitable[None]]
 
@@ -35,8 +35,8 @@ async def twin(world: World, user: UserState) -> None:
     await asyncio.gather(*calls)
 
 
-def script(rng: random.Random) -> list[Step]:
-    kind = rng.choices(["quiet", "objector", "historic", "twin", "flip-flop", "late-import"], [3, 4, 3, 2, 2, 1])[0]
+def script(rng: random.Random) -> tuple[str, list[Step]]:
+    kind = rng.choices(["quiet", "objector", "historic", "twin", "flip-flop", "late-import", "told-late"], [3, 4, 3, 2, 2, 1, 1])[0]
     posts = lambda n: [post] * n  # noqa: E731
     redeliver_post = lambda w, u: w.redeliver_post(u)  # noqa: E731
     redeliver_event = lambda w, u: w.redeliver_event(u)  # noqa: E731
@@ -72,17 +72,23 @@ def script(rng: random.Random) -> list[Step]:
         steps += [redeliver_event, redeliver_post]
         if rng.random() < 0.5:
             steps += [obj]
-    else:  # an old objection, already withdrawn, imported after the user's posts were stored
+    elif kind == "late-import":  # an old objection, already withdrawn, imported after the user's posts were stored
         steps = posts(rng.randrange(1, 4)) + [imported("withdraw", 3), imported("object", 9)] + posts(1)
-    return steps
+    else:  # told late: posts held for want of a notice, then one sent long ago is published: released
+        tell = lambda w, u: w.tell(u, now - int(rng.uniform(31, 90) * DAY_US))  # noqa: E731
+        steps = posts(rng.randrange(1, 4)) + [tell] + posts(rng.randrange(0, 2)) + ([redeliver_post] if rng.random() < 0.5 else [])
+    return kind, steps
 
 
-async def play(world: World, users: int, concurrency: int = 12) -> None:
-    """Run every user's script, interleaved: waves of steps of different users at once."""
+async def play(world: World, users: int, concurrency: int = 12, pace: Callable[[], float] = lambda: 0.0) -> None:
+    """Run every user's script, interleaved: waves of steps of different users at once (after
+    the notices of the users told beforehand are applied and read by ingest)."""
     queues = {}
     for n in range(users):
-        user = world.user(f"{world.tag}-u{n}z")  # z: no id is a prefix of another
-        queues[user.user_id] = (user, deque(script(world.rng)))
+        kind, steps = script(world.rng)
+        user = world.user(f"{world.tag}-u{n}z", TOLD_LATE if kind == "told-late" else None)  # z: no id is a prefix of another
+        queues[user.user_id] = (user, deque(steps))
+    await world.tell_everyone()
     while queues:
         wave = world.rng.sample(sorted(queues), min(concurrency, len(queues)))
         steps = []
@@ -92,11 +98,15 @@ async def play(world: World, users: int, concurrency: int = 12) -> None:
             if not queue:
                 del queues[user_id]
         await asyncio.gather(*steps)
+        world.counts["waves"] += 1
+        if delay := pace():
+            await asyncio.sleep(delay)  # pacing, not synchronisation: keeps the load going while workers churn
 
 
 async def play_late(world: World) -> None:
-    """Once every user's state has settled and reached ingest: posts placed before, inside,
-    on the edges of and after each user's intervals, and re-deliveries of earlier posts."""
+    """Once every user's state has settled (every event enforced): posts placed before, inside,
+    on the edges of and after each user's intervals, and re-deliveries of earlier posts; all
+    sent after the user's last event was applied, so each eligible one is required."""
     calls = []
     for user in world.users.values():
         known = sorted(e.received_at_us for e in user.events.values())
@@ -104,8 +114,8 @@ async def play_late(world: World) -> None:
         if known:
             created += [known[0] - DAY_US, *known, *(t - 1 for t in known), *((a + b) // 2 for a, b in zip(known, known[1:]))]
             created = world.rng.sample(created, min(len(created), 4))
-        calls += [world.publish_post(user, c, late=True) for c in created]
+        calls += [world.publish_post(user, c) for c in created]
         if user.raw_posts and world.rng.random() < 0.5:
-            calls.append(world.redeliver_post(user, late=True))
+            calls.append(world.redeliver_post(user))
     for i in range(0, len(calls), 50):
         await asyncio.gather(*calls[i : i + 50])

@@ -29,7 +29,7 @@ async def object_many(system: System, users: list[str]) -> list[httpx.Response]:
 def test_gateway_answers_503_while_the_broker_is_down_and_recovers_by_itself(tmp_path: Path) -> None:
     broker = EmbeddedBroker(free_port(), log_path=tmp_path / "broker.log")
     broker.start()
-    system = System(broker.bootstrap, "tansu", tmp_path, extra_env={"CONSENTRY_PUBLISH_TIMEOUT_S": "2"})
+    system = System(broker.bootstrap, "tansu", tmp_path, notices=True, extra_env={"CONSENTRY_PUBLISH_TIMEOUT_S": "2"})
     try:
         system.create_topics()
         system.start("gateway")
@@ -66,12 +66,13 @@ def test_after_the_embedded_broker_restarts_empty_new_posts_are_still_stored(tmp
     from consentry.timeutil import format_rfc3339, now_us
 
     def posts(prefix: str, n: int) -> list[dict]:
+        # From outside the notice jurisdictions: used without a notice, the notice rule on.
         return [{"post_id": f"{prefix}-{i}", "user_id": f"{prefix}-user-{i}", "created_at": format_rfc3339(now_us()),
-                 "visibility": "public", "text": "t"} for i in range(n)]
+                 "visibility": "public", "text": "t", "country": "US"} for i in range(n)]
 
     broker = EmbeddedBroker(free_port(), log_path=tmp_path / "broker.log")
     broker.start()
-    system = System(broker.bootstrap, "tansu", tmp_path)
+    system = System(broker.bootstrap, "tansu", tmp_path, notices=True)
     try:
         system.create_topics()
         system.start("ingest", "sink")

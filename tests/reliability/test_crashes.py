@@ -1,5 +1,8 @@
-"""Crashes: kill -9 each service in the middle of a sustained load, restart it, and check
-0 leaks, every eligible post stored exactly once, every 202 objection applied (purged).
+"""Crashes and stalls: kill -9 (or freeze) each worker in the middle of a sustained load,
+restart it, and check 0 leaks, every required post stored exactly once, every 202 objection
+applied in the consent state itself (enforced, purged). The system runs with the production
+default (the notice rule on, users told long ago) and, in the scale-out runs, two consent and
+two ingest workers, so each kill or long stall also moves partitions under load.
 
 Then the precise windows that random kills rarely hit, with failpoints
 (consentry/failpoints.py): the sink between its Delta commit and its receipts / offset
@@ -13,48 +16,72 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
+import time
 
 import httpx
 import pytest
 
+from consentry.scrape import total
 from consentry.timeutil import now_us
 from tests.reliability import races
 from tests.reliability.oracle import objecting_now
+from tests.reliability.test_races import RECEIPT_LOST
 from tests.reliability.workload import Load, World, adopt_consent_history, check_world, flush_pipeline
 from tests.support import ledger
 from tests.support.logcheck import assert_logs_clean
-from tests.support.system import System
+from tests.support.system import System, service_of
 from tests.support.wait import eventually
 
 ORDER = ("consent", "ingest", "sink", "gateway")
+SHORT_STALL_S = 1.0  # within the 3 s session timeout the tests run with: nobody notices
+LONG_STALL_S = 8.0  # past it: the group moves the worker's partitions away while it sleeps
 
 
 def consent_states(world: World) -> dict:
     async def fetch() -> dict:
         async with world:
-            docs = await asyncio.gather(*(world.status(u) for u in world.users))
-        return {d["user_id"]: d for d in docs}
+            return await world.consent_states()
 
     return asyncio.run(fetch())
 
 
-def kill_under_load(system: System, seed: int, rounds: int, users: int = 150) -> dict[str, int]:
+def faults_under_load(system: System, seed: int, faults: list[tuple[str, str]], users: int = 150) -> dict[str, int]:
+    """`faults`: (action, instance) in turn under load: "kill" (SIGKILL, restarted once the
+    load moved on; every other consent kill also deletes its RocksDB directory), or
+    "stall:<seconds>" (SIGSTOP, SIGCONT)."""
     system.create_topics()
     system.start()
     world = World(system, random.Random(seed), tag=f"k{seed}")
-    load = Load(world, users).start()
-    kills = 0
+    load = Load(world, users)
+
+    async def tell() -> None:
+        async with world:
+            await world.tell_everyone()
+
+    asyncio.run(tell())
+    load.start()
+    kills = stalls = consent_kills = 0
     try:
-        for round_ in range(rounds):
-            for service in ORDER:
-                load.wait_progress(150)
-                system.kill(service)
+        for action, instance in faults:
+            load.wait_progress(150)
+            if action == "kill":
+                system.kill(instance)
                 kills += 1
-                if service == "consent" and round_ % 2 == 0:
-                    # A new machine: no local RocksDB, the table comes back from its changelog.
-                    shutil.rmtree(system.data_dir / "consent", ignore_errors=True)
+                if service_of(instance) == "consent":
+                    if consent_kills % 2 == 0:
+                        # A new machine: no local RocksDB, the table comes back from its changelog.
+                        shutil.rmtree(system.consent_state_dir(instance), ignore_errors=True)
+                    consent_kills += 1
                 load.wait_progress(100)  # the rest of the system keeps going meanwhile
-                system.start(service)
+                system.start(instance)
+            else:
+                seconds = float(action.split(":", 1)[1])
+                system.stall(instance)
+                try:
+                    time.sleep(seconds)  # the fault's duration, not a wait for anything: the load goes on
+                finally:
+                    system.resume(instance)
+                stalls += 1
         load.wait_progress(200)
     finally:
         load.stop()
@@ -69,26 +96,35 @@ def kill_under_load(system: System, seed: int, rounds: int, users: int = 150) ->
     objecting = {u.user_id for u in world.users.values() if objecting_now(list(u.events.values()))}
     assert not [r for r in rows if r["user_id"] in objecting], "posts of objecting users stored after purged"
 
-    system.sync_ingest(*world.users)
-
     async def late() -> None:
         async with world:
             await races.play_late(world)
 
     asyncio.run(late())
     flush_pipeline(system)
-    figures = check_world(world, system.training_rows(), consent_states(world))
+    consent = consent_states(world)
+    world.wait_released(consent)
+    figures = check_world(world, system.training_rows(), consent)
     assert_logs_clean(system, [t for u in world.users.values() for t in u.texts], [system.token(u) for u in list(world.users)[:30]])
-    print(f"seed {seed}: {kills} kills, {load.retries} client retries, {unseen} events acknowledged to nobody; {figures}")
-    ledger.record("no leak", kills=kills, leaks=figures["leaks"])
-    ledger.record("nothing lost", kills=kills, posts=figures["posts"], lost=figures["lost"], duplicates=figures["duplicates"],
-                  **{"202 objections": sum(v for k, v in world.counts.items() if k.endswith("via gateway"))})
+    print(f"seed {seed}: {kills} kills, {stalls} stalls, {load.retries} client retries, {unseen} events acknowledged to nobody; {figures}")
+    ledger.record("no leak", kills=kills, stalls=stalls, leaks=figures["leaks"])
+    ledger.record("nothing lost", kills=kills, stalls=stalls, posts=figures["posts"], required=figures["required"], lost=figures["lost"],
+                  duplicates=figures["duplicates"], **{"202 objections": sum(v for k, v in world.counts.items() if k.endswith("via gateway"))})
     return figures
 
 
+def kill_under_load(system: System, seed: int, rounds: int, users: int = 150) -> dict[str, int]:
+    """Each service killed in turn, `rounds` times."""
+    return faults_under_load(system, seed, [("kill", s) for _ in range(rounds) for s in ORDER], users)
+
+
 @pytest.mark.quick
-def test_kill_each_service_once_under_load(system: System) -> None:
-    kill_under_load(system, seed=11, rounds=1)
+@RECEIPT_LOST
+def test_kill_each_service_once_under_load(scaled_system: System) -> None:
+    """Two consent and two ingest workers: the consent worker the gateway asks, the second
+    ingest worker, the sink and the gateway are killed in turn; each kill of a consent or
+    ingest worker moves its partitions to the other one under load."""
+    faults_under_load(scaled_system, seed=11, faults=[("kill", "consent"), ("kill", "ingest-2"), ("kill", "sink"), ("kill", "gateway")])
 
 
 @pytest.mark.reliability
@@ -98,8 +134,24 @@ def test_kill_each_service_repeatedly_under_load(system: System, seed: int) -> N
     kill_under_load(system, seed=seed, rounds=4)
 
 
+@pytest.mark.reliability
+@pytest.mark.timeout(1500)
+@RECEIPT_LOST
+@pytest.mark.parametrize("seed", [14, 15])
+def test_kill_and_stall_each_worker_under_load(scaled_system: System, seed: int) -> None:
+    """Two consent and two ingest workers: each worker (both of each, the sink, the gateway)
+    is killed, then stalled briefly, then stalled past the session timeout, under load."""
+    instances = scaled_system.instances
+    rng = random.Random(seed)
+    faults = [("kill", i) for i in rng.sample(instances, len(instances))]
+    faults += [(f"stall:{SHORT_STALL_S}", i) for i in rng.sample(instances, len(instances))]
+    faults += [(f"stall:{LONG_STALL_S}", i) for i in rng.sample(instances, len(instances))]
+    faults_under_load(scaled_system, seed=seed, faults=faults)
+
+
 def post(post_id: str, user: str, created_us: int | None = None) -> dict:
-    return {"post_id": post_id, "user_id": user, "created_at": _ts(created_us), "visibility": "public", "text": f"text of {post_id}"}
+    """A post from France: its author must have been told (System.tell) for it to be used."""
+    return {"post_id": post_id, "user_id": user, "created_at": _ts(created_us), "visibility": "public", "text": f"text of {post_id}", "country": "FR"}
 
 
 def _ts(us: int | None) -> str:
@@ -124,6 +176,10 @@ def test_sink_crash_between_delta_commit_and_offset_commit(system: System, failp
     system.create_topics()
     # Each sink flush is its own batch here: the crash lands in the batch with the marker.
     system.start("consent", "ingest", "gateway")
+    # Told long ago, and known to ingest before their posts come (no barrier objections: the
+    # sink's first purge must be alice's): ingest holds consent state for exactly these two.
+    system.tell("alice", "bob", sync=False)
+    eventually(lambda: total(system.metrics("ingest"), "consentry_ingest_consent_users") == 2, what="ingest read the notices")
     system.start("sink", env={"CONSENTRY_FAILPOINTS": failpoint if failpoint == "sink.after_purge" else f"{failpoint}:2"})
     system.publish_posts([post("alice-1", "alice"), post("alice-2", "alice"), post("bob-1", "bob")])
     eventually(lambda: len(system.training_rows()) == 3, what="first posts stored")
@@ -138,10 +194,10 @@ def test_sink_crash_between_delta_commit_and_offset_commit(system: System, failp
     system.object("alice")
     assert system.wait_exit("sink") == 75  # died right after the Delta commit of the purge
     assert not [r for r in system.training_rows() if r["user_id"] == "alice"]
-    assert system.status("alice")["status"] in ("received", "enforced")  # not confirmed yet
+    assert system.consent_status("alice")["status"] in ("received", "enforced")  # not confirmed yet
     # The restarted sink confirms the purge without waiting for new traffic.
     system.start("sink")
-    doc = system.wait_status("alice", "purged")
+    doc = eventually(lambda: (d := system.consent_status("alice"))["status"] == "purged" and d, timeout=60, what="alice purged")
     # Then bob writes, alice's old post is re-delivered, bob's too.
     system.publish_posts([post("bob-2", "bob"), post("alice-1", "alice"), post("bob-1", "bob")])
     eventually(lambda: "bob-2" in {r["post_id"] for r in system.training_rows()}, what="bob-2 stored")
@@ -162,6 +218,7 @@ def test_ingest_crash_between_forwarding_and_offset_commit(system: System) -> No
 
     system.create_topics()
     system.start()
+    system.tell("carol", "dan")
     first = [post(f"carol-{n}", "carol") for n in range(5)]
     system.publish_posts(first)
     eventually(lambda: len(system.training_rows()) == 5, what="first batch stored")

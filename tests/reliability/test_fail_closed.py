@@ -2,7 +2,8 @@
 of that partition, and the consent service answers 503 until its table is recovered.
 
 The consent changelog is pre-filled with 100,000 users' records so that loading it takes
-long enough to be watched; the one objecting user's record comes last.
+long enough to be watched; the one objecting user's record comes last. The notice rule is on
+(the production default): the other user was told long ago, a notice the changelog records.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 import httpx
 from confluent_kafka import Producer
 
-from consentry.domain.model import ConsentState, HistoryEntry
+from consentry.domain.model import ConsentState, HistoryEntry, NoticeEntry
 from consentry.wire import encode_consent_state
 from consentry.partitioning import home_partition
 from consentry.scrape import scrape, total
@@ -44,12 +45,22 @@ def fill_changelog(system: System, partition: int, last_user: str, objected_at_u
     assert producer.flush(60) == 0
 
 
+def tell_in_changelog(system: System, user: str, sent_at_us: int) -> None:
+    """The user's row holds a notice sent at `sent_at_us` (as the consent service writes it)."""
+    producer = Producer({"bootstrap.servers": system.bootstrap, "acks": "all"})
+    notice = NoticeEntry(f"n-{user}", "2025-05", "email", sent_at_us, "FR")
+    producer.produce(system.topics.consent_state, encode_consent_state(ConsentState(user, updated_at_us=sent_at_us, notices=(notice,))),
+                     key=user.encode(), partition=home_partition(user, system.partitions))
+    assert producer.flush(60) == 0
+
+
 def test_posts_wait_while_consent_state_loads_and_consent_serves_only_when_recovered(system: System) -> None:
     system.create_topics()
     objected_at = now_us() - 3_600_000_000
     fill_changelog(system, home_partition("eve", system.partitions), "eve", objected_at)
-    posts = [{"post_id": f"{u}-{n}", "user_id": u, "created_at": format_rfc3339(now_us()), "visibility": "public", "text": f"held text {u} {n}"}
-             for u in ("eve", "frank") for n in range(20)]
+    tell_in_changelog(system, "frank", now_us() - 40 * 86_400_000_000)
+    posts = [{"post_id": f"{u}-{n}", "user_id": u, "created_at": format_rfc3339(now_us()), "visibility": "public", "text": f"held text {u} {n}",
+              "country": "FR"} for u in ("eve", "frank") for n in range(20)]
     system.publish_posts(posts)
 
     # Ingest starts with posts waiting and a long changelog to read.
@@ -85,7 +96,7 @@ def test_posts_wait_while_consent_state_loads_and_consent_serves_only_when_recov
     # The consent service recovers the same table from the changelog before it answers.
     system.start("consent", "gateway", wait=False)
     answers = set()
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # 100,000 users to recover: over 120 s when the 2 cores are shared
     while time.monotonic() < deadline:
         try:
             response = httpx.get(f"{system.url('consent')}/v1/users/eve", timeout=2)

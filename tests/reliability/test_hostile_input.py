@@ -1,23 +1,35 @@
 """Hostile `posts`: generated messages, each broken in one known way (tests/support/hostile.py),
-through the real pipeline. Each invalid one lands in `posts.rejected` with the reason its
-generator expects (naming the field), each valid one is stored exactly once, duplicates
-once, ineligible ones nowhere; the pipeline keeps flowing and logs no post text."""
+through the real pipeline, with the notice rule on (the production default). Each invalid one
+lands in `posts.rejected` with the reason its generator expects (naming the field), each valid
+one of a user told long ago is stored exactly once, duplicates once, ineligible ones nowhere,
+valid ones of users never told are held (not stored, not rejected: waiting in ingest); the
+pipeline keeps flowing and logs no post text.
+
+The notices are published just before the posts, without waiting for them: a post decided
+before its author's notice reached ingest waits and is released at the next deferred-posts
+tick, so both paths run."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from consentry.domain.model import REJECTED_RAW_LIMIT
+from consentry.scrape import total
+from consentry.timeutil import format_rfc3339, now_us
 from tests.reliability.workload import flush_pipeline
 from tests.support import ledger
 from tests.support.hostile import DROPPED, DUPLICATE, STORED, Case, hostile_posts
 from tests.support.logcheck import assert_logs_clean
 from tests.support.system import System
+from tests.support.wait import eventually
+
+UNTOLD_SHARE = 0.15  # of the users with a valid post: never told, their posts wait
 
 
 async def publish(system: System, cases: list[Case]) -> dict[tuple[int, int], Case]:
@@ -38,11 +50,23 @@ async def publish(system: System, cases: list[Case]) -> dict[tuple[int, int], Ca
 
 def run_fuzz(system: System, count: int, seed: int) -> None:
     system.create_topics()
-    system.start("ingest", "sink")
-    cases = list(hostile_posts(random.Random(seed), count, tag=f"h{seed}"))
+    system.start("consent", "ingest", "sink")
+    rng = random.Random(seed)
+    cases = list(hostile_posts(rng, count, tag=f"h{seed}"))
+    users = sorted({c.key.decode() for c in cases if c.verdict == STORED})
+    untold = set(rng.sample(users, int(len(users) * UNTOLD_SHARE)))
+    told_at = format_rfc3339(now_us() - 40 * 86_400_000_000)
+    system.publish_notices([{"notice_id": f"n-{uuid.uuid4().hex}", "user_id": u, "notice_version": "2025-05", "channel": "email",
+                             "sent_at": told_at, "country": "FR"} for u in users if u not in untold])
     placed = asyncio.run(publish(system, cases))
     flush_pipeline(system)
-    assert all(system.processes[s].poll() is None for s in ("ingest", "sink")), "a service died"
+    assert all(system.processes[s].poll() is None for s in ("consent", "ingest", "sink")), "a service died"
+    held = {c.post_id for c in cases if c.verdict in (STORED, DUPLICATE) and c.key.decode() in untold}
+    # Posts that waited for their author's notice are released at ingest's next tick once it is read.
+    wanted = {c.post_id for c in cases if c.verdict == STORED} - held
+    eventually(lambda: not wanted - {r["post_id"] for r in system.training_rows()}, timeout=120, what="posts of told users stored")
+    eventually(lambda: total(system.metrics("ingest"), "consentry_ingest_deferred_posts") == len(held), timeout=60,
+               what=f"{len(held)} posts of users never told held")
 
     rejected = {}
     for record in system.read(system.topics.posts_rejected):
@@ -59,8 +83,10 @@ def run_fuzz(system: System, count: int, seed: int) -> None:
         if case.verdict in (STORED, DUPLICATE, DROPPED):
             if got is not None:
                 wrong.append(f"{case.label}: rejected ({got['reason']})")
-            elif case.verdict == DROPPED and case.post_id in stored:
-                wrong.append(f"{case.label}: stored")
+            elif (case.verdict == DROPPED or case.post_id in held) and case.post_id in stored:
+                wrong.append(f"{case.label}: stored" + (" (its author was never told)" if case.post_id in held else ""))
+            elif case.post_id in held:
+                continue
             elif case.verdict != DROPPED and stored.get(case.post_id) != 1:
                 wrong.append(f"{case.label}: stored {stored.get(case.post_id, 0)} times")
             continue
@@ -76,12 +102,13 @@ def run_fuzz(system: System, count: int, seed: int) -> None:
             wrong.append(f"{case.label}: raw value not truncated")
     assert not wrong, f"{len(wrong)} of {len(placed)} misjudged: {wrong[:15]}"
     assert len(rejected) == sum(1 for c in cases if c.verdict not in (STORED, DUPLICATE, DROPPED))
-    assert_logs_clean(system, [c.text for c in cases if c.text], [], services=("ingest", "sink"))
+    assert_logs_clean(system, [c.text for c in cases if c.text], [], services=("consent", "ingest", "sink"))
     counts = {
         "fuzzed messages": len(cases),
         "rejected with the expected reason": len(rejected),
         "misjudged": len(wrong),
-        "stored": sum(1 for c in cases if c.verdict == STORED),
+        "stored": sum(1 for c in cases if c.verdict == STORED and c.post_id not in held),
+        "held for want of a notice": len(held),
     }
     print(f"seed {seed}: {counts}")
     ledger.record("fail closed", **counts)
