@@ -1,9 +1,17 @@
 """Hostile HTTP: the gateway answers every malformed, oversized or unauthorised request
 with a clear 4xx, never a 5xx, and keeps running; schemathesis fuzzes its OpenAPI document.
+
+schemathesis runs twice, as a user (every operation but the admin ones) and as an operator
+with the admin scope (the admin imports), with its server-error, status-code, content-type
+and response-schema checks: every answer must be one the document lists, with the body it
+describes. Then every objection the fuzz got `202` for, and every line an admin import
+accepted, must be in the consent state itself (objection events enforced, notices there).
 """
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import time
@@ -19,6 +27,9 @@ from tests.support.system import System
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 ROOT = Path(__file__).resolve().parents[2]
+CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+ADMIN = "^/v1/admin/"
+ENFORCE_DEADLINE_S = 90.0
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -53,6 +64,8 @@ def hostile_requests(system: System) -> list[tuple[str, str, dict, bytes | None,
         ("not JSON", "POST /v1/objections", {**bearer(alice), **json}, b"{not json", 422, "JSON"),
         ("JSON array", "POST /v1/objections", {**bearer(alice), **json}, b"[1, 2]", 422, "dict"),
         ("unknown channel", "POST /v1/objections", {**bearer(alice), **json}, b'{"channel": "fax"}', 422, "channel"),
+        ("lone surrogate in the reason", "POST /v1/objections", {**bearer(alice), **json}, b'{"reason": "\\ud800"}', 422, "reason"),
+        ("body not UTF-8", "POST /v1/objections", {**bearer(alice), **json}, b'{"reason": "\xff"}', 400, "parsing the body"),
         ("reason too long", "POST /v1/objections", {**bearer(alice), **json}, b'{"reason": "' + b"x" * 3000 + b'"}', 422, "reason"),
         ("idempotency key too long", "POST /v1/objections", {**bearer(alice), "Idempotency-Key": "k" * 500}, None, 422, "Idempotency-Key"),
         ("body over the limit", "POST /v1/objections", {**bearer(alice), **json}, b'{"reason": "' + b"x" * (2 << 20) + b'"}', 413, "too large"),
@@ -102,16 +115,84 @@ def test_hostile_http_gets_clear_4xx_and_schemathesis_finds_no_5xx(system: Syste
         assert client.get("/healthz").status_code == 200
     checked += 3
 
-    token = system.token("fuzz-user")
-    run = subprocess.run(
-        [str(SCHEMATHESIS), "run", f"{system.gateway_url}/openapi.json", "--checks", "not_a_server_error", "--header", f"Authorization: Bearer {token}",
-         "--max-examples", str(examples), "--seed", "20250527", "--generation-deterministic", "--no-shrink", "--workers", "1",
-         "--wait-for-schema", "30", "--request-timeout", "20", "--output-sanitize", "true"],
-        capture_output=True, text=True, timeout=600, cwd=system.root, env={**system.env, "SCHEMATHESIS_HOOKS": "tests.support.schemathesis_hooks", "PYTHONPATH": str(ROOT)},
-    )
-    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    token, admin = system.token("fuzz-user"), system.token("fuzz-operator", admin=True)
+    user_run = fuzz(system, token, examples, "user", ["--exclude-path-regex", ADMIN])
+    admin_run = fuzz(system, admin, examples, "admin", ["--include-path-regex", ADMIN])
     assert system.processes["gateway"].poll() is None, "the gateway died"
-    calls = sum(int(w) for w in __import__("re").findall(r"(\d+) generated", run.stdout)) or 0
+    acknowledged = acknowledged_by_fuzz(user_run["har"] + admin_run["har"])
+    assert acknowledged["objections"], "the fuzz never got a 202: nothing to check"
+    check_applied(system, acknowledged)
+    print(f"schemathesis: {user_run['generated']} cases as a user, {admin_run['generated']} as an admin; "
+          f"{len(acknowledged['objections'])} acknowledged objection events and {len(acknowledged['notices'])} notices, all applied")
+    assert_logs_clean(system, [], [token, admin, system.token("alice")], services=("gateway",))
+    ledger.record("fail closed", **{"hostile HTTP requests": checked + user_run["generated"] + admin_run["generated"], "5xx answers": 0,
+                                    "undocumented answers": 0})
+    ledger.record("nothing lost", **{"fuzz 202s checked applied": len(acknowledged["objections"]) + len(acknowledged["notices"])})
+
+
+def fuzz(system: System, token: str, examples: int, name: str, scope: list[str]) -> dict:
+    """One schemathesis run; returns how many cases it generated and its HAR entries."""
+    reports = system.root / f"schemathesis-{name}"
+    run = subprocess.run(
+        [str(SCHEMATHESIS), "run", f"{system.gateway_url}/openapi.json", "--checks", CHECKS, "--header", f"Authorization: Bearer {token}",
+         "--max-examples", str(examples), "--seed", "20250527", "--generation-deterministic", "--no-shrink", "--workers", "1",
+         "--wait-for-schema", "30", "--request-timeout", "20", "--output-sanitize", "true", "--report", "har", "--report-dir", str(reports), *scope],
+        capture_output=True, text=True, timeout=900, cwd=system.root, env={**system.env, "SCHEMATHESIS_HOOKS": "tests.support.schemathesis_hooks", "PYTHONPATH": str(ROOT)},
+    )
     print(run.stdout[-1500:])
-    assert_logs_clean(system, [], [token, system.token("alice")], services=("gateway",))
-    ledger.record("fail closed", **{"hostile HTTP requests": checked + calls, "5xx answers": 0})
+    assert run.returncode == 0, f"schemathesis as {name}: " + run.stdout[-6000:] + run.stderr[-2000:]
+    generated = sum(int(n) for n in re.findall(r"(\d+) generated", run.stdout))
+    operations = re.search(r"Operations:\s+(\d+) selected", run.stdout)
+    assert operations and int(operations.group(1)) >= 2, f"schemathesis as {name} selected no operations: {run.stdout[-1500:]}"
+    assert generated >= examples, f"schemathesis as {name} ran only {generated} cases: {run.stdout[-1500:]}"
+    hars = sorted(reports.glob("har-*.json"))
+    assert hars, f"no HAR report in {reports}"
+    return {"generated": generated, "har": [entry for har in hars for entry in json.loads(har.read_text())["log"]["entries"]]}
+
+
+def acknowledged_by_fuzz(entries: list[dict]) -> dict[str, set[tuple[str, str]]]:
+    """(user_id, objection_id) of every 202 objection or withdrawal, and of every objection
+    event an admin import accepted; (user_id, notice_id) of every notice it accepted."""
+    objections: set[tuple[str, str]] = set()
+    notices: set[tuple[str, str]] = set()
+    for entry in entries:
+        request, response = entry["request"], entry["response"]
+        path = request["url"].split("?", 1)[0].split("/", 3)[-1]
+        text = response.get("content", {}).get("text") or ""
+        if response["status"] == 202 and path in ("v1/objections", "v1/objections/me"):
+            receipt = json.loads(text)
+            objections.add((receipt["user_id"], receipt["objection_id"]))
+        elif response["status"] == 200 and path in ("v1/admin/objections:import", "v1/admin/notices:import"):
+            report = json.loads(text)
+            if not report["accepted"]:
+                continue
+            assert not report["rejected_lines_truncated"], report
+            rejected = {r["line"] for r in report["rejected_lines"]}
+            ids = set()
+            for number, line in enumerate(request.get("postData", {}).get("text", "").split("\n"), start=1):
+                if number in rejected or not line.strip():
+                    continue
+                event = json.loads(line)
+                ids.add((event["user_id"], event["objection_id" if "objection_id" in event else "notice_id"]))
+            assert len(ids) == report["accepted"], (report, sorted(ids))  # the report read right: these are the accepted lines
+            (objections if path.startswith("v1/admin/objections") else notices).update(ids)
+    return {"objections": objections, "notices": notices}
+
+
+def check_applied(system: System, acknowledged: dict[str, set[tuple[str, str]]]) -> None:
+    """Each in the consent state (`/v1/users/{id}` of the consent service), objection events
+    enforced by ingest, within the deadline."""
+    def missing() -> list[str]:
+        out = []
+        for user in sorted({u for u, _ in acknowledged["objections"] | acknowledged["notices"]}):
+            doc = system.consent_status(user)
+            enforced = {i["objection_id"] for i in doc["history"] if i.get("enforced_at")}
+            told = {n["notice_id"] for n in doc.get("notices", [])}
+            out += [f"{user}: objection {o}" for u, o in acknowledged["objections"] if u == user and o not in enforced]
+            out += [f"{user}: notice {n}" for u, n in acknowledged["notices"] if u == user and n not in told]
+        return out
+
+    deadline = time.monotonic() + ENFORCE_DEADLINE_S
+    while left := missing():
+        assert time.monotonic() < deadline, f"{len(left)} acknowledged by the gateway, not applied within {ENFORCE_DEADLINE_S}s: {left[:10]}"
+        time.sleep(0.5)
