@@ -59,19 +59,24 @@ def _nfd(text: str) -> str:
     return unicodedata.normalize("NFD", text)
 
 
+def _readable(user: str) -> bool:
+    """Ids the consent service's look-up can route (see test_every_user_id_can_be_looked_up)."""
+    return not (set(user) & {"{", "}"}) and user not in (".", "..")
+
+
 CANONICAL_USERS = st.one_of(
     st.from_regex(r"\Au-[a-z0-9]{1,12}\Z"),
     st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cf", "Cs", "Z")), min_size=1, max_size=24).filter(
         lambda s: unicodedata.is_normalized("NFC", s)),
     st.sampled_from(["Alice", "alice", "Zoë", "用户-42", "user with spaces inside", "a/b", "a%2Fb", "?#&=", "🙂"]),
-)
+).filter(_readable)
 ODD_USERS = st.one_of(
     # (Lone surrogates as subjects: see test_a_token_subject_with_a_lone_surrogate_is_refused.)
     st.sampled_from(["Zoe\u0308", " alice", "alice ", "ali\u200bce", "ali\x07ce", "\ufeffbob", "a" * 257, "é".join("ab"), "\u2028x"]),
     CANONICAL_USERS.map(lambda s: " " + s),
     CANONICAL_USERS.map(_nfd),
     st.text(st.characters(codec="utf-8"), min_size=1, max_size=20),
-)
+).filter(_readable)
 ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=300)  # every category, lone surrogates included
 REASONS = st.one_of(
     st.none(),
@@ -80,7 +85,9 @@ REASONS = st.one_of(
 )
 CHANNELS = st.one_of(st.sampled_from(["web", "app", "email", "api"]), st.sampled_from(["import", "fax", "", "WEB", "web "]), st.text(max_size=8))
 NOTICE_VERSIONS = st.one_of(st.none(), st.sampled_from(["2025-05", "", "\x00", "v" * 257]), ANY_TEXT)
-KEYS = st.one_of(st.none(), st.sampled_from(["k1", "k2"]), st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=210))
+# Header values as HTTP can carry them (h11 refuses surrounding whitespace); 201+ characters are over the limit.
+KEYS = st.one_of(st.none(), st.sampled_from(["k1", "k2"]),
+                 st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=210).filter(lambda k: k == k.strip()))
 
 
 @st.composite
@@ -238,3 +245,23 @@ def test_a_token_subject_with_a_lone_surrogate_is_refused(running: System) -> No
                 operation = ("POST", "/v1/objections") if request.method == "POST" else ("DELETE", "/v1/objections/me")
                 assert response.status_code in (401, 422) and response.status_code in documented[operation], (
                     f"{request.describe(user)}: {response.status_code} {response.text[:200]}")
+
+
+@pytest.mark.xfail(strict=True, reason="finding: the consent service's `/v1/users/{user_id}` route (aiohttp's default pattern "
+                   "[^{}/]+) does not match a user id holding '{' or '}', and '.' or '..' are dot segments the HTTP clients remove: "
+                   "404 Not Found, which the gateway's ConsentClient takes for 'no consent row', so such a person's status and "
+                   "Idempotency-Key checks never see the consent state; the contract allows these ids")
+@pytest.mark.quick
+def test_every_user_id_can_be_looked_up_in_the_consent_service(running: System) -> None:
+    """A missing row is `200` with status `none` at `/v1/users/{id}`: a 404 there is a route that
+    did not match. Every canonical id must reach the view."""
+    from urllib.parse import quote
+
+    unroutable = []
+    for user in ("a}b", "{x}", ".", "..", "plain"):
+        response = httpx.get(f"{running.url('consent')}/v1/users/{quote(user, safe='')}", timeout=10)
+        if response.status_code == 404:
+            unroutable.append(user)
+        else:
+            assert response.status_code in (200, 503), response.text
+    assert unroutable == [], f"ids the consent look-up cannot route: {unroutable}"

