@@ -410,7 +410,11 @@ def check_world(world: World, rows: list[dict[str, Any]], consent: dict[str, dic
             unapplied += [f"{user.user_id}:{i}" for i in sorted(missing)]
             assert not extra, f"{user.user_id}: consent holds events nobody sent: {extra}"
             for objection_id, item in applied.items():
-                assert parse_rfc3339(item["received_at"]) == user.events[objection_id].received_at_us, (user.user_id, item)
+                if parse_rfc3339(item["received_at"]) != user.events[objection_id].received_at_us:
+                    raise AssertionError(f"{user.user_id}: the consent state holds {objection_id} at another time than acknowledged "
+                                         f"({format_rfc3339(user.events[objection_id].received_at_us)}): {doc}; "
+                                         f"acknowledged: {sorted(user.events.values(), key=lambda e: e.received_at_us)}; "
+                                         f"its records: {trace_user(world.system, user.user_id)}")
                 if not item.get("enforced_at"):
                     unapplied.append(f"{user.user_id}:{objection_id} never enforced")
                 if item["kind"] == "object" and not item.get("purged_at"):
