@@ -3,8 +3,11 @@
 `CONSENTRY_FAILPOINTS="sink.after_store:2,ingest.before_commit"` makes the 2nd pass through
 `sink.after_store` (and the 1st through `ingest.before_commit`) end the process at once, as
 a kill -9 would, so a test can crash a service inside a window that random kills rarely hit.
-`NAME@SECONDS` makes every pass through `await slow(NAME)` wait that long instead: a window a
-test must observe (ingest holding posts while it loads) stays open on a fast machine too.
+`NAME:N:stop` freezes the process (SIGSTOP) at the Nth pass instead, as a paused machine
+would, until the test sends SIGCONT: a worker that wakes up after its group moved on (a
+zombie). `NAME@SECONDS` makes every pass through `await slow(NAME)` wait that long instead: a
+window a test must observe (ingest holding posts while it loads) stays open on a fast
+machine too.
 Unset (always, outside tests), `hit` and `slow` are one dict lookup.
 """
 
@@ -12,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 
 EXIT_CODE = 75
 _armed: dict[str, int] = {}
+_stops: set[str] = set()  # armed names that freeze the process instead of ending it
 _delays: dict[str, float] = {}
 for _item in filter(None, os.environ.get("CONSENTRY_FAILPOINTS", "").split(",")):
     _item = _item.strip()
@@ -24,7 +29,12 @@ for _item in filter(None, os.environ.get("CONSENTRY_FAILPOINTS", "").split(","))
         _delays[_name] = float(_seconds)
         continue
     _name, _, _count = _item.partition(":")
+    _count, _, _action = _count.partition(":")
     _armed[_name] = int(_count or 1)
+    if _action == "stop":
+        _stops.add(_name)
+    elif _action:
+        raise ValueError(f"CONSENTRY_FAILPOINTS: unknown action {_action!r} in {_item!r} (exit is the default, or stop)")
 
 
 async def slow(name: str) -> None:
@@ -39,6 +49,12 @@ def hit(name: str) -> None:
         return
     if left > 1:
         _armed[name] = left - 1
+        return
+    if name in _stops:
+        del _armed[name]
+        sys.stderr.write(f"failpoint {name}: stopping (SIGSTOP) until SIGCONT\n")
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGSTOP)
         return
     sys.stderr.write(f"failpoint {name}: exiting now\n")
     sys.stderr.flush()

@@ -380,6 +380,85 @@ def install_faust_patches(settings: CommonSettings, on_send_failure: SendFailed 
         install_faust_fetch_wait_workaround()
 
 
+# ------------------------------------------------------------------ aiokafka, group membership
+
+
+@written_for(AIOKAFKA, embedded_broker_only=False)
+def install_group_fencing(session_timeout_s: float) -> None:
+    """aiokafka 0.14.0: nothing stops a group member that lost its membership from writing.
+
+    Upstream behaviour, not a bug of a line: a consumer frozen past its session timeout
+    (SIGSTOP, a paused VM) wakes up, its heartbeat answers UnknownMemberId and it rejoins,
+    while the producer beside it sends what the process decided before: a consent row older
+    than the new owner's (which compaction then keeps), a post after its user's purge marker.
+    Only its offset commits fail. Kafka's fence for that is a transactional producer; the
+    embedded broker has none, and faust's exactly-once mode would need one per partition.
+
+    Patch (unconditional): `consentry.fencing.LEASE` is armed with the session timeout; every
+    heartbeat and SyncGroup answered without error renews it from the moment it was sent;
+    `reset_generation()` on a member that had one (UnknownMemberId, IllegalGeneration: the
+    group moved on without it) ends the process; and every produce request checks the lease
+    first, ending the process if it ran out. Writers outside Kafka (the sink's Delta commits)
+    call `LEASE.check` themselves. A process that never arms the lease is not affected.
+    """
+    from consentry.fencing import LEASE
+
+    LEASE.arm(session_timeout_s)
+    if "install_group_fencing" in _installed:
+        return
+    from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance, GroupCoordinator
+    from aiokafka.producer.sender import SendProduceReqHandler
+    from aiokafka.protocol.commit import OffsetCommitRequest
+
+    do_heartbeat = GroupCoordinator._do_heartbeat
+    reset_generation = GroupCoordinator.reset_generation
+    maybe_leave_group = GroupCoordinator._maybe_leave_group
+    send_sync_group_request = CoordinatorGroupRebalance._send_sync_group_request
+    create_request = SendProduceReqHandler.create_request
+
+    async def _do_heartbeat(self: Any) -> bool:
+        sent_at = time.monotonic()
+        answered = await do_heartbeat(self)
+        if answered:  # NoError, or RebalanceInProgress: still a member until the rebalance ends
+            LEASE.renewed(sent_at)
+        return bool(answered)
+
+    async def _send_sync_group_request(self: Any, request: Any) -> Any:
+        sent_at = time.monotonic()
+        assignment = await send_sync_group_request(self, request)
+        if assignment is not None:
+            LEASE.renewed(sent_at)
+        return assignment
+
+    def _reset_generation(self: Any) -> None:
+        had = self.generation != OffsetCommitRequest.DEFAULT_GENERATION_ID
+        generation, member = self.generation, self.member_id
+        reset_generation(self)
+        if had:
+            # After its own LeaveGroup (shutting down, or idle past max.poll.interval.ms) the
+            # member is gone too, but stops only if it then tries to write.
+            left = getattr(self, "_consentry_leaving", False)
+            LEASE.lost(f"group {self.group_id}, generation {generation}, member {member}{', left' if left else ''}", stop=not left)
+
+    async def _maybe_leave_group(self: Any) -> None:
+        self._consentry_leaving = True
+        try:
+            await maybe_leave_group(self)
+        finally:
+            self._consentry_leaving = False
+
+    def _create_request(self: Any) -> Any:
+        LEASE.check(f"a produce request to {sorted({tp.topic for tp in self._batches})}")
+        return create_request(self)
+
+    _replace(GroupCoordinator, "_do_heartbeat", _do_heartbeat)
+    _replace(GroupCoordinator, "reset_generation", _reset_generation)
+    _replace(GroupCoordinator, "_maybe_leave_group", _maybe_leave_group)
+    _replace(CoordinatorGroupRebalance, "_send_sync_group_request", _send_sync_group_request)
+    _replace(SendProduceReqHandler, "create_request", _create_request)
+    _installed.add("install_group_fencing")
+
+
 # ------------------------------------------------------------------ faust's consumer
 
 

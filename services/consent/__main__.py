@@ -1,5 +1,6 @@
 import sys
 
+from consentry.patches import install_group_fencing
 from services.consent.app import create_app
 from services.consent.settings import ConsentSettings
 from services.consent.views import InsecureConfiguration
@@ -15,6 +16,7 @@ def main() -> None:
     except InsecureConfiguration as exc:
         print(f"consentry consent: refusing to start: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    install_group_fencing(settings.session_timeout_ms / 1000)  # a worker expelled from its group writes nothing more
     level = FAUST_LEVELS.get(settings.log_level.upper(), "info")
     # faust's own command line runs the worker (with its web server for the views).
     sys.argv = [sys.argv[0], "worker", "--loglevel", level]

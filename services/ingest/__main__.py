@@ -1,7 +1,7 @@
 import asyncio
 
 from consentry.logs import configure
-from consentry.patches import check_versions
+from consentry.patches import check_versions, install_group_fencing
 from consentry.runner import serve
 from consentry.runtime import tune_gc
 from services.ingest.settings import IngestSettings
@@ -12,6 +12,7 @@ def main() -> None:
     settings = IngestSettings()
     configure("ingest", settings.log_level)
     check_versions()  # refuses library versions consentry.patches was not written for
+    install_group_fencing(settings.session_timeout_ms / 1000)  # a worker expelled from its group writes nothing more
     tune_gc()
     asyncio.run(serve(IngestWorker(settings)))
 

@@ -186,6 +186,7 @@ class IngestWorker(KafkaWorker):
 
     async def handle(self, batch: Batch) -> int:
         self._handle_posts(batch)
+        failpoints.hit("ingest.after_decide")  # decided, not yet sent (tests: a zombie's window)
         return sum(len(records) for records in batch.values())
 
     async def flush(self) -> Flushed:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from consentry.fencing import LEASE
 from consentry.timeutil import format_rfc3339, now_us
 from services.sink import metrics
 from services.sink import reconcile_record
@@ -285,6 +286,8 @@ class DeltaTrainingStore(TrainingStore):
         from deltalake.exceptions import CommitFailedError
 
         for n in range(1, COMMIT_ATTEMPTS + 1):
+            # A sink frozen past its session may not commit what it decided before (consentry/fencing.py).
+            LEASE.check(f"a Delta {operation} on {self.uri}")
             try:
                 return attempt()
             except CommitFailedError as exc:

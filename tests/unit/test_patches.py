@@ -304,3 +304,19 @@ def test_the_faust_internals_read_are_there() -> None:
     assert patches.table_recovery_completed(app) is False
     app.tables.recovery.completed.set()
     assert patches.table_recovery_completed(app) is True
+
+
+def test_the_aiokafka_internals_the_group_fencing_wraps_are_there() -> None:
+    """install_group_fencing wraps these; on another aiokafka they may be gone or renamed."""
+    import inspect
+
+    from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance, GroupCoordinator
+    from aiokafka.producer.sender import SendProduceReqHandler
+    from aiokafka.protocol.commit import OffsetCommitRequest
+
+    for owner, name in ((GroupCoordinator, "_do_heartbeat"), (GroupCoordinator, "_maybe_leave_group"),
+                        (CoordinatorGroupRebalance, "_send_sync_group_request")):
+        assert inspect.iscoroutinefunction(patches.unpatched(owner, name)), (owner, name)
+    assert callable(patches.unpatched(GroupCoordinator, "reset_generation"))
+    assert callable(patches.unpatched(SendProduceReqHandler, "create_request"))
+    assert OffsetCommitRequest.DEFAULT_GENERATION_ID == -1
