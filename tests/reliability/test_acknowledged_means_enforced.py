@@ -231,10 +231,6 @@ def test_every_202_ends_enforced_full(running: System) -> None:
     ledger.record("nothing lost", **{"property examples": 1_500, "202 answers checked enforced": len(record.accepted)})
 
 
-@pytest.mark.xfail(strict=True, reason="finding: the identifier rule (consentry.domain.model.identifier_problem) forbids Cc and Cf but "
-                   "not Cs, so a token whose subject holds a lone surrogate is taken as a user id that cannot be encoded: POST/DELETE "
-                   "answer 503 'retry' for ever (the publisher cannot encode the key), and 500 with an Idempotency-Key (the consent "
-                   "look-up cannot quote it); it should be refused (401 or 422) like any non-canonical id")
 @pytest.mark.quick
 def test_a_token_subject_with_a_lone_surrogate_is_refused(running: System) -> None:
     documented = documented_statuses(running)
@@ -247,10 +243,6 @@ def test_a_token_subject_with_a_lone_surrogate_is_refused(running: System) -> No
                     f"{request.describe(user)}: {response.status_code} {response.text[:200]}")
 
 
-@pytest.mark.xfail(strict=True, reason="finding: the consent service's `/v1/users/{user_id}` route (aiohttp's default pattern "
-                   "[^{}/]+) does not match a user id holding '{' or '}', and '.' or '..' are dot segments the HTTP clients remove: "
-                   "404 Not Found, which the gateway's ConsentClient takes for 'no consent row', so such a person's status and "
-                   "Idempotency-Key checks never see the consent state; the contract allows these ids")
 @pytest.mark.quick
 def test_every_user_id_can_be_looked_up_in_the_consent_service(running: System) -> None:
     """A missing row is `200` with status `none` at `/v1/users/{id}`: a 404 there is a route that
