@@ -52,7 +52,7 @@ def run_memory(bootstrap: str, work: Path, users: int) -> dict:
         services.start("consent", wait=False)
         consent_ready = services.wait_ready("consent", timeout=600)
         consent_rss = rss_mib(services.pid("consent"), children=True)
-        sample = httpx.get(f"{services.url('consent')}/v1/users/user-{users - 1:08d}", timeout=10).json()
+        sample = httpx.get(f"{services.url('consent')}/v1/user/status", params={"user_id": f"user-{users - 1:08d}"}, timeout=10).json()
 
         services.start("ingest", wait=False)
         ingest_ready = services.wait_ready("ingest", timeout=600)

@@ -98,7 +98,8 @@ def verify_link_token(keys: str | KeySet, token: str, now: float | None = None) 
     sub, channel, jti = claims.get("sub"), claims.get("channel"), claims.get("jti")
     if claims.get("purpose") != LINK_PURPOSE or channel not in LINK_CHANNELS:
         raise InvalidLink("this link is not valid")
-    if type(sub) is not str or identifier_problem(sub) is not None or type(jti) is not str:
+    if type(sub) is not str or identifier_problem(sub) is not None or type(jti) is not str or identifier_problem(jti) is not None:
+        # jti keys the page's CSRF binding (hashed as UTF-8): text only, like an id.
         raise InvalidLink("this link is not valid")
     return LinkClaims(user_id=sub, channel=channel, link_id=jti, expires_at=int(claims["exp"]), key_id=key.kid)
 

@@ -521,7 +521,12 @@ def _us(value: Any) -> int | None:
 def decode_consent_state(value: bytes) -> ConsentState:
     """Decode a changelog record. Raises ValueError on a malformed record: the changelog is
     written only by the consent service, so a bad record is a bug to surface, not input."""
-    obj = orjson.loads(value)
+    return consent_state_from_dict(orjson.loads(value))
+
+
+def consent_state_from_dict(obj: Any) -> ConsentState:
+    """A changelog record already parsed (the consent look-up's answer carries one). Raises
+    KeyError, TypeError or ValueError on a malformed one."""
     history = tuple(
         HistoryEntry(
             objection_id=e["objection_id"],

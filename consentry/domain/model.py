@@ -125,8 +125,9 @@ def identifier_problem(value: str) -> str | None:
     """Why `value` is not a canonical identifier (contract, "Identifiers"), or None.
 
     1 to MAX_ID_LENGTH code points, Unicode NFC, no control or format characters, no leading
-    or trailing whitespace. Case is kept: `Alice` and `alice` are two people. Nothing is
-    normalised here: a writer that sends a non-canonical id is told so."""
+    or trailing whitespace; Unicode characters only (no lone surrogate, category Cs: such a
+    string has no UTF-8 form, and the contract's keys are UTF-8). Case is kept: `Alice` and
+    `alice` are two people. Nothing is normalised here: a writer that sends a non-canonical id is told so."""
     if not value:
         return "is empty"
     if len(value) > MAX_ID_LENGTH:
@@ -142,8 +143,13 @@ def identifier_problem(value: str) -> str | None:
     if value[0].isspace() or value[-1].isspace():
         return "has leading or trailing whitespace"
     for char in value:
-        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+        category = unicodedata.category(char)
+        if category in _FORBIDDEN_CATEGORIES:
             return "contains a control or format character"
+        if category == "Cs":
+            # Not Unicode text: a lone surrogate (from a JSON escape such as "\ud800") has no
+            # UTF-8 form, so it could be neither a key nor a URL; refused like any other.
+            return "contains a lone surrogate (not a Unicode character)"
     if not unicodedata.is_normalized("NFC", value):
         return "is not in Unicode NFC"
     return None

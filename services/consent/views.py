@@ -1,5 +1,8 @@
 """Consent web views: a user's state (routed to the worker that owns it), health, metrics.
 
+A user is named in the query, `/v1/user/status?user_id=…` and `/v1/user/state?user_id=…`,
+so that every canonical id reaches the view (see `requested_user`).
+
 A user's state answers only a caller presenting the service token (CONSENTRY_SERVICE_TOKEN,
 `Authorization: Bearer`): the gateway, and the consent workers routing a look-up to the owner
 (faust forwards the request's headers). Without a token the views are open only on loopback
@@ -12,14 +15,18 @@ import hmac
 import logging
 
 import faust
+import orjson
 from aiohttp import web
 from faust.exceptions import SameNode
+from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from consentry.web import is_loopback
 from consentry import patches
 from consentry.domain.consent import user_status
+from consentry.domain.model import identifier_problem
+from consentry.partitioning import home_partition
 from consentry.wire import decode_consent_state, status_to_dict
 from consentry.timeutil import now_us
 from services.consent.monitoring import refresh_lag
@@ -76,40 +83,62 @@ def register_views(app: faust.App, table: faust.Table, settings: ConsentSettings
         response to send when the row is not here to read."""
         if recovering():
             raise Answered(self.json({"detail": "consent state is being recovered; retry shortly"}, status=503))
+        key = user_id.encode()  # canonical (requested_user), so it has a UTF-8 form
         try:
-            raise Answered(await app.router.route_req(table.name, user_id.encode(), self.web, request))
+            raise Answered(await app.router.route_req(table.name, key, self.web, request))
         except SameNode:
-            return table.get(user_id.encode())
+            # "No row" only from the worker that applies the user's events (objections[home]):
+            # any other worker's table is not the truth, so it answers 503, never "no row".
+            if not app.assignor.is_active(TP(settings.topics.objections, home_partition(user_id, settings.partitions))):
+                raise Answered(self.json({"detail": "this worker does not own the user's partition; retry shortly"}, status=503))
+            return table.get(key)
         except Answered:
             raise
         except Exception as exc:
             raise Answered(self.json({"detail": "the worker owning this user is unreachable"}, status=503)) from exc
 
-    @app.page("/v1/users/{user_id}")
-    async def user_status_view(self: View, request: Request, user_id: str) -> Response:
+    def requested_user(self: View, request: Request) -> str:
+        """The `user_id` query parameter: any canonical id, whatever it holds (`/`, `{`, `.`,
+        `..`, `?`, `#`, spaces), which a path segment could not carry. Raises Answered (400)
+        otherwise: an id that is not canonical has no row, and saying "none" would be a guess."""
+        values = request.query.getall("user_id", [])
+        if len(values) != 1:
+            raise Answered(self.json({"detail": "give exactly one user_id query parameter"}, status=400))
+        problem = identifier_problem(values[0])
+        if problem is not None:
+            raise Answered(self.json({"detail": f"user_id {problem}"}, status=400))
+        return values[0]
+
+    # The id travels in the query (?user_id=…, percent-encoded), never in the path: aiohttp's
+    # path parameters stop at `/` and refuse `{`/`}`, and clients remove `.` and `..` segments.
+    @app.page("/v1/user/status")
+    async def user_status_view(self: View, request: Request) -> Response:
         """The person's status document, as `GET /v1/objections/me` shows it."""
         if (refusal := refused(self, request)) is not None:
             return refusal
         try:
+            user_id = requested_user(self, request)
             raw = await own_row(self, request, user_id)
         except Answered as answered:
             return answered.response
         state = decode_consent_state(raw) if raw is not None else None
         return self.json(status_to_dict(user_status(user_id, state, now_us())))
 
-    @app.page("/v1/users/{user_id}/state")
-    async def user_row(self: View, request: Request, user_id: str) -> Response:
-        """The user's row as the changelog records it (what the gateway merges with the events it
-        acknowledged), 404 when there is none."""
+    @app.page("/v1/user/state")
+    async def user_row(self: View, request: Request) -> Response:
+        """`{"user_id": …, "row": …}`: the user's row as the changelog records it (what the
+        gateway merges with the events it acknowledged), `"row": null` when there is none.
+        Always `200` with the id it answers for: any other answer (a 404 from a route that did
+        not match, another service on the port) is not "no row" to the gateway."""
         if (refusal := refused(self, request)) is not None:
             return refusal
         try:
+            user_id = requested_user(self, request)
             raw = await own_row(self, request, user_id)
         except Answered as answered:
             return answered.response
-        if raw is None:
-            return self.json({"detail": "no consent row for this user"}, status=404)
-        return self.bytes(raw, content_type="application/json")
+        body = b'{"user_id":' + orjson.dumps(user_id) + b',"row":' + (raw if raw is not None else b"null") + b"}"
+        return self.bytes(body, content_type="application/json")
 
     @app.page("/healthz")
     async def healthz(self: View, request: Request) -> Response:

@@ -36,7 +36,7 @@ def test_the_consent_service_answers_user_lookups_to_the_gateway_only(guarded: S
     consent = system.url("consent")
 
     # Anyone reaching the consent port: no person's state, and no faust table or router view.
-    for path in ("/v1/users/alice", "/v1/users/alice/state"):
+    for path in ("/v1/user/status?user_id=alice", "/v1/user/state?user_id=alice"):
         assert httpx.get(f"{consent}{path}", timeout=10).status_code == 401, path
         assert httpx.get(f"{consent}{path}", headers={"Authorization": "Bearer guess"}, timeout=10).status_code == 401, path
     for path in ("/table/", "/table/consent/", "/router/"):
@@ -46,7 +46,7 @@ def test_the_consent_service_answers_user_lookups_to_the_gateway_only(guarded: S
 
     # The gateway presents the token: the person sees their objection.
     def applied() -> bool:
-        state = httpx.get(f"{consent}/v1/users/alice", headers={"Authorization": f"Bearer {SERVICE_TOKEN}"}, timeout=10)
+        state = httpx.get(f"{consent}/v1/user/status", params={"user_id": "alice"}, headers={"Authorization": f"Bearer {SERVICE_TOKEN}"}, timeout=10)
         return state.status_code == 200 and state.json()["objected"] is True
 
     eventually(applied, timeout=60, what="alice's objection in the consent table")
@@ -62,7 +62,7 @@ def test_an_imported_withdrawal_cannot_reopen_a_persons_own_objection(guarded: S
     receipt = system.object("noa")
     objected_at = parse_rfc3339(receipt["received_at"])
     eventually(
-        lambda: httpx.get(f"{system.url('consent')}/v1/users/noa", headers={"Authorization": f"Bearer {SERVICE_TOKEN}"}, timeout=10).json()["objected"],
+        lambda: httpx.get(f"{system.url('consent')}/v1/user/status", params={"user_id": "noa"}, headers={"Authorization": f"Bearer {SERVICE_TOKEN}"}, timeout=10).json()["objected"],
         timeout=60, what="noa's objection in the consent table",
     )
 

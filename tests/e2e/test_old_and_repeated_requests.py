@@ -70,7 +70,7 @@ def test_a_retry_through_another_gateway_replica_returns_the_first_receipt(syste
     objection_id = first.json()["objection_id"]
 
     def recorded() -> bool:
-        state = httpx.get(f"{system.url('consent')}/v1/users/noa", timeout=5)
+        state = httpx.get(f"{system.url('consent')}/v1/user/status", params={"user_id": "noa"}, timeout=5)
         return state.status_code == 200 and [h["objection_id"] for h in state.json()["history"]] == [objection_id]
 
     eventually(recorded, timeout=60, what="objection in the consent table")

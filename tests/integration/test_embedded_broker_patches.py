@@ -141,7 +141,7 @@ def test_consent_table_recovery_from_a_changelog_ending_in_a_multi_record_batch(
         assert not patched, system.log("consent")[-3000:]
         assert "ConsistencyError" in system.log("consent")  # the defect, loud kind
         return
-    statuses = {u: httpx.get(f"{system.url('consent')}/v1/users/{u}", timeout=5).json()["status"] for u in users}
+    statuses = {u: httpx.get(f"{system.url('consent')}/v1/user/status", params={"user_id": u}, timeout=5).json()["status"] for u in users}
     lost = sorted(u for u, status in statuses.items() if status != "purged")
     if patched:
         assert lost == []

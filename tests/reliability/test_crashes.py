@@ -249,7 +249,7 @@ def test_ingest_crash_between_forwarding_and_offset_commit(system: System) -> No
 def consent_holds(system: System, user: str) -> set[str]:
     """The objection ids of the user's row, read from the consent service itself (the gateway
     would add the events its own receipt cache remembers)."""
-    response = httpx.get(f"{system.url('consent')}/v1/users/{user}", timeout=5)
+    response = httpx.get(f"{system.url('consent')}/v1/user/status", params={"user_id": user}, timeout=5)
     assert response.status_code == 200, response.text
     return {item["objection_id"] for item in response.json()["history"]}
 

@@ -99,7 +99,7 @@ def test_posts_wait_while_consent_state_loads_and_consent_serves_only_when_recov
     deadline = time.monotonic() + 300  # 100,000 users to recover: over 120 s when the 2 cores are shared
     while time.monotonic() < deadline:
         try:
-            response = httpx.get(f"{system.url('consent')}/v1/users/eve", timeout=2)
+            response = httpx.get(f"{system.url('consent')}/v1/user/status", params={"user_id": "eve"}, timeout=2)
         except httpx.HTTPError:
             continue
         answers.add(response.status_code)

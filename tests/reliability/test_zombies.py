@@ -34,7 +34,7 @@ def frozen(system: System, instance: str) -> bool:
 
 def consent_events(system: System, instance: str, user: str) -> set[str]:
     """The objection ids `instance` (a running consent worker) holds for the user."""
-    response = httpx.get(f"{system.url(instance)}/v1/users/{user}", timeout=5)
+    response = httpx.get(f"{system.url(instance)}/v1/user/status", params={"user_id": user}, timeout=5)
     if response.status_code != 200:
         return set()
     return {item["objection_id"] for item in response.json()["history"]}

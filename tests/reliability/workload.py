@@ -24,7 +24,6 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import orjson
@@ -234,7 +233,7 @@ class World:
     # ------------------------------------------------------------------ observation
 
     async def status(self, user_id: str, timeout: float = 60.0) -> dict[str, Any]:
-        """The user's status document from the consent service itself (`/v1/users/{id}` of any
+        """The user's status document from the consent service itself (`/v1/user/status?user_id=` of any
         running consent worker, which routes to the owner), never the gateway's view: the
         gateway merges the events it acknowledged, so an event the consent service lost would
         still look applied there."""
@@ -243,7 +242,7 @@ class World:
         while asyncio.get_running_loop().time() < deadline:
             for instance in self.system.running("consent"):
                 try:
-                    response = await self.consent_http.get(f"{self.system.url(instance)}/v1/users/{quote(user_id, safe='')}")
+                    response = await self.consent_http.get(f"{self.system.url(instance)}/v1/user/status", params={"user_id": user_id})
                 except httpx.TransportError as exc:
                     last = f"{instance}: {type(exc).__name__}"
                     continue

@@ -1,4 +1,5 @@
-"""A consent service that has applied nothing yet: every user's row is absent (404), over
+"""A consent service that has applied nothing yet: every user's row is absent
+(`200 {"user_id": <the id asked>, "row": null}`, as services/consent/views.py answers), over
 real HTTP. For gateway tests that need the look-up to answer without running faust."""
 
 from __future__ import annotations
@@ -7,12 +8,20 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
 
 
 class _NoRows(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        body = b'{"detail": "no consent row for this user"}'
-        self.send_response(404 if self.path.startswith("/v1/users/") else 503)
+        url = urlsplit(self.path)
+        users = parse_qs(url.query).get("user_id", [])
+        if url.path == "/v1/user/state" and len(users) == 1:
+            status, body = 200, orjson.dumps({"user_id": users[0], "row": None})
+        else:
+            status, body = 503, b'{"detail": "not a look-up this stub answers"}'
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

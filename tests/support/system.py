@@ -21,7 +21,6 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import orjson
@@ -273,13 +272,13 @@ class System:
         return eventually(lambda: (doc := self.status(user))["status"] == status and doc, timeout=timeout, what=f"{user} {status}")
 
     def consent_status(self, user: str, timeout: float = 60.0) -> dict[str, Any]:
-        """The user's status document as the consent service itself holds it (`/v1/users/{id}`
+        """The user's status document as the consent service itself holds it (`/v1/user/status?user_id=`
         of any running consent worker, which routes to the owner), not the gateway's view,
         which merges the events the gateway acknowledged. Retries while consent recovers."""
         def probe() -> dict[str, Any] | None:
             for instance in self.running("consent"):
                 try:
-                    response = httpx.get(f"{self.url(instance)}/v1/users/{quote(user, safe='')}", timeout=10)
+                    response = httpx.get(f"{self.url(instance)}/v1/user/status", params={"user_id": user}, timeout=10)
                 except httpx.HTTPError:
                     continue
                 if response.status_code == 200:
