@@ -5,9 +5,12 @@
 a kill -9 would, so a test can crash a service inside a window that random kills rarely hit.
 `NAME:N:stop` freezes the process (SIGSTOP) at the Nth pass instead, as a paused machine
 would, until the test sends SIGCONT: a worker that wakes up after its group moved on (a
-zombie). `NAME@SECONDS` makes every pass through `await slow(NAME)` wait that long instead: a
-window a test must observe (ingest holding posts while it loads) stays open on a fast
-machine too.
+zombie).
+`NAME@SECONDS` makes every pass through `await slow(NAME)` wait that long instead: a window a
+test must observe (ingest holding posts while it loads) stays open on a fast machine too.
+`NAME@/PATH` (an absolute path) makes each pass wait until that file exists: the test decides
+when the window closes (a consent worker with an event in flight). The first pass writes
+"failpoint NAME: holding" to stderr, so a test can wait until the window is open.
 Unset (always, outside tests), `hit` and `slow` are one dict lookup.
 """
 
@@ -21,12 +24,13 @@ import sys
 EXIT_CODE = 75
 _armed: dict[str, int] = {}
 _stops: set[str] = set()  # armed names that freeze the process instead of ending it
-_delays: dict[str, float] = {}
+_delays: dict[str, float | str] = {}  # seconds, or the path of a file to wait for
+_announced: set[str] = set()
 for _item in filter(None, os.environ.get("CONSENTRY_FAILPOINTS", "").split(",")):
     _item = _item.strip()
     if "@" in _item:
         _name, _, _seconds = _item.partition("@")
-        _delays[_name] = float(_seconds)
+        _delays[_name] = _seconds if _seconds.startswith("/") else float(_seconds)
         continue
     _name, _, _count = _item.partition(":")
     _count, _, _action = _count.partition(":")
@@ -40,7 +44,15 @@ for _item in filter(None, os.environ.get("CONSENTRY_FAILPOINTS", "").split(","))
 async def slow(name: str) -> None:
     delay = _delays.get(name)
     if delay is not None:
-        await asyncio.sleep(delay)
+        if name not in _announced:  # once: a test can wait for the window to be open
+            _announced.add(name)
+            sys.stderr.write(f"failpoint {name}: holding\n")
+            sys.stderr.flush()
+        if isinstance(delay, str):
+            while not os.path.exists(delay):
+                await asyncio.sleep(0.05)
+        else:
+            await asyncio.sleep(delay)
 
 
 def hit(name: str) -> None:

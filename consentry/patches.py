@@ -373,6 +373,7 @@ def install_faust_patches(settings: CommonSettings, on_send_failure: SendFailed 
     install_faust_flush_fix()  # changelog records are flushed before their offsets commit
     install_faust_consumer_fetch_fix()  # records fetched while partitions were paused are fetched again, not skipped
     install_faust_commit_failpoints()  # consent.before_changelog_flush, consent.before_commit (tests only)
+    install_faust_stopping_handover_fix()  # a stopping worker finishes and flushes its events before its partitions move
     if on_send_failure is not None:
         install_faust_send_failure_stop(on_send_failure)  # a record that cannot be sent stops the worker
     if settings.on_embedded_broker:
@@ -559,6 +560,82 @@ def install_faust_consumer_fetch_fix() -> None:
     _replace(AIOKafkaConsumerThread, "_fetch_records", _fetch_records)
     _replace(Consumer, "getmany", _getmany)
     _installed.add("install_faust_consumer_fetch_fix")
+
+
+# ------------------------------------------------------------------ faust's stop
+
+
+async def _hand_over_when_stopping(app: Any) -> None:
+    """For an app that is stopping, what faust's `App._on_partitions_revoked` does before a
+    rebalance may go on: no more events taken, the events in flight finished, and every record
+    they wrote flushed (each commit flushes the producer first)."""
+    consumer = app.consumer
+    try:
+        assignment = consumer.assignment()
+    except Exception:  # not started, or already closed: nothing was taken, nothing is in flight
+        assignment = None
+    if assignment:
+        consumer.stop_flow()
+        app.flow_control.suspend()
+        consumer.pause_partitions(assignment)
+        app.flow_control.clear()
+        await app._consumer_wait_empty(consumer, app.log)
+    await app._producer_flush(app.log)
+    # Then leave the group, in the consumer thread: faust's `_on_rebalance_when_stopped` closes
+    # aiokafka's coordinator on the wrong event loop, the coordinator joins the next generation,
+    # and an assignment arriving while faust's consumer stops held the stop for a minute.
+    # (Queued on that loop before this callback answers: it runs before the coordinator goes on.)
+    thread = consumer._thread
+    aiokafka_consumer = thread._consumer
+    if aiokafka_consumer is not None:
+        thread.thread_loop.call_soon_threadsafe(aiokafka_consumer.unsubscribe)
+
+
+@written_for(FAUST, embedded_broker_only=False)
+def install_faust_stopping_handover_fix() -> None:
+    """faust-streaming 0.15.3 `App._on_partitions_revoked` (faust/app/base.py) lets a stopping
+    worker's partitions move to another worker before its events in flight are applied and
+    their changelog records sent. Unconditional: the defect is faust's, on Apache Kafka too.
+
+    A worker told to stop (SIGTERM) first waits for the events in flight (`App.on_stop` ->
+    `_stop_consumer` -> `Consumer.wait_empty`), then flushes, then leaves the group. When the
+    group rebalances meanwhile (another worker joins or leaves), aiokafka calls
+    `_on_partitions_revoked`, which, for an app that is stopping, returns at once
+    (`_on_rebalance_when_stopped`): the rebalance goes on and another worker takes the
+    partitions while this one is still applying an event. The new owner recovers the table
+    from a changelog that does not hold that event yet, and starts again from the last offset
+    this worker committed (its later commit is discarded: the partition is no longer its own),
+    so it applies the event again, and the receipts that follow. Then the stopping worker
+    finishes the event and writes its row for that user from its own, older table: the
+    changelog, which ingest and every future owner read, loses what the new owner wrote (an
+    `enforced` stamp). The same late row reaching ingest first makes it send a receipt the new
+    owner may read before it applied the event again, and ignore (the receipt lost while consent
+    workers leave and join, docs/reliability.md).
+
+    The fix: when the app is stopping, `_on_partitions_revoked` does what it does for a running
+    app before the rebalance goes on (stop taking events, wait for the events in flight, commit,
+    flush the producer; the flush fix keeps each commit behind its records); only then can
+    another worker take the partitions. Then, instead of faust's `consumer.close()` (which
+    closes aiokafka's coordinator on the main event loop, not the consumer thread's, so the
+    coordinator joined the next generation anyway, and an assignment arriving while faust's
+    consumer was stopping held the stop for a minute), the worker unsubscribes in the consumer
+    thread: aiokafka sends LeaveGroup and takes no assignment. (aiokafka sends LeaveGroup only
+    from generation 1 on; Tansu numbers the first generation 0, so there the others wait for the
+    session timeout instead.)
+    """
+    if "install_faust_stopping_handover_fix" in _installed:
+        return
+    from faust.app.base import App
+
+    on_partitions_revoked = App._on_partitions_revoked
+
+    async def _on_partitions_revoked(self: Any, revoked: Any) -> None:
+        if self.should_stop:
+            return await _hand_over_when_stopping(self)
+        return await on_partitions_revoked(self, revoked)
+
+    _replace(App, "_on_partitions_revoked", _on_partitions_revoked)
+    _installed.add("install_faust_stopping_handover_fix")
 
 
 # ------------------------------------------------------------------ crash points in faust's commit path

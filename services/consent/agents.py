@@ -118,6 +118,7 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
     async def consent_agent(stream):  # type: ignore[no-untyped-def]
         async for event in stream.events():
             message = event.message
+            await failpoints.slow("consent.before_apply")  # holds an event in flight (tests only)
             try:
                 if message.topic == topics.receipts:
                     await on_receipt(event.value, message.partition, message.offset)

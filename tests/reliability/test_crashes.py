@@ -26,7 +26,6 @@ from consentry.scrape import total
 from consentry.timeutil import now_us
 from tests.reliability import races
 from tests.reliability.oracle import objecting_now
-from tests.reliability.test_races import RECEIPT_LOST
 from tests.reliability.workload import Load, World, adopt_consent_history, check_world, flush_pipeline
 from tests.support import ledger
 from tests.support.logcheck import assert_logs_clean
@@ -128,7 +127,6 @@ def kill_under_load(system: System, seed: int, rounds: int, users: int = 150) ->
 
 
 @pytest.mark.quick
-@RECEIPT_LOST
 def test_kill_each_service_once_under_load(scaled_system: System) -> None:
     """Two consent and two ingest workers: the consent worker the gateway asks, the second
     ingest worker, the sink and the gateway are killed in turn; each kill of a consent or
@@ -145,7 +143,6 @@ def test_kill_each_service_repeatedly_under_load(system: System, seed: int) -> N
 
 @pytest.mark.reliability
 @pytest.mark.timeout(1500)
-@RECEIPT_LOST
 @pytest.mark.parametrize("seed", [14, 15])
 def test_kill_and_stall_each_worker_under_load(scaled_system: System, seed: int) -> None:
     """Two consent and two ingest workers: each worker (both of each, the sink, the gateway)

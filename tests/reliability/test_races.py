@@ -38,7 +38,7 @@ import pytest
 
 from tests.reliability import races
 from tests.reliability.oracle import objecting_now
-from tests.reliability.workload import Churn, ReceiptLost, World, check_purged_leave_nothing, check_world, flush_pipeline
+from tests.reliability.workload import Churn, World, check_purged_leave_nothing, check_world, flush_pipeline
 from tests.support import ledger
 from tests.support.logcheck import assert_logs_clean
 from tests.support.system import System
@@ -96,23 +96,11 @@ def run_races(system: System, seed: int, users: int, posts_partitions: int, chur
     return figures
 
 
-# Finding (issue 12, scale-out): with consent workers leaving and joining under load, an
-# `enforced` receipt ingest wrote (a withdrawal's, or an objection's) sometimes never reaches the
-# consent state: the receipt is in the topic, the stamp is in no changelog record, and no worker
-# reads the receipt again (its offset was committed, or its effect overwritten by a worker that
-# recovered the row without it). Seen in about 1 quick run in 5 on a loaded machine; never when
-# the workers stay put. Only that exact failure is expected here (raises=ReceiptLost): a leak, a
-# lost event or a lost post still fails the test. Not strict: it is intermittent.
-RECEIPT_LOST = pytest.mark.xfail(raises=ReceiptLost, strict=False, reason="known defect: an enforced receipt lost while consent "
-                                 "workers leave and join (docs/reliability.md, 'What is not covered')")
-
-
 def _first_action(churn: list[tuple[int, str, str]] | None, instance: str) -> tuple[int, str, str] | None:
     return next((step for step in churn or () if step[2] == instance), None)
 
 
 @pytest.mark.quick
-@RECEIPT_LOST
 @pytest.mark.parametrize(("seed", "posts_partitions", "churn"), [(1, 4, LEAVE_AND_REJOIN), (2, 3, JOIN_THEN_HAND_OVER)],
                          ids=["1-4-leave-and-rejoin", "2-3-join-then-hand-over"])
 def test_races_quick(scaled_system: System, seed: int, posts_partitions: int, churn: list) -> None:
@@ -130,7 +118,6 @@ def test_races_full(system: System, seed: int, posts_partitions: int) -> None:
 
 @pytest.mark.reliability
 @pytest.mark.timeout(1200)
-@RECEIPT_LOST
 @pytest.mark.parametrize(("seed", "posts_partitions", "churn"), [
     (303, 4, LEAVE_AND_REJOIN + [(s + 20, a, i) for s, a, i in LEAVE_AND_REJOIN] + [(s + 40, a, i) for s, a, i in LEAVE_AND_REJOIN]),
     (404, 6, JOIN_THEN_HAND_OVER + [(20, "join", "consent"), (24, "join", "ingest"), (30, "leave", "consent-2"), (34, "leave", "ingest-2"),

@@ -280,7 +280,7 @@ class World:
     async def _never_settled(self, pending: list[UserState]) -> None:
         """Say what is missing: an acknowledged event or notice the consent state lacks (lost), an
         event ingest never confirmed, or a stamp whose receipt is in the receipts topic but never
-        reached the consent state (ReceiptLost, a known defect: see docs/reliability.md)."""
+        reached the consent state (ReceiptLost: see docs/reliability.md)."""
         receipts: dict[tuple[str, str], set[str]] = {}
         for record in await asyncio.to_thread(self.system.read, self.system.topics.receipts):
             body = orjson.loads(record.value)
