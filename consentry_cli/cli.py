@@ -347,6 +347,30 @@ def dead_letters(
             console.print(f"{write / (name + '.jsonl') if name != 'gone' else 'no longer in their topic'}: {count}", soft_wrap=True)
 
 
+@app.command()
+def schemas(
+    directory: Annotated[Path, typer.Option("--dir", help="Where to write them.")] = Path("schemas"),
+    check: Annotated[bool, typer.Option("--check", help="Write nothing: exit 1 when a file differs from what the code declares.")] = False,
+) -> None:
+    """Write the JSON Schemas of the contract's messages (generated from consentry/contract.py,
+    the declarations the code validates with) to schemas/."""
+    from consentry.contract import schema_files
+
+    stale = []
+    for name, text in schema_files().items():
+        path = directory / name
+        if path.exists() and path.read_text() == text:
+            continue
+        stale.append(path)
+        if not check:
+            directory.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    if check and stale:
+        console.print(f"[bold red]stale:[/] {', '.join(map(str, stale))}: run `consentry schemas`", soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"{len(schema_files())} schemas in {directory}" + (f" ({len(stale)} written)" if stale and not check else " (up to date)"))
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def consent() -> None:
     """Run the consent service alone (faust worker)."""
