@@ -67,6 +67,12 @@ def parse_post(value: bytes | None, key: bytes | None) -> Post | Invalid:
     try:
         obj = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
+        if value[:1] == MAGIC_BYTE and len(value) >= FRAME_HEADER_BYTES:
+            return Invalid(
+                "bad_framing",
+                f"value starts with a Schema Registry header (schema id {int.from_bytes(value[1:5], 'big')}), but plain JSON is expected: "
+                "set CONSENTRY_POSTS_FRAMING=schema-registry",
+            )
         return Invalid("invalid_json", f"value is not valid UTF-8 JSON ({exc.msg})")
     if type(obj) is not dict:
         return Invalid("not_an_object", f"value is a JSON {type(obj).__name__}, not an object")
@@ -76,6 +82,36 @@ def parse_post(value: bytes | None, key: bytes | None) -> Post | Invalid:
         return values
     post_id, user_id, _key, (created_at, created_at_us), visibility, text, lang, country, minor = values
     return Post(post_id, user_id, created_at_us, visibility, text, lang, country, minor, created_at if _is_canonical_utc(created_at) else None)
+
+
+# The framing of a Confluent-compatible Schema Registry serializer: magic byte 0, the schema id
+# (4 bytes, big-endian), then the document (JSON for the JSON Schema serializer).
+MAGIC_BYTE = b"\x00"
+FRAME_HEADER_BYTES = 5
+PLAIN = "json"
+SCHEMA_REGISTRY = "schema-registry"
+FRAMINGS = (PLAIN, SCHEMA_REGISTRY)
+
+
+def unframe(value: bytes | None) -> bytes | None | Invalid:
+    """The JSON inside a value framed by a Schema Registry JSON serializer, or why the value is
+    not framed so (`bad_framing`). No value stays no value (parse_post says `empty`). The schema
+    id is not checked: Consentry reads the JSON, whatever schema version the producer registered."""
+    if value is None:
+        return None
+    if len(value) < FRAME_HEADER_BYTES or value[:1] != MAGIC_BYTE:
+        what = "plain JSON" if value[:1] in (b"{", b"[", b" ", b"\n") else f"{len(value)} bytes starting with 0x{value[:1].hex() or '(none)'}"
+        return Invalid(
+            "bad_framing",
+            f"value is {what}, not framed by a Schema Registry serializer (magic byte 0, a 4-byte schema id, then JSON), "
+            "as CONSENTRY_POSTS_FRAMING=schema-registry requires",
+        )
+    return value[FRAME_HEADER_BYTES:]
+
+
+def frame(value: bytes, schema_id: int) -> bytes:
+    """`value` framed as a Schema Registry JSON serializer frames it (for producers and tests)."""
+    return MAGIC_BYTE + schema_id.to_bytes(4, "big") + value
 
 
 # ------------------------------------------------------------------ posts.rejected
