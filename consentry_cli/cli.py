@@ -460,6 +460,7 @@ def tail(
 def status(
     user: Annotated[str, typer.Argument(help="The user_id.")],
     rows: Annotated[bool, typer.Option("--rows", help="Also count the user's rows in the training store (TRAINING_STORE_URI; counts only).")] = False,
+    store_only: Annotated[bool, typer.Option("--store-only", help="Ask the training store only (where the consent service is out of reach, as from the sink): the home partition and the rows.")] = False,
     raw: Annotated[bool, typer.Option("--raw", help="Print the consent service's JSON document only.")] = False,
 ) -> None:
     """A person's state for an operator: the consent service's document (status, history with
@@ -476,6 +477,15 @@ def status(
     if problem is not None:
         console.print(f"[bold red]error:[/] the user id {problem} (docs: canonical identifiers)")
         raise typer.Exit(2)
+    if store_only:
+        from consentry.settings import CommonSettings
+        from services.sink.settings import SinkSettings
+
+        partitions = CommonSettings().partitions
+        store = SinkSettings().store_uri
+        print(f"home partition: {home_partition(user, partitions)} of {partitions}")
+        print(f"rows in the training store ({store}): {stored_rows(str(store), user)}")
+        return
     settings = GatewaySettings()
     try:
         code, document = consent_status(settings.consent_url, settings.service_token, user)

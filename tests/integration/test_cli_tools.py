@@ -127,3 +127,18 @@ def test_status_says_when_the_consent_service_does_not_answer(tmp_path: Path) ->
 
     refused = consentry(env, "status", " u-42")
     assert refused.returncode == 2 and "leading or trailing whitespace" in refused.stderr
+
+
+def test_status_store_only_counts_a_users_rows_in_a_real_delta_table(tmp_path: Path) -> None:
+    from services.sink.store import DeltaTrainingStore
+
+    uri = tmp_path / "training"
+    row = {"created_at": "2025-05-27T10:00:00Z", "text": "never shown", "lang": None, "country": None, "ingested_at": "2025-05-27T10:00:01Z"}
+    DeltaTrainingStore(str(uri)).append([{**row, "post_id": "a", "user_id": "o'brien"}, {**row, "post_id": "b", "user_id": "o'brien"}, {**row, "post_id": "c", "user_id": "x"}])
+    env = {**os.environ, "TRAINING_STORE_URI": str(uri), "CONSENTRY_PARTITIONS": "8"}
+
+    done = consentry(env, "status", "o'brien", "--store-only")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"home partition: {home_partition('o' + chr(39) + 'brien', 8)} of 8", f"rows in the training store ({uri}): 2"]
+    assert "never shown" not in done.stdout
