@@ -238,195 +238,124 @@ MESSAGES = (POST, OBJECTION, NOTICE, TRAINING_POST, PURGE_MARKER, REJECTION)
 
 
 # ------------------------------------------------------------------------- validator
-
-Check = Callable[[dict[str, Any], "bytes | None"], Any]
-
-
-def _is_plain_id(value: object) -> bool:
-    """The common case, checked in C: a printable ASCII id of the right length without
-    surrounding spaces is canonical (the hot path; anything else takes the full check)."""
-    return (
-        type(value) is str
-        and 0 < len(value) <= MAX_ID_LENGTH
-        and value.isascii()
-        and value.isprintable()
-        and value[0] != " "
-        and value[-1] != " "
-    )
+#
+# A message's table compiles into one straight-line Python function, as dataclasses compiles
+# __init__: ingest runs it on every post (the hot path), where a loop over per-field closures
+# cost 40 % more than the hand-written checks it replaced. The source is generated from the
+# table only; `Validator.source` shows it.
 
 
-def _id_check(name: str) -> Check:
-    def check(obj: dict[str, Any], _key: bytes | None) -> Any:
-        value = obj.get(name)
-        if _is_plain_id(value):
-            return value
-        if value is None:
-            return Invalid("missing_field", f"required field '{name}' is missing")
-        if type(value) is not str:
-            return Invalid("wrong_type", f"'{name}' must be a string")
-        if not value or len(value) > MAX_ID_LENGTH:
-            return Invalid("bad_value", f"'{name}' must be 1 to {MAX_ID_LENGTH} characters")
-        if "\x00" in value:
-            return Invalid("null_byte", f"'{name}' contains a NUL character")
-        problem = identifier_problem(value)
-        if problem is not None:
-            return Invalid("not_canonical", f"'{name}' {problem}; identifiers are compared exactly and never normalised")
-        return value
-
-    return check
+# The common case, checked in C: a printable ASCII id of the right length without surrounding
+# spaces is canonical (anything else takes `_id_problem`).
+_PLAIN_ID = "type({v}) is str and 0 < len({v}) <= MAX_ID_LENGTH and {v}.isascii() and {v}.isprintable() and {v}[0] != ' ' and {v}[-1] != ' '"
 
 
-def _key_check(_field: Field) -> Check:
-    def check(obj: dict[str, Any], key: bytes | None) -> Any:
-        if key is None:
-            return Invalid("key_mismatch", "message has no key; the key must be the user_id")
-        if key != obj["user_id"].encode():  # declared after user_id: valid by now
-            return Invalid("key_mismatch", "message key differs from its user_id")
-        return key
-
-    return check
-
-
-def _required(field: Field, check_value: Callable[[Any], Any]) -> Check:
-    """A required field: absent or null is `missing`, anything else goes to `check_value`."""
-    name = field.name
-    missing = Invalid(*(field.missing or ("missing_field", f"required field '{name}' is missing")))
-
-    def check(obj: dict[str, Any], _key: bytes | None) -> Any:
-        value = obj.get(name)
-        if value is None:
-            return missing
-        return check_value(value)
-
-    return check
+def _id_problem(name: str, value: Any) -> Invalid:
+    """Why `value`, which is not a plain ASCII id, is refused; or `value` when it is canonical."""
+    if value is None:
+        return Invalid("missing_field", f"required field '{name}' is missing")
+    if type(value) is not str:
+        return Invalid("wrong_type", f"'{name}' must be a string")
+    if not value or len(value) > MAX_ID_LENGTH:
+        return Invalid("bad_value", f"'{name}' must be 1 to {MAX_ID_LENGTH} characters")
+    if "\x00" in value:
+        return Invalid("null_byte", f"'{name}' contains a NUL character")
+    problem = identifier_problem(value)
+    if problem is not None:
+        return Invalid("not_canonical", f"'{name}' {problem}; identifiers are compared exactly and never normalised")
+    return value  # type: ignore[return-value]  # canonical, beyond ASCII
 
 
-def _timestamp_check(field: Field) -> Check:
-    name = field.name
-    wrong = Invalid(*(field.wrong or ("wrong_type", f"'{name}' must be a string")))
-    bad = Invalid("bad_timestamp", f"'{name}' is not an RFC 3339 date-time with a time zone")
-
-    def value_check(value: Any) -> Any:
-        if type(value) is not str:
-            return wrong
-        us = parse_rfc3339(value)
-        return bad if us is None else (value, us)
-
-    return _required(field, value_check)
+def _missing(field: Field) -> Invalid:
+    return Invalid(*(field.missing or ("missing_field", f"required field '{field.name}' is missing")))
 
 
-def _enum_check(field: Field) -> Check:
-    values = frozenset(field.values)
-    wrong = Invalid(*(field.wrong or ("bad_value", _enum_detail(field.name, field.values))))
+def _compile(message: Message) -> tuple[str, dict[str, Any]]:
+    """(source of `validate(obj, key)`, its globals): the checks of every field, in declared
+    order; the first that fails returns its Invalid. It returns the values as a tuple: one per
+    field, two for a timestamp (its text, then microseconds), the key for the key pseudo-field."""
+    env: dict[str, Any] = {"Invalid": Invalid, "MAX_ID_LENGTH": MAX_ID_LENGTH, "_id_problem": _id_problem,
+                           "parse_rfc3339": parse_rfc3339, "is_country_code": is_country_code}
+    lines = ["def validate(obj, key=None):", "    get = obj.get"]
+    out: list[str] = []
 
-    def value_check(value: Any) -> Any:
-        if type(value) is not str or value not in values:  # type first: a list is unhashable
-            return wrong
-        return value
+    def const(value: Any) -> str:
+        name = f"_c{len(env)}"
+        env[name] = value
+        return name
 
-    return _required(field, value_check)
-
-
-def _text_check(field: Field) -> Check:
-    name, limit = field.name, field.max_length
-    if field.required:
-        wrong = Invalid("wrong_type", f"'{name}' must be a string")
-
-        def value_check(value: Any) -> Any:
-            if type(value) is not str:
-                return wrong
-            if limit is not None and len(value) > limit:
-                return Invalid("bad_value", f"'{name}' is longer than {limit} characters")
-            if "\x00" in value:
-                return Invalid("null_byte", f"'{name}' contains a NUL character")
-            return value
-
-        return _required(field, value_check)
-
-    wrong = Invalid("wrong_type", f"'{name}' must be a string or null")
-
-    def check(obj: dict[str, Any], _key: bytes | None) -> Any:
-        value = obj.get(name)
-        if value is None:
-            return None
-        if type(value) is not str:
-            return wrong
-        if limit is not None and len(value) > limit:
-            return Invalid("bad_value", f"'{name}' is longer than {limit} characters")
-        if "\x00" in value:
-            return Invalid("null_byte", f"'{name}' contains a NUL character")
-        return value
-
-    return check
-
-
-def _country_check(field: Field) -> Check:
-    name = field.name
-    bad = Invalid("bad_value", f"'{name}' must be an ISO 3166-1 alpha-2 code such as FR")
-    if field.required:
-        return _required(field, lambda value: value if is_country_code(value) else bad)
-
-    def check(obj: dict[str, Any], _key: bytes | None) -> Any:
-        value = obj.get(name)
-        if value is not None and not is_country_code(value):
-            return bad
-        return value
-
-    return check
-
-
-def _boolean_check(field: Field) -> Check:
-    name = field.name
-    # Absent: false. Null or "false" is not an answer: when we cannot tell, fail closed.
-    wrong = Invalid("wrong_type", f"'{name}' must be true or false")
-
-    def check(obj: dict[str, Any], _key: bytes | None) -> Any:
-        value = obj.get(name, False)
-        return value if type(value) is bool else wrong
-
-    return check
-
-
-_CHECKS: dict[str, Callable[[Field], Check]] = {
-    ID: lambda field: _id_check(field.name),
-    KEY: _key_check,
-    TIMESTAMP: _timestamp_check,
-    ENUM: _enum_check,
-    TEXT: _text_check,
-    COUNTRY: _country_check,
-    BOOLEAN: _boolean_check,
-}
+    for n, field in enumerate(message.fields):
+        v, name, kind = f"v{n}", field.name, field.kind
+        if kind == KEY:
+            lines += [
+                "    if key is None:",
+                f"        return {const(Invalid('key_mismatch', 'message has no key; the key must be the user_id'))}",
+                f"    if key != v{[f.name for f in message.fields].index('user_id')}.encode():  # declared after user_id: valid by now",
+                f"        return {const(Invalid('key_mismatch', 'message key differs from its user_id'))}",
+            ]
+            out.append("key")
+            continue
+        lines.append(f"    {v} = get({name!r})")
+        if kind == ID:
+            lines += [f"    if not ({_PLAIN_ID.format(v=v)}):", f"        {v} = _id_problem({name!r}, {v})", f"        if type({v}) is Invalid:", f"            return {v}"]
+        elif kind == TIMESTAMP:
+            wrong = Invalid(*(field.wrong or ("wrong_type", f"'{name}' must be a string")))
+            bad = Invalid("bad_timestamp", f"'{name}' is not an RFC 3339 date-time with a time zone")
+            lines += [
+                f"    if {v} is None:", f"        return {const(_missing(field))}",
+                f"    if type({v}) is not str:", f"        return {const(wrong)}",
+                f"    {v}_us = parse_rfc3339({v})",
+                f"    if {v}_us is None:", f"        return {const(bad)}",
+            ]
+            out.append(f"{v}_us")  # after the text, below
+        elif kind == ENUM:
+            wrong = Invalid(*(field.wrong or ("bad_value", _enum_detail(name, field.values))))
+            lines += [
+                f"    if {v} is None:", f"        return {const(_missing(field))}",
+                f"    if type({v}) is not str or {v} not in {const(frozenset(field.values))}:  # type first: a list is unhashable",
+                f"        return {const(wrong)}",
+            ]
+        elif kind == TEXT:
+            checks = [
+                f"    if type({v}) is not str:", f"        return {const(Invalid('wrong_type', f'{name!r} must be a string' if field.required else f'{name!r} must be a string or null'))}",
+            ]
+            if field.max_length is not None:
+                checks += [f"    if len({v}) > {field.max_length}:", f"        return {const(Invalid('bad_value', f'{name!r} is longer than {field.max_length} characters'))}"]
+            checks += [f"    if '\\x00' in {v}:", f"        return {const(Invalid('null_byte', f'{name!r} contains a NUL character'))}"]
+            if field.required:
+                lines += [f"    if {v} is None:", f"        return {const(_missing(field))}", *checks]
+            else:
+                lines += [f"    if {v} is not None:", *("    " + c for c in checks)]
+        elif kind == COUNTRY:
+            bad = const(Invalid("bad_value", f"'{name}' must be an ISO 3166-1 alpha-2 code such as FR"))
+            if field.required:
+                lines += [f"    if {v} is None:", f"        return {const(_missing(field))}"]
+                lines += [f"    if not is_country_code({v}):", f"        return {bad}"]
+            else:
+                lines += [f"    if {v} is not None and not is_country_code({v}):", f"        return {bad}"]
+        elif kind == BOOLEAN:
+            # Absent: false. Null or "false" is not an answer: when we cannot tell, fail closed.
+            lines[-1] = f"    {v} = get({name!r}, False)"
+            lines += [f"    if type({v}) is not bool:", f"        return {const(Invalid('wrong_type', f'{name!r} must be true or false'))}"]
+        else:
+            raise ValueError(f"{message.name} is written by Consentry only: its kind {kind!r} has no validator")
+        out.insert(len(out) - (kind == TIMESTAMP), v)
+    lines.append(f"    return ({', '.join(out)},)")
+    return "\n".join(lines) + "\n", env
 
 
 class Validator:
     """The compiled checks of one message: `validate(obj, key)` returns the fields' values in
-    declared order (a timestamp as `(text, microseconds)`, the key pseudo-field as the key),
-    or the first `Invalid`."""
+    declared order (a timestamp as its text then its microseconds, the key pseudo-field as the
+    key), or the first `Invalid`. `obj` must be a dict (the callers say what else it was)."""
 
-    __slots__ = ("message", "_checks")
+    __slots__ = ("message", "source", "validate")
 
     def __init__(self, message: Message) -> None:
-        unknown = [f.kind for f in message.fields if f.kind not in _CHECKS]
-        if unknown:
-            raise ValueError(f"{message.name} is written by Consentry only: its kinds {unknown} have no validator")
         self.message = message
-        self._checks = tuple(_CHECKS[f.kind](f) for f in message.fields)
-
-    def validate(self, obj: Any, key: bytes | None = None) -> list[Any] | Invalid:
-        if type(obj) is not dict:
-            return Invalid("not_an_object", f"value is a JSON {_json_type(obj)}, not an object")
-        values = []
-        append = values.append
-        for check in self._checks:
-            value = check(obj, key)
-            if type(value) is Invalid:
-                return value
-            append(value)
-        return values
-
-
-def _json_type(obj: Any) -> str:
-    return {list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}.get(type(obj), type(obj).__name__)
+        self.source, env = _compile(message)
+        exec(compile(self.source, f"<validator of {message.name}>", "exec"), env)  # noqa: S102 (our own table)
+        self.validate: Callable[..., tuple[Any, ...] | Invalid] = env["validate"]
 
 
 # --------------------------------------------------------------------------- schema

@@ -80,7 +80,7 @@ def parse_post(value: bytes | None, key: bytes | None) -> Post | Invalid:
     values = _POST.validate(obj, key)
     if type(values) is Invalid:
         return values
-    post_id, user_id, _key, (created_at, created_at_us), visibility, text, lang, country, minor = values
+    post_id, user_id, _key, created_at, created_at_us, visibility, text, lang, country, minor = values
     return Post(post_id, user_id, created_at_us, visibility, text, lang, country, minor, created_at if _is_canonical_utc(created_at) else None)
 
 
@@ -210,7 +210,7 @@ def objection_from_dict(obj: Any) -> ObjectionEvent | Invalid:
     values = _OBJECTION.validate(obj)
     if type(values) is Invalid:
         return values
-    objection_id, user_id, kind, (_received_at, received_at_us), channel, reason, notice_version = values
+    objection_id, user_id, kind, _received_at, received_at_us, channel, reason, notice_version = values
     return ObjectionEvent(objection_id, user_id, kind, received_at_us, channel, reason, notice_version)
 
 
@@ -259,7 +259,7 @@ def notice_from_dict(obj: Any) -> Notice | Invalid:
     values = _NOTICE.validate(obj)
     if type(values) is Invalid:
         return values
-    notice_id, user_id, version, channel, (_sent_at, sent_at_us), country = values
+    notice_id, user_id, version, channel, _sent_at, sent_at_us, country = values
     return Notice(notice_id, user_id, version, channel, sent_at_us, country)
 
 

@@ -58,6 +58,8 @@ def _encode(message: Mapping[str, Any]) -> bytes:
 
 
 def _check(validator: Validator, message: Any, key: bytes | None = None) -> None:
+    if type(message) is not dict:
+        raise InvalidMessage(Invalid("not_an_object", f"a {validator.message.name} is a JSON object, not {type(message).__name__}"))
     result = validator.validate(message, key)
     if type(result) is Invalid:
         raise InvalidMessage(result)
