@@ -7,8 +7,8 @@ One table per message drives both sides:
 - `json_schema(message)` turns it into the JSON Schema documents published under `schemas/`
   (`consentry schemas` writes them; tests/unit/test_schemas.py fails when they are stale).
 
-The messages Consentry only writes (training posts, purge markers, rejections) are declared
-here too, for their schemas; tests/unit/test_schemas.py checks that what the encoders write
+The messages Consentry only writes (training posts, purge markers, rejections, dead letters,
+receipts) are declared here too, for their schemas; tests/unit/test_schemas.py checks that what the encoders write
 is valid against them.
 
 Some rules JSON Schema cannot express; each schema says which in its description and the
@@ -234,7 +234,51 @@ REJECTION = Message(
     unknown_fields=False,
 )
 
-MESSAGES = (POST, OBJECTION, NOTICE, TRAINING_POST, PURGE_MARKER, REJECTION)
+DEAD_LETTER = Message(
+    "DeadLetter", "dead-letter.json", "An event the consent service could not apply (topic consentry.consent-dead-letters)",
+    "Written by the consent service for every objection, notice or receipt its parser refused, with the reason; "
+    "re-driven with `consentry dead-letters --write DIR` and an import.",
+    (
+        Field("reason", STRING, description="`reason_code: a sentence`."),
+        Field("reason_code", STRING, description="The short label of the parser's refusal (the metric's `reason`)."),
+        Field("topic", STRING, description="Where the event was read (objections, notices or consentry.receipts, with the topic prefix)."),
+        Field("partition", INTEGER),
+        Field("offset", INTEGER),
+        Field("received_at", UTC_TIMESTAMP),
+        Field("value", STRING, max_length=REJECTED_RAW_LIMIT, description="The raw value's first 4 KiB, decoded as UTF-8 with replacement characters."),
+        Field("value_bytes", INTEGER, description="Size of the whole raw value."),
+        Field("value_truncated", BOOLEAN),
+    ),
+    unknown_fields=False,
+)
+
+ENFORCED_RECEIPT = Message(
+    "EnforcedReceipt", "enforced-receipt.json", "An enforced receipt (topic consentry.receipts)",
+    "Written by ingest once it drops a user's posts and wrote their purge marker (or applied a withdrawal).",
+    (
+        Field("type", CONST, values=("enforced",)),
+        Field("user_id", ID),
+        Field("objection_ids", ID_LIST),
+        Field("at", UTC_TIMESTAMP),
+    ),
+    unknown_fields=False,
+)
+
+PURGED_RECEIPT = Message(
+    "PurgedReceipt", "purged-receipt.json", "A purged receipt (topic consentry.receipts)",
+    "Written by the training sink once the Delta delete of a purge marker is committed.",
+    (
+        Field("type", CONST, values=("purged",)),
+        Field("user_id", ID),
+        Field("objection_ids", ID_LIST),
+        Field("at", UTC_TIMESTAMP, description="When the Delta delete was committed."),
+        Field("rows_purged", INTEGER, description="Rows this purge deleted (0 when a replay finds them gone already)."),
+        Field("enforced_at", UTC_TIMESTAMP, description="The purge marker's marked_at."),
+    ),
+    unknown_fields=False,
+)
+
+MESSAGES = (POST, OBJECTION, NOTICE, TRAINING_POST, PURGE_MARKER, REJECTION, DEAD_LETTER, ENFORCED_RECEIPT, PURGED_RECEIPT)
 
 
 # ------------------------------------------------------------------------- validator

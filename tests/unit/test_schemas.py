@@ -219,3 +219,18 @@ def test_objections_and_notices_the_code_writes_are_valid() -> None:
 
     assert validator(OBJECTION).is_valid(orjson.loads(encode_objection(event)))
     assert validator(NOTICE).is_valid(orjson.loads(encode_notice(notice)))
+
+
+def test_receipts_and_dead_letters_the_code_writes_are_valid() -> None:
+    from consentry.contract import DEAD_LETTER, ENFORCED_RECEIPT, PURGED_RECEIPT
+    from consentry.domain.model import ENFORCED, PURGED, Receipt
+    from consentry.wire import encode_receipt, parse_objection
+
+    enforced = orjson.loads(encode_receipt(Receipt(ENFORCED, "u-42", ("o-1",), 1_748_340_000_000_000)))
+    purged = orjson.loads(encode_receipt(Receipt(PURGED, "u-42", ("o-1", "o-2"), 1_748_340_000_100_000, 3, 1_748_340_000_000_000)))
+    assert validator(ENFORCED_RECEIPT).is_valid(enforced) and not validator(ENFORCED_RECEIPT).is_valid(purged)
+    assert validator(PURGED_RECEIPT).is_valid(purged) and not validator(PURGED_RECEIPT).is_valid({**purged, "rows_purged": None})
+    refused = orjson.dumps({**VALID["ObjectionEvent"], "reason": "a\x00b"})
+    invalid = parse_objection(refused)
+    assert type(invalid) is Invalid
+    assert validator(DEAD_LETTER).is_valid(orjson.loads(encode_rejection(invalid, "objections", 1, 7, refused, 1_748_340_000_000_000)))
