@@ -1,15 +1,15 @@
 """The contract's messages, declared once: each field's type, limits and rejection reason.
 
 One table per message drives both sides:
-- `validator(message)` compiles it into the checks consentry.wire runs on every `posts`,
-  `objections` and `notices` value (the same reason codes and sentences as before: the
-  first failing field, in the order declared, decides);
+- `Validator(message)` compiles it into the function consentry.wire runs on every `posts`,
+  `objections` and `notices` value (the reason codes and sentences of the hand-written checks
+  it replaced: the first failing field, in the order declared, decides);
 - `json_schema(message)` turns it into the JSON Schema documents published under `schemas/`
   (`consentry schemas` writes them; tests/unit/test_schemas.py fails when they are stale).
 
 The messages Consentry only writes (training posts, purge markers, rejections, dead letters,
-receipts) are declared here too, for their schemas; tests/unit/test_schemas.py checks that what the encoders write
-is valid against them.
+receipts) are declared here too, for their schemas; tests/unit/test_schemas.py checks that
+what the encoders write is valid against them.
 
 Some rules JSON Schema cannot express; each schema says which in its description and the
 validator keeps them: canonical identifiers (Unicode NFC, no format characters: a pattern
