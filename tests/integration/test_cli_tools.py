@@ -87,7 +87,7 @@ def test_tail_from_the_beginning_pretty_raw_and_filtered_by_user(env: dict[str, 
     assert sorted(raw.stdout.splitlines()) == sorted(v.decode() for v in values[1::2])
     assert "2 records" in raw.stderr
 
-    pretty = consentry(env, "tail", "posts", "--from-beginning", "--idle", "2")
+    pretty = consentry(env, "tail", "posts", "--from-beginning", "--max", "4")
     assert pretty.returncode == 0, pretty.stderr
     assert pretty.stdout.count(f"{topic}[") == 4 and "key=bob" in pretty.stdout and '  "post_id": "p-0",' in pretty.stdout
 

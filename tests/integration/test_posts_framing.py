@@ -28,7 +28,7 @@ async def test_framed_posts_are_accepted_and_plain_json_is_rejected_as_bad_frami
     prefix = f"t{uuid.uuid4().hex[:10]}-"
     settings = IngestSettings(
         kafka_bootstrap_servers=bootstrap, broker_flavor=flavor, topic_prefix=prefix, partitions=2, ingest_port=free_port(),
-        notice_rule="off", posts_framing="schema-registry",
+        notice_rule="off", posts_framing="schema-registry", session_timeout_ms=3000, heartbeat_interval_ms=500,  # Tansu assigns after half the timeout
     )
     topics = settings.topics
     await ensure_topics(settings)
