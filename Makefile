@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-e2e test-deploy test-reliability clean venv bench
+.PHONY: run test test-unit test-e2e test-deploy test-reliability clean venv bench schemas
 
 venv: $(STAMP)
 
@@ -54,6 +54,10 @@ test-unit: $(STAMP)
 ## Check docker-compose.yml, deploy/ and docs/asyncapi.yaml against their schemas and the code (seconds, offline).
 test-deploy: $(STAMP)
 	$(BIN)/python -m pytest tests/deploy
+
+## Regenerate schemas/ (JSON Schemas of the contract's messages) from consentry/contract.py.
+schemas: $(STAMP)
+	$(BIN)/consentry schemas
 
 clean:
 	rm -rf $(VENV) $(PEER_VENV) var .pytest_cache

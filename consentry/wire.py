@@ -20,18 +20,11 @@ import orjson
 
 from consentry.domain.model import (
     ENFORCED,
-    MAX_ID_LENGTH,
-    MAX_LANG_LENGTH,
     MAX_POST_BYTES,
-    MAX_REASON_LENGTH,
     NO_NOTICES,
-    NOTICE_CHANNELS,
     OBJECT,
-    OBJECTION_CHANNELS,
-    OBJECTION_KINDS,
     PURGED,
     REJECTED_RAW_LIMIT,
-    VISIBILITIES,
     AwaitingObjection,
     ConsentState,
     EnforcementView,
@@ -45,11 +38,14 @@ from consentry.domain.model import (
     PurgeMarker,
     Receipt,
     UserStatus,
-    identifier_problem,
-    is_country_code,
     notice_facts,
 )
+from consentry.contract import NOTICE, OBJECTION, POST, Validator
 from consentry.timeutil import format_rfc3339, parse_rfc3339
+
+# The checks of the contract's messages, compiled from their one declaration (consentry.contract),
+# which also generates the JSON Schemas under schemas/.
+_POST, _OBJECTION, _NOTICE = Validator(POST), Validator(OBJECTION), Validator(NOTICE)
 
 # --------------------------------------------------------------------------- posts
 
@@ -62,48 +58,6 @@ def _is_canonical_utc(text: str) -> bool:
     return n == 20 or (n == 27 and text[19] == "." and text[20:26] != "000000")
 
 
-def _check_id(obj: dict[str, Any], name: str) -> str | Invalid:
-    value = obj.get(name)
-    if value is None:
-        return Invalid("missing_field", f"required field '{name}' is missing")
-    if type(value) is not str:
-        return Invalid("wrong_type", f"'{name}' must be a string")
-    if not value or len(value) > MAX_ID_LENGTH:
-        return Invalid("bad_value", f"'{name}' must be 1 to {MAX_ID_LENGTH} characters")
-    if "\x00" in value:
-        return Invalid("null_byte", f"'{name}' contains a NUL character")
-    problem = identifier_problem(value)
-    if problem is not None:
-        return Invalid("not_canonical", f"'{name}' {problem}; identifiers are compared exactly and never normalised")
-    return value
-
-
-def _is_plain_id(value: object) -> bool:
-    """The common case, checked in C: a printable ASCII id of the right length without
-    surrounding spaces is canonical (the hot path; anything else takes `_check_id`)."""
-    return (
-        type(value) is str
-        and 0 < len(value) <= MAX_ID_LENGTH
-        and value.isascii()
-        and value.isprintable()
-        and value[0] != " "
-        and value[-1] != " "
-    )
-
-
-def _optional_str(obj: dict[str, Any], name: str, max_length: int) -> str | None | Invalid:
-    value = obj.get(name)
-    if value is None:
-        return None
-    if type(value) is not str:
-        return Invalid("wrong_type", f"'{name}' must be a string or null")
-    if len(value) > max_length:
-        return Invalid("bad_value", f"'{name}' is longer than {max_length} characters")
-    if "\x00" in value:
-        return Invalid("null_byte", f"'{name}' contains a NUL character")
-    return value
-
-
 def parse_post(value: bytes | None, key: bytes | None) -> Post | Invalid:
     """Validate one `posts` message against the contract."""
     if value is None:
@@ -113,61 +67,51 @@ def parse_post(value: bytes | None, key: bytes | None) -> Post | Invalid:
     try:
         obj = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
+        if value[:1] == MAGIC_BYTE and len(value) >= FRAME_HEADER_BYTES:
+            return Invalid(
+                "bad_framing",
+                f"value starts with a Schema Registry header (schema id {int.from_bytes(value[1:5], 'big')}), but plain JSON is expected: "
+                "set CONSENTRY_POSTS_FRAMING=schema-registry",
+            )
         return Invalid("invalid_json", f"value is not valid UTF-8 JSON ({exc.msg})")
     if type(obj) is not dict:
         return Invalid("not_an_object", f"value is a JSON {type(obj).__name__}, not an object")
 
-    post_id = obj.get("post_id")
-    if not _is_plain_id(post_id):
-        post_id = _check_id(obj, "post_id")
-        if type(post_id) is Invalid:
-            return post_id
-    user_id = obj.get("user_id")
-    if not _is_plain_id(user_id):
-        user_id = _check_id(obj, "user_id")
-        if type(user_id) is Invalid:
-            return user_id
-    if key is None:
-        return Invalid("key_mismatch", "message has no key; the key must be the user_id")
-    if key != user_id.encode():
-        return Invalid("key_mismatch", "message key differs from its user_id")
-
-    created_at = obj.get("created_at")
-    if created_at is None:
-        return Invalid("missing_field", "required field 'created_at' is missing")
-    if type(created_at) is not str:
-        return Invalid("wrong_type", "'created_at' must be a string")
-    created_at_us = parse_rfc3339(created_at)
-    if created_at_us is None:
-        return Invalid("bad_timestamp", "'created_at' is not an RFC 3339 date-time with a time zone")
-
-    visibility = obj.get("visibility")
-    if visibility is None:
-        return Invalid("missing_field", "required field 'visibility' is missing")
-    if type(visibility) is not str or visibility not in VISIBILITIES:  # type first: a list is unhashable
-        return Invalid("bad_value", "'visibility' must be one of public, friends, private")
-
-    text = obj.get("text")
-    if text is None:
-        return Invalid("missing_field", "required field 'text' is missing")
-    if type(text) is not str:
-        return Invalid("wrong_type", "'text' must be a string")
-    if "\x00" in text:
-        return Invalid("null_byte", "'text' contains a NUL character")
-
-    lang = _optional_str(obj, "lang", MAX_LANG_LENGTH)
-    if type(lang) is Invalid:
-        return lang
-    country = obj.get("country")
-    if country is not None and not is_country_code(country):
-        return Invalid("bad_value", "'country' must be an ISO 3166-1 alpha-2 code such as FR")
-
-    minor = obj.get("author_is_minor", False)
-    if type(minor) is not bool:
-        # null or "false" is not an answer: when we cannot tell, fail closed.
-        return Invalid("wrong_type", "'author_is_minor' must be true or false")
-
+    values = _POST.validate(obj, key)
+    if type(values) is Invalid:
+        return values
+    post_id, user_id, _key, created_at, created_at_us, visibility, text, lang, country, minor = values
     return Post(post_id, user_id, created_at_us, visibility, text, lang, country, minor, created_at if _is_canonical_utc(created_at) else None)
+
+
+# The framing of a Confluent-compatible Schema Registry serializer: magic byte 0, the schema id
+# (4 bytes, big-endian), then the document (JSON for the JSON Schema serializer).
+MAGIC_BYTE = b"\x00"
+FRAME_HEADER_BYTES = 5
+PLAIN = "json"
+SCHEMA_REGISTRY = "schema-registry"
+FRAMINGS = (PLAIN, SCHEMA_REGISTRY)
+
+
+def unframe(value: bytes | None) -> bytes | None | Invalid:
+    """The JSON inside a value framed by a Schema Registry JSON serializer, or why the value is
+    not framed so (`bad_framing`). No value stays no value (parse_post says `empty`). The schema
+    id is not checked: Consentry reads the JSON, whatever schema version the producer registered."""
+    if value is None:
+        return None
+    if len(value) < FRAME_HEADER_BYTES or value[:1] != MAGIC_BYTE:
+        what = "plain JSON" if value[:1] in (b"{", b"[", b" ", b"\n") else f"{len(value)} bytes starting with 0x{value[:1].hex() or '(none)'}"
+        return Invalid(
+            "bad_framing",
+            f"value is {what}, not framed by a Schema Registry serializer (magic byte 0, a 4-byte schema id, then JSON), "
+            "as CONSENTRY_POSTS_FRAMING=schema-registry requires",
+        )
+    return value[FRAME_HEADER_BYTES:]
+
+
+def frame(value: bytes, schema_id: int) -> bytes:
+    """`value` framed as a Schema Registry JSON serializer frames it (for producers and tests)."""
+    return MAGIC_BYTE + schema_id.to_bytes(4, "big") + value
 
 
 # ------------------------------------------------------------------ posts.rejected
@@ -263,30 +207,10 @@ def parse_training_message(value: bytes) -> dict[str, Any] | PurgeMarker | Inval
 def objection_from_dict(obj: Any) -> ObjectionEvent | Invalid:
     if type(obj) is not dict:
         return Invalid("not_an_object", "objection event is not a JSON object")
-    objection_id = _check_id(obj, "objection_id")
-    if type(objection_id) is Invalid:
-        return objection_id
-    user_id = _check_id(obj, "user_id")
-    if type(user_id) is Invalid:
-        return user_id
-    kind = obj.get("kind")
-    if type(kind) is not str or kind not in OBJECTION_KINDS:
-        return Invalid("bad_value", "'kind' must be 'object' or 'withdraw'")
-    received_at = obj.get("received_at")
-    if type(received_at) is not str:
-        return Invalid("missing_field", "'received_at' must be an RFC 3339 string")
-    received_at_us = parse_rfc3339(received_at)
-    if received_at_us is None:
-        return Invalid("bad_timestamp", "'received_at' is not an RFC 3339 date-time with a time zone")
-    channel = obj.get("channel")
-    if type(channel) is not str or channel not in OBJECTION_CHANNELS:
-        return Invalid("bad_value", "'channel' must be one of web, app, email, api, import")
-    reason = _optional_str(obj, "reason", MAX_REASON_LENGTH)
-    if type(reason) is Invalid:
-        return reason
-    notice_version = _optional_str(obj, "notice_version", MAX_ID_LENGTH)
-    if type(notice_version) is Invalid:
-        return notice_version
+    values = _OBJECTION.validate(obj)
+    if type(values) is Invalid:
+        return values
+    objection_id, user_id, kind, _received_at, received_at_us, channel, reason, notice_version = values
     return ObjectionEvent(objection_id, user_id, kind, received_at_us, channel, reason, notice_version)
 
 
@@ -332,29 +256,10 @@ def check_objection(event: ObjectionEvent) -> Invalid | None:
 def notice_from_dict(obj: Any) -> Notice | Invalid:
     if type(obj) is not dict:
         return Invalid("not_an_object", "notice is not a JSON object")
-    notice_id = _check_id(obj, "notice_id")
-    if type(notice_id) is Invalid:
-        return notice_id
-    user_id = _check_id(obj, "user_id")
-    if type(user_id) is Invalid:
-        return user_id
-    version = _check_id(obj, "notice_version")
-    if type(version) is Invalid:
-        return version
-    channel = obj.get("channel")
-    if type(channel) is not str or channel not in NOTICE_CHANNELS:
-        return Invalid("bad_value", "'channel' must be 'email' or 'in_app'")
-    sent_at = obj.get("sent_at")
-    if type(sent_at) is not str:
-        return Invalid("missing_field", "'sent_at' must be an RFC 3339 string")
-    sent_at_us = parse_rfc3339(sent_at)
-    if sent_at_us is None:
-        return Invalid("bad_timestamp", "'sent_at' is not an RFC 3339 date-time with a time zone")
-    country = obj.get("country")
-    if country is None:
-        return Invalid("missing_field", "required field 'country' is missing")
-    if not is_country_code(country):
-        return Invalid("bad_value", "'country' must be an ISO 3166-1 alpha-2 code such as FR")
+    values = _NOTICE.validate(obj)
+    if type(values) is Invalid:
+        return values
+    notice_id, user_id, version, channel, _sent_at, sent_at_us, country = values
     return Notice(notice_id, user_id, version, channel, sent_at_us, country)
 
 

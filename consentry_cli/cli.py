@@ -18,6 +18,21 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Consentry: k
 console = Console(stderr=True)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from consentry import __version__
+
+        print(f"consentry {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Consentry: keeps the data of people who object out of AI training."""
+
+
 @app.command()
 def up(demo: Annotated[bool, typer.Option("--demo", help="Add a synthetic load of posts and objections.")] = False) -> None:
     """Start the broker (unless KAFKA_BOOTSTRAP_SERVERS is set), the topics and every service."""
@@ -345,6 +360,157 @@ def dead_letters(
         written = asyncio.run(write_events(settings, letters, write))
         for name, count in sorted(written.items()):
             console.print(f"{write / (name + '.jsonl') if name != 'gone' else 'no longer in their topic'}: {count}", soft_wrap=True)
+
+
+@app.command()
+def schemas(
+    directory: Annotated[Path, typer.Option("--dir", help="Where to write them.")] = Path("schemas"),
+    check: Annotated[bool, typer.Option("--check", help="Write nothing: exit 1 when a file differs from what the code declares.")] = False,
+) -> None:
+    """Write the JSON Schemas of the contract's messages (generated from consentry/contract.py,
+    the declarations the code validates with) to schemas/."""
+    from consentry.contract import schema_files
+
+    stale = []
+    for name, text in schema_files().items():
+        path = directory / name
+        if path.exists() and path.read_text() == text:
+            continue
+        stale.append(path)
+        if not check:
+            directory.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    if check and stale:
+        console.print(f"[bold red]stale:[/] {', '.join(map(str, stale))}: run `consentry schemas`", soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"{len(schema_files())} schemas in {directory}" + (f" ({len(stale)} written)" if stale and not check else " (up to date)"))
+
+
+@app.command()
+def produce(
+    topic: Annotated[str, typer.Argument(help="The topic (posts, notices, objections, ...; CONSENTRY_TOPIC_PREFIX is prepended).")],
+    file: Annotated[Path | None, typer.Argument(exists=True, dir_okay=False, help="JSON Lines to send (default: standard input).")] = None,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="Check posts, notices and objections against the contract first; skip and list the invalid lines.")] = True,
+    schema_id: Annotated[int | None, typer.Option(help="Frame each value as a Schema Registry JSON serializer does, with this schema id (CONSENTRY_POSTS_FRAMING=schema-registry).")] = None,
+    show: Annotated[int, typer.Option(help="How many skipped lines to list.")] = 20,
+) -> None:
+    """Publish JSON Lines to TOPIC, each keyed by its user_id, acknowledged by the broker (acks=all),
+    with progress on stderr."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn
+
+    from consentry.settings import CommonSettings
+    from consentry_cli.tools import produce as run, read_lines, stdin_lines, topic_name
+
+    settings = CommonSettings()
+    name = topic_name(settings, topic)
+    source = file.open("rb") if file is not None else None
+    started = time.monotonic()
+    columns = (TextColumn(f"{name}: {{task.fields[sent]:,}} sent"), BarColumn(), DownloadColumn()) if file else (SpinnerColumn(), TextColumn(f"{name}: {{task.fields[sent]:,}} sent"))
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task("produce", total=file.stat().st_size if file else None, sent=0)
+
+            def update(report) -> None:  # type: ignore[no-untyped-def]
+                progress.update(task, completed=source.tell() if source else None, sent=report.sent)
+
+            report = asyncio.run(run(settings, name, read_lines(source) if source else stdin_lines(), check=check, schema_id=schema_id, progress=update))
+    finally:
+        if source is not None:
+            source.close()
+    console.print(f"{report.lines:,} lines: sent {report.sent:,}, skipped {len(report.skipped):,} in {time.monotonic() - started:.1f}s")
+    for line, reason in report.skipped[:show]:
+        console.print(f"  line {line}: {reason}", soft_wrap=True, markup=False)
+    if len(report.skipped) > show:
+        console.print(f"  ... and {len(report.skipped) - show:,} more")
+    if report.skipped:
+        raise typer.Exit(1)
+
+
+@app.command()
+def tail(
+    topic: Annotated[str, typer.Argument(help="The topic (CONSENTRY_TOPIC_PREFIX is prepended).")],
+    from_beginning: Annotated[bool, typer.Option("--from-beginning", help="Start at the oldest record (default: only new ones).")] = False,
+    user: Annotated[str | None, typer.Option(help="Only the records of this user (their key, or their user_id).")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Each value as it is, one per line (default: where, when, key and the JSON indented).")] = False,
+    max_records: Annotated[int | None, typer.Option("--max", min=1, help="Stop after this many records.")] = None,
+    idle: Annotated[float | None, typer.Option(help="Stop after this many seconds without a record.")] = None,
+) -> None:
+    """Print the records of TOPIC as they arrive (every partition; no consumer group, nothing committed)."""
+    from consentry.settings import CommonSettings
+    from consentry_cli.tools import tail as run, topic_name
+
+    settings = CommonSettings()
+    name = topic_name(settings, topic)
+    try:
+        shown = asyncio.run(
+            run(
+                settings, name, from_beginning=from_beginning, user=user, raw=raw, limit=max_records, idle=idle, out=sys.stdout,
+                ready=lambda n: console.print(f"tailing {name} ({n} partitions) from the {'beginning' if from_beginning else 'end'}" + (f", user {user}" if user else "")),
+            )
+        )
+    except LookupError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        return
+    console.print(f"{shown:,} records")
+
+
+@app.command()
+def status(
+    user: Annotated[str, typer.Argument(help="The user_id.")],
+    rows: Annotated[bool, typer.Option("--rows", help="Also count the user's rows in the training store (TRAINING_STORE_URI; counts only).")] = False,
+    store_only: Annotated[bool, typer.Option("--store-only", help="Ask the training store only (where the consent service is out of reach, as from the sink): the home partition and the rows.")] = False,
+    raw: Annotated[bool, typer.Option("--raw", help="Print the consent service's JSON document only.")] = False,
+) -> None:
+    """A person's state for an operator: the consent service's document (status, history with
+    the time of each step, notices; CONSENTRY_CONSENT_URL with CONSENTRY_SERVICE_TOKEN), their
+    home partition and, with --rows, their rows in the training store."""
+    import json
+
+    from consentry.domain.model import identifier_problem
+    from consentry.partitioning import home_partition
+    from consentry_cli.tools import consent_status, stored_rows
+    from services.gateway.settings import GatewaySettings
+
+    problem = identifier_problem(user)
+    if problem is not None:
+        console.print(f"[bold red]error:[/] the user id {problem} (docs: canonical identifiers)")
+        raise typer.Exit(2)
+    if store_only:
+        from consentry.settings import CommonSettings
+        from services.sink.settings import SinkSettings
+
+        partitions = CommonSettings().partitions
+        store = SinkSettings().store_uri
+        print(f"home partition: {home_partition(user, partitions)} of {partitions}")
+        print(f"rows in the training store ({store}): {stored_rows(str(store), user)}")
+        return
+    settings = GatewaySettings()
+    try:
+        code, document = consent_status(settings.consent_url, settings.service_token, user)
+    except OSError as exc:
+        console.print(f"[bold red]error:[/] the consent service at {settings.consent_url} did not answer ({exc})", soft_wrap=True)
+        raise typer.Exit(1) from exc
+    if code != 200:
+        console.print(f"[bold red]error:[/] the consent service answered {code}: {document.get('detail', document)}", soft_wrap=True)
+        raise typer.Exit(1)
+    if raw:
+        print(json.dumps(document, ensure_ascii=False))
+        return
+    print(f"user {user}: {document['status']}" + (" (objected)" if document["objected"] else ""))
+    print(f"home partition: {home_partition(user, settings.partitions)} of {settings.partitions}")
+    for entry in document["history"]:
+        steps = "  ".join(f"{name} {entry[name]}" for name in ("received_at", "enforced_at", "purged_at") if entry.get(name))
+        purged = f"  rows_purged {entry['rows_purged']}" if entry.get("rows_purged") is not None else ""
+        print(f"  {entry['kind']:<8} {entry['objection_id']}  ({entry['channel']})  {steps}{purged}")
+    for notice in document.get("notices", []):
+        print(f"  notice   {notice['notice_id']}  ({notice['channel']}, {notice['country']}, version {notice['notice_version']})  sent_at {notice['sent_at']}")
+    if rows:
+        from services.sink.settings import SinkSettings
+
+        store = SinkSettings().store_uri
+        print(f"rows in the training store ({store}): {stored_rows(str(store), user)}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -25,6 +25,10 @@ class IngestSettings(CommonSettings):
         default=300_000, gt=0, description="Longest gap between two polls of `posts` before the group drops the worker."
     )
 
+    posts_framing: Literal["json", "schema-registry"] = Field(
+        default="json",
+        description="How values on `posts` are framed: plain JSON, or as a Confluent-compatible Schema Registry JSON serializer frames them (magic byte 0, 4-byte schema id, JSON).",
+    )
     notice_rule: Literal["on", "off"] = Field(
         default="on",
         description="'off' accepts posts without any notice: only where the platform has no notice obligation at all.",

@@ -28,7 +28,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from consentry import failpoints
 from consentry.domain.eligibility import decide
 from consentry.domain.model import ENFORCED, Decision, Invalid, PurgeMarker, Receipt
-from consentry.wire import encode_purge_marker, encode_receipt, encode_rejection, encode_training_post, parse_post
+from consentry.wire import SCHEMA_REGISTRY, encode_purge_marker, encode_receipt, encode_rejection, encode_training_post, parse_post, unframe
 from consentry.kafka import BatchSender, client_options, producer_options, wait_partitions
 from consentry.kafka_worker import Batch, Bounds, Flushed, KafkaWorker, group_consumer
 from consentry.partitioning import home_partition
@@ -68,6 +68,7 @@ class IngestWorker(KafkaWorker):
         self.partitions = settings.partitions
         self.view = ConsentView()
         self.notice_policy = settings.notice_policy  # None: the notice rule is off
+        self.posts_framing = settings.posts_framing  # json, or schema-registry (consentry.wire.unframe)
         self.deferred = DeferredPosts(settings, self.view)
         self._owned_homes: set[int] = set()
         self._emitted: dict[str, set[str]] = {}  # user -> objection ids marked by this process
@@ -299,11 +300,16 @@ class IngestWorker(KafkaWorker):
         # Hoisted out of the per-post loop (hot path: attribute and property look-ups show in profiles).
         append, intervals, notices, direct = sender.append, view.intervals, view.notices, self.direct
         training_posts, posts_by_user, accept, deferred = topics.training_posts, topics.posts_by_user, Decision.ACCEPT, Decision.DEFERRED
+        schema_registry = self.posts_framing == SCHEMA_REGISTRY
         for tp, records in batch.items():
             from_posts = tp.topic == topics.posts
             metrics.POSTS_IN.labels("posts" if from_posts else "posts_by_user").inc(len(records))
+            framed = from_posts and schema_registry
             for record in records:
-                post = parse_post(record.value, record.key)
+                # The framing is the upstream producers' (posts): what ingest writes (re-keyed,
+                # deferred) is the post's plain JSON.
+                value = unframe(record.value) if framed else record.value
+                post = value if type(value) is Invalid else parse_post(value, record.key)
                 if type(post) is Invalid:
                     rejected[post.code] = rejected.get(post.code, 0) + 1
                     sender.append(
@@ -316,18 +322,18 @@ class IngestWorker(KafkaWorker):
                 home = home_partition(post.user_id, n)
                 if from_posts and not (direct and home == tp.partition and home in owned):
                     moved += 1
-                    append(posts_by_user, home, record.key, record.value)
+                    append(posts_by_user, home, record.key, value)
                     continue
                 if home not in owned:  # cannot happen with range assignment; never decide blind
                     moved += 1
-                    append(posts_by_user, home, record.key, record.value)
+                    append(posts_by_user, home, record.key, value)
                     continue
                 decision = decide(post, intervals(home, post.user_id), now, notices(home, post.user_id), policy)
                 if decision is accept:
                     accepted += 1
                     append(training_posts, home, record.key, encode_training_post(post, now))
                 elif decision is deferred:  # not a drop: held until the notice grace period ends
-                    self.deferred.hold(home, post, record.value)
+                    self.deferred.hold(home, post, value)
                 else:
                     dropped[decision] = dropped.get(decision, 0) + 1
             self._positions[tp] = records[-1].offset + 1

@@ -33,7 +33,8 @@ from tests.support.deploy import ROOT, load_yaml
 DOCUMENT = ROOT / "docs" / "asyncapi.yaml"
 SCHEMA = Path(__file__).parent / "schemas" / "asyncapi-3.0.0.json"
 SCHEMA_SHA256 = "abe96881dbfaad495ccbb6bd8d3fb43ca18a13b9d7564849ccb66f39d5e5b20f"
-DOC_URI = "urn:consentry:asyncapi"
+DOC_URI = DOCUMENT.as_uri()  # a file URI: the generated schemas are referenced relative to it (../schemas/)
+SCHEMAS = ROOT / "schemas"
 
 
 def ts(text: str) -> int:
@@ -58,6 +59,8 @@ def asyncapi_validator() -> jsonschema.Draft7Validator:
 def payload(document: dict[str, Any]):  # type: ignore[no-untyped-def]
     """payload(message_name) -> a validator of that message's payload schema."""
     registry = Registry().with_resource(DOC_URI, DRAFT7.create_resource(document))
+    for path in SCHEMAS.glob("*.json"):  # generated from consentry/contract.py (`consentry schemas`)
+        registry = registry.with_resource(path.as_uri(), DRAFT7.create_resource(json.loads(path.read_text())))
 
     def validator(message: str) -> jsonschema.Draft7Validator:
         ref = document["components"]["messages"][message]["payload"]["$ref"]
@@ -100,6 +103,9 @@ def test_every_reference_resolves(document) -> None:  # type: ignore[no-untyped-
         return []
 
     for ref in refs(document):
+        if not ref.startswith("#"):  # a generated schema under schemas/
+            assert (DOCUMENT.parent / ref).resolve().parent == SCHEMAS and (DOCUMENT.parent / ref).is_file(), f"{ref} does not resolve"
+            continue
         target: Any = document
         for part in ref.removeprefix("#/").split("/"):
             assert isinstance(target, dict) and part in target, f"{ref} does not resolve"

@@ -72,3 +72,22 @@ def test_the_threat_model_names_every_attack_test() -> None:
     for path in ("tests/integration/test_gateway_attacks.py", "tests/e2e/test_internal_doors.py"):
         attacks = set(re.findall(r"^def (test_\w+)\(", (ROOT / path).read_text(), re.MULTILINE))
         assert attacks <= named, f"{path}: {sorted(attacks - named)} not in docs/security.md"
+
+
+def test_the_readmes_commands_table_lists_every_command() -> None:
+    from typer.main import get_command
+
+    from consentry_cli.cli import app
+
+    commands = set(get_command(app).commands)  # type: ignore[attr-defined]
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Commands")[1].split("\n## ")[0]
+    listed = {n for row in table_rows_of(table) for pair in re.findall(r"`consentry ([a-z][a-z-]*)|/ `([a-z][a-z-]*)`", row[0]) for n in pair if n}
+
+    assert commands - listed == set(), "commands missing from the README's commands table"
+    assert listed - commands == set(), "the README lists commands that do not exist"
+    assert "`consentry --version`" in table
+
+
+def table_rows_of(markdown: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in markdown.splitlines() if line.startswith("|") and not line.startswith("| ---")]

@@ -3,8 +3,12 @@ the gateway, and the training store keeps only what the contract allows."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
+from consentry.partitioning import home_partition
 from consentry.scrape import total
 from consentry.timeutil import format_rfc3339, now_us, parse_rfc3339
 from tests.support.system import System
@@ -24,6 +28,12 @@ def post(post_id: str, user: str, *, created_us: int | None = None, visibility: 
         "country": "FR",
         "author_is_minor": minor,
     }
+
+
+def consentry_status(system: System, user: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "consentry_cli", "status", user, "--rows"], env=system.env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def stored_ids(system: System) -> list[str]:
@@ -68,6 +78,15 @@ def test_objection_purges_stored_posts_and_keeps_later_ones_out(system: System) 
     assert parse_rfc3339(entry["received_at"]) <= parse_rfc3339(entry["enforced_at"]) <= parse_rfc3339(entry["purged_at"])
     assert entry["rows_purged"] == 2
     assert stored_ids(system) == ["alice-1", "alice-2"]
+
+    # The same two people as an operator sees them: `consentry status` (the runbook's first step).
+    bob = consentry_status(system, "bob")
+    assert bob.startswith("user bob: purged (objected)\n"), bob
+    assert f"home partition: {home_partition('bob', system.partitions)} of {system.partitions}" in bob
+    assert f"object   {receipt['objection_id']}  (web)" in bob and "purged_at" in bob and "rows_purged 2" in bob
+    assert bob.rstrip().endswith("): 0")  # rows left in the training store
+    alice = consentry_status(system, "alice")
+    assert alice.startswith("user alice: none\n") and alice.rstrip().endswith("): 2"), alice
 
     # After the objection: bob's new posts, and his old ones arriving late, stay out.
     system.publish_posts([post("bob-3", "bob"), post("bob-old", "bob", created_us=before_objection - 10_000_000), post("alice-3", "alice")])

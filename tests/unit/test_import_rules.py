@@ -130,3 +130,28 @@ def test_the_rules_see_every_kind_of_import(tmp_path: Path) -> None:
     found = {module for _line, module in imports_of(sample, "consentry.domain.sample")}
     assert {"consentry.domain.model", "consentry.wire", "services.ingest"} <= found
     assert project_module("consentry.wire") and not project_module("orjson")
+
+
+def test_the_client_library_needs_no_server_and_imports_its_extras_lazily() -> None:
+    """consentry.client is for the platform's producers and notice sender: no service, no
+    command line, no faust or fastapi at all; at import time the standard library and the
+    stdlib-only kernel modules only (aiokafka and PyJWT inside the functions that use them)."""
+    stdlib_kernel = ("consentry.contract", "consentry.domain", "consentry.timeutil", "consentry.client")
+    server = ("services", "consentry_cli", "faust", "fastapi", "uvicorn", "mode", "rocksdict", "deltalake")
+
+    def forbidden(importer: str, module: str) -> str | None:
+        if any(is_under(module, top) for top in server):
+            return "the client library imports no service, no command line, no server library"
+        return None
+
+    files = python_files("consentry/client")
+    assert files and violations(files, forbidden) == []
+    for path in files:
+        top_level = [n for n in ast.parse(path.read_text()).body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        for node in top_level:
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for module in modules:
+                top = module.split(".")[0]
+                assert top in sys.stdlib_module_names or top == "__future__" or any(is_under(module, m) for m in stdlib_kernel), (
+                    f"{path.relative_to(ROOT)}:{node.lineno} imports {module} at import time: import it where it is used"
+                )

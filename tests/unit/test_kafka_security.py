@@ -215,7 +215,13 @@ CONNECTION_TAKERS = {"group_consumer", "record_timestamps", "true_end_offsets"} 
 # client_connection: what faust's own client was built with (from faust_credentials), in consentry.patches.
 OPTION_HELPERS = {"client_options", "producer_options", "client_connection"}
 # The one client left PLAINTEXT on purpose: the embedded broker's own readiness probe on 127.0.0.1.
-ALLOWED = {("consentry_cli/broker.py", "wait_for_metadata")}
+ALLOWED = {
+    ("consentry_cli/broker.py", "wait_for_metadata"),
+    # The client library of the platform's producers (standard library at import: it reads no
+    # Consentry setting); their security options come as `producer_options` (security_protocol,
+    # ssl_context, sasl_*), passed to the producer whole.
+    ("consentry/client/__init__.py", "_publish"),
+}
 
 
 def _name(node: ast.AST) -> str | None:
