@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
-from urllib.parse import quote
+from urllib.parse import urlencode
 
 from consentry.settings import CommonSettings
 
@@ -181,12 +181,12 @@ async def tail(
 
 
 def consent_status(consent_url: str, service_token: str | None, user: str, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, document) of the consent service's view of `user` (`/v1/users/{user}`,
+    """(HTTP status, document) of the consent service's view of `user` (`/v1/user/status?user_id=`,
     the document `GET /v1/objections/me` shows the person)."""
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(f"{consent_url.rstrip('/')}/v1/users/{quote(user, safe='')}")
+    request = urllib.request.Request(f"{consent_url.rstrip('/')}/v1/user/status?{urlencode({'user_id': user})}")
     if service_token:
         request.add_header("Authorization", f"Bearer {service_token}")
     try:

@@ -99,7 +99,7 @@ def enforced(system: System, user: str, objection_id: str) -> bool:
     False while none can answer."""
     for instance in system.running("consent"):
         try:
-            response = httpx.get(f"{system.url(instance)}/v1/users/{user}", timeout=2)
+            response = httpx.get(f"{system.url(instance)}/v1/user/status", params={"user_id": user}, timeout=2)
         except httpx.HTTPError:
             continue
         if response.status_code == 200:

@@ -180,7 +180,7 @@ def acknowledged_by_fuzz(entries: list[dict]) -> dict[str, set[tuple[str, str]]]
 
 
 def check_applied(system: System, acknowledged: dict[str, set[tuple[str, str]]]) -> None:
-    """Each in the consent state (`/v1/users/{id}` of the consent service), objection events
+    """Each in the consent state (`/v1/user/status?user_id=` of the consent service), objection events
     enforced by ingest, within the deadline."""
     def missing() -> list[str]:
         out = []
