@@ -1,19 +1,26 @@
 # Two commands on a fresh machine: `make run` and `make test`.
-# Each creates .venv in the checkout if missing and installs the project with its dev extras.
+# Each creates .venv in the checkout if missing and installs the project with its dev extras,
+# at the versions and hashes of requirements/dev.txt (`make lock` re-pins it from pyproject.toml).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-e2e test-deploy test-reliability clean venv bench
+.PHONY: run test test-unit test-e2e test-deploy test-reliability clean venv bench lock
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Exactly the versions of the lock (requirements/dev.txt: pyproject's pins and everything they pull
+# in, each file checked against its hash), then the project itself without resolving anything.
+$(STAMP): pyproject.toml requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+## Re-pin requirements/*.txt (with hashes) after changing pyproject.toml; then `make test`.
+lock:
+	./scripts/lock.sh
 
 ## Run the whole system on the embedded broker with a demo load.
 run: $(STAMP)
