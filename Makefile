@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-e2e test-deploy test-reliability clean venv bench lock
+.PHONY: run test test-unit test-e2e test-deploy test-reliability clean venv bench lock chart
 
 venv: $(STAMP)
 
@@ -54,6 +54,12 @@ bench: $(BENCH_STAMP) $(PEER_VENV)/.installed
 test-reliability: $(STAMP)
 	./scripts/ensure-stunnel.sh
 	$(BIN)/python -m pytest -m "not quick" --timeout 1500 tests/reliability tests/integration
+
+## `helm lint` and `helm template` of deploy/helm/consentry, by Helm's own Go SDK (the helm-python-sdk
+## wheel: no helm binary needed); tests/deploy/test_helm.py checks the output in `make test`.
+chart: $(STAMP)
+	$(BIN)/python scripts/helm.py lint deploy/helm/consentry --strict --set keys.existingSecret=consentry-keys
+	$(BIN)/python scripts/helm.py template consentry deploy/helm/consentry --set keys.existingSecret=consentry-keys
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
