@@ -87,6 +87,9 @@ REFUSED = {
     "sink replicas on one volume": ({**KEYS, "sink": {"replicas": 2}}, "needs storage.uri"),
     "more replicas than partitions": ({**KEYS, "ingest": {"replicas": 9}}, "between 1 and partitions"),
     "as many standbys as workers": ({**KEYS, "consent": {"replicas": 2, "standbyReplicas": 2}}, "standbyReplicas must be smaller"),
+    # values.schema.json: the types and the choices.
+    "replicas as a word": ({**KEYS, "consent": {"replicas": "two"}}, "at '/consent/replicas': got string, want integer"),
+    "an unknown operator mode": ({**KEYS, "monitoring": {"prometheusOperator": "yes"}}, "/monitoring/prometheusOperator"),
 }
 
 # deploy/k8s names its objects plainly; the chart prefixes them with the release's full name.
