@@ -12,10 +12,13 @@ venv: $(STAMP)
 
 # Exactly the versions of the lock (requirements/dev.txt: pyproject's pins and everything they pull
 # in, each file checked against its hash), then the project itself without resolving anything.
-$(STAMP): pyproject.toml requirements/dev.txt
+# The installer is uv (from PyPI, itself locked with hashes in requirements/uv.txt): it downloads
+# and installs in parallel, three times faster than pip here.
+$(STAMP): pyproject.toml requirements/dev.txt requirements/uv.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.txt
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/uv.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes -r requirements/dev.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 ## Re-pin requirements/*.txt (with hashes) after changing pyproject.toml; then `make test`.

@@ -59,7 +59,7 @@ def pins(requirements: list[str]) -> dict[str, str]:
 
 
 def test_every_locked_package_is_pinned_with_its_hashes() -> None:
-    for path in (RUNTIME_LOCK, DEV_LOCK):
+    for path in (RUNTIME_LOCK, DEV_LOCK, ROOT / "requirements" / "uv.txt"):
         entries = locked(path)
         assert entries, path
         for name, (_version, hashes, _marker) in entries.items():
@@ -105,11 +105,14 @@ def test_make_venv_installs_the_dev_lock_with_hashes_and_the_project_without_res
     recipe = makefile.split("$(STAMP): ", 1)[1].split("\n\n", 1)[0]
     prerequisites, *commands = recipe.splitlines()
 
-    assert "requirements/dev.txt" in prerequisites.split()
+    assert {"requirements/dev.txt", "requirements/uv.txt"} <= set(prerequisites.split())
     installs = [c.strip() for c in commands if "pip install" in c]
-    assert installs[0].endswith("--require-hashes -r requirements/dev.txt")
-    assert "--no-deps" in installs[1] and installs[1].endswith("-e .")
-    assert len(installs) == 2 and "[dev]" not in recipe
+    assert installs[0].endswith("pip install --quiet --require-hashes -r requirements/uv.txt")  # the installer, locked too
+    assert installs[1].endswith("--require-hashes -r requirements/dev.txt")
+    assert "--no-deps" in installs[2] and installs[2].endswith("-e .")
+    assert len(installs) == 3 and "[dev]" not in recipe
+    uv_lock = locked(ROOT / "requirements" / "uv.txt")
+    assert set(uv_lock) == {"uv"} and uv_lock["uv"][0] == (ROOT / "requirements" / "uv.in").read_text().split("uv==")[1].strip()
 
 
 def test_the_image_installs_the_runtime_lock_without_dev_extras() -> None:
