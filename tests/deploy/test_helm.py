@@ -114,9 +114,8 @@ def rendered(case: str) -> list[dict[str, Any]]:
 
 
 def as_k8s(resource: dict[str, Any]) -> dict[str, Any]:
-    """The chart's object with deploy/k8s's names, its own labels dropped."""
-    named = yaml.safe_load(K8S_NAME.sub(lambda m: m.group(1), yaml.safe_dump(resource)))
-    return named
+    """The chart's object with deploy/k8s's names (consentry-sink -> sink, ...)."""
+    return yaml.safe_load(K8S_NAME.sub(lambda m: m.group(1), yaml.safe_dump(resource)))
 
 
 def component(resource: dict[str, Any]) -> str | None:
