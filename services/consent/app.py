@@ -40,7 +40,7 @@ def create_app(settings: ConsentSettings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000,
-        table_standby_replicas=0,
+        table_standby_replicas=settings.consent_standby_replicas,
         web_enabled=True,
         web_bind=settings.consent_host,
         web_host=settings.consent_host,

@@ -16,6 +16,12 @@ class ConsentSettings(CommonSettings):
         "their partition); default http://CONSENTRY_CONSENT_HOST:CONSENTRY_CONSENT_PORT. Set it when the host is 0.0.0.0.",
     )
     consent_store: str = Field(default="rocksdb://", description="faust table store: rocksdb:// or memory://")
+    consent_standby_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="Warm copies of each consent table partition kept by other workers (faust's table_standby_replicas): a "
+        "partition that moves is recovered from a near-complete copy instead of the whole changelog. Needs more workers than copies.",
+    )
     service_token: str | None = Field(
         default=None, repr=False,
         description="A shared secret the gateway sends (Authorization: Bearer) with every user look-up; required when the "
