@@ -14,12 +14,14 @@ from services.gateway.settings import GatewaySettings
 def worker_app() -> FastAPI:
     """One gateway process's app (uvicorn calls it in each worker)."""
     tune_gc()
-    return create_app(GatewaySettings())
+    settings = GatewaySettings()
+    configure("gateway", settings.log_level, settings.log_format)  # each worker process (spawned) logs the same way
+    return create_app(settings)
 
 
 def main() -> None:
     settings = GatewaySettings()
-    configure("gateway", settings.log_level)
+    configure("gateway", settings.log_level, settings.log_format)
     check_versions()  # refuses library versions consentry.patches was not written for
     try:
         check(settings)  # refuses keys anyone could sign with, before listening anywhere

@@ -28,6 +28,7 @@ from services.gateway.pages import router as pages
 from services.gateway.publisher import KafkaObjectionPublisher, ObjectionPublisher
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.receipts import ReceiptCache
+from services.gateway.requestid import RequestIdMiddleware
 from services.gateway.security import check
 from services.gateway.settings import GatewaySettings
 
@@ -137,7 +138,7 @@ def create_app(settings: GatewaySettings | None = None, publisher: ObjectionPubl
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-            expose_headers=["Retry-After"],
+            expose_headers=["Retry-After", "X-Request-ID"],
             max_age=600,
         )
     app.add_middleware(RequestMetricsMiddleware)
@@ -147,4 +148,6 @@ def create_app(settings: GatewaySettings | None = None, publisher: ObjectionPubl
         # flag) come from X-Forwarded-For / -Proto only when the TCP peer is a trusted proxy;
         # the rightmost address a trusted proxy did not add is the client.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxy_list)
+    # Outermost of all: every response (a 413, a 429) carries its request id.
+    app.add_middleware(RequestIdMiddleware)
     return app

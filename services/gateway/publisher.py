@@ -13,6 +13,7 @@ from consentry.domain.model import Notice, ObjectionEvent
 from consentry.wire import encode_notice, encode_objection
 from consentry.importer import publish_events, publish_objections
 from consentry.kafka import producer_options
+from consentry.logs import ids
 from consentry.partitioning import home_partition
 from services.gateway.settings import GatewaySettings
 
@@ -90,19 +91,22 @@ class KafkaObjectionPublisher(ObjectionPublisher):
         if producer is None:
             raise PublishUnavailable("not connected to the broker yet")
         topic = self.settings.topics.objections
+        partition = home_partition(event.user_id, self.settings.partitions)
         try:
-            await asyncio.wait_for(
-                producer.send_and_wait(
-                    topic,
-                    encode_objection(event),
-                    key=event.user_id.encode(),
-                    partition=home_partition(event.user_id, self.settings.partitions),
-                ),
+            sent = await asyncio.wait_for(
+                producer.send_and_wait(topic, encode_objection(event), key=event.user_id.encode(), partition=partition),
                 timeout=self.settings.publish_timeout_s,
             )
         except Exception as exc:
-            log.error("objection %s not acknowledged by the broker: %s", event.objection_id, type(exc).__name__)
+            log.error(
+                "objection %s not acknowledged by the broker: %s", event.objection_id, type(exc).__name__,
+                extra=ids(user_id=event.user_id, objection_id=event.objection_id, topic=topic, partition=partition),
+            )
             raise PublishUnavailable(str(exc) or type(exc).__name__) from exc
+        log.info(
+            "%s %s acknowledged by the broker", event.kind, event.objection_id,
+            extra=ids(user_id=event.user_id, objection_id=event.objection_id, topic=topic, partition=partition, offset=sent.offset),
+        )
 
     async def publish_many(self, events: Sequence[ObjectionEvent]) -> None:
         producer = self._producer

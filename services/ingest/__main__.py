@@ -10,7 +10,7 @@ from services.ingest.worker import IngestWorker
 
 def main() -> None:
     settings = IngestSettings()
-    configure("ingest", settings.log_level)
+    configure("ingest", settings.log_level, settings.log_format)
     check_versions()  # refuses library versions consentry.patches was not written for
     tune_gc()
     asyncio.run(serve(IngestWorker(settings)))

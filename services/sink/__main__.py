@@ -10,7 +10,7 @@ from services.sink.worker import SinkWorker
 
 def main() -> None:
     settings = SinkSettings()
-    configure("sink", settings.log_level)
+    configure("sink", settings.log_level, settings.log_format)
     check_versions()  # refuses library versions consentry.patches was not written for
     tune_gc()
     asyncio.run(serve(SinkWorker(settings)))
