@@ -46,6 +46,11 @@ class CommonSettings(BaseSettings):
         default="text", description="'json': one JSON object per log line (consentry/logs.py); 'text': readable lines."
     )
 
+    otlp_endpoint: str | None = Field(
+        default=None, description="OpenTelemetry collector (OTLP/HTTP, e.g. http://collector:4318): traces of each objection's path; unset: no tracing."
+    )
+    trace_file: Path | None = Field(default=None, description="Write spans as JSON lines to this file (tests, debugging); unset: no file.")
+
     # Consent, ingest and the sink are consumer-group members; one definition for all three.
     session_timeout_ms: int = Field(default=10_000, description="Consumer group session timeout.")
     heartbeat_interval_ms: int = Field(default=2_000, description="Consumer group heartbeat interval.")

@@ -1,5 +1,6 @@
 import sys
 
+from consentry import tracing
 from services.consent.app import create_app
 from services.consent.settings import ConsentSettings
 from services.consent.views import InsecureConfiguration
@@ -10,6 +11,7 @@ FAUST_LEVELS = {"CRITICAL": "crit", "CRIT": "crit", "ERROR": "error", "WARNING":
 
 def main() -> None:
     settings = ConsentSettings()
+    tracing.setup("consent", settings.otlp_endpoint, settings.trace_file)
     try:
         app = create_app(settings)
     except InsecureConfiguration as exc:

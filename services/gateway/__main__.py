@@ -3,6 +3,7 @@ import sys
 import uvicorn
 from fastapi import FastAPI
 
+from consentry import tracing
 from consentry.logs import configure
 from consentry.patches import check_versions
 from consentry.runtime import tune_gc
@@ -16,6 +17,7 @@ def worker_app() -> FastAPI:
     tune_gc()
     settings = GatewaySettings()
     configure("gateway", settings.log_level, settings.log_format)  # each worker process (spawned) logs the same way
+    tracing.setup("gateway", settings.otlp_endpoint, settings.trace_file)
     return create_app(settings)
 
 

@@ -1,5 +1,6 @@
 import asyncio
 
+from consentry import tracing
 from consentry.logs import configure
 from consentry.patches import check_versions
 from consentry.runner import serve
@@ -11,6 +12,7 @@ from services.ingest.worker import IngestWorker
 def main() -> None:
     settings = IngestSettings()
     configure("ingest", settings.log_level, settings.log_format)
+    tracing.setup("ingest", settings.otlp_endpoint, settings.trace_file)
     check_versions()  # refuses library versions consentry.patches was not written for
     tune_gc()
     asyncio.run(serve(IngestWorker(settings)))

@@ -1,5 +1,6 @@
 import asyncio
 
+from consentry import tracing
 from consentry.logs import configure
 from consentry.patches import check_versions
 from consentry.runner import serve
@@ -11,6 +12,7 @@ from services.sink.worker import SinkWorker
 def main() -> None:
     settings = SinkSettings()
     configure("sink", settings.log_level, settings.log_format)
+    tracing.setup("sink", settings.otlp_endpoint, settings.trace_file)
     check_versions()  # refuses library versions consentry.patches was not written for
     tune_gc()
     asyncio.run(serve(SinkWorker(settings)))

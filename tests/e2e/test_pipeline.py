@@ -3,11 +3,14 @@ the gateway, and the training store keeps only what the contract allows."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from consentry.scrape import total
 from consentry.timeutil import format_rfc3339, now_us, parse_rfc3339
 from tests.support.system import System
+from tests.support.traces import assert_one_connected_trace, tracing_env
 from tests.support.wait import eventually
 
 pytestmark = pytest.mark.e2e
@@ -30,9 +33,9 @@ def stored_ids(system: System) -> list[str]:
     return sorted(row["post_id"] for row in system.training_rows())
 
 
-def test_objection_purges_stored_posts_and_keeps_later_ones_out(system: System) -> None:
+def test_objection_purges_stored_posts_and_keeps_later_ones_out(system: System, tmp_path: Path) -> None:
     system.create_topics()
-    system.start()
+    system.start(env=tracing_env(tmp_path / "spans.jsonl"))  # also followed in a trace and JSON logs (below)
 
     # Before anyone objects: public posts of adults are stored; the rest never is.
     before_objection = now_us()
@@ -68,6 +71,8 @@ def test_objection_purges_stored_posts_and_keeps_later_ones_out(system: System) 
     assert parse_rfc3339(entry["received_at"]) <= parse_rfc3339(entry["enforced_at"]) <= parse_rfc3339(entry["purged_at"])
     assert entry["rows_purged"] == 2
     assert stored_ids(system) == ["alice-1", "alice-2"]
+    # An operator can follow it: one connected trace across the processes, JSON lines with its ids.
+    assert_one_connected_trace(system, tmp_path / "spans.jsonl", receipt["objection_id"], "bob")
 
     # After the objection: bob's new posts, and his old ones arriving late, stay out.
     system.publish_posts([post("bob-3", "bob"), post("bob-old", "bob", created_us=before_objection - 10_000_000), post("alice-3", "alice")])
