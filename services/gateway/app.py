@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from consentry.group_lag import GroupLagReader
 from services.gateway import health, metrics
 from services.gateway.api import admin, objections
 from services.gateway.auth import verifier_for
@@ -90,10 +91,12 @@ def create_app(settings: GatewaySettings | None = None, publisher: ObjectionPubl
         app.state.verifier = verifier_for(settings, keys)
         app.state.user_limiter = RateLimiter(settings.rate_limit_user_per_s, settings.rate_limit_user_burst)
         app.state.address_limiter = RateLimiter(settings.rate_limit_address_per_s, settings.rate_limit_address_burst)
+        app.state.group_lag = GroupLagReader(settings)
         await app.state.publisher.start()
         try:
             yield
         finally:
+            await app.state.group_lag.close()
             await app.state.observer.close()
             await app.state.publisher.stop()
             await app.state.consent.close()

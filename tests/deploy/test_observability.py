@@ -144,8 +144,27 @@ def test_alerts_cover_the_ways_the_promise_can_break() -> None:
 def test_every_alert_links_to_its_section_of_the_operations_guide() -> None:
     anchors = github_anchors(OPERATIONS)
     for rule in alert_rules():
-        page, _, anchor = rule["annotations"]["runbook"].partition("#")
+        assert "runbook_url" in rule["annotations"], f"{rule['alert']} has no runbook_url"
+        page, _, anchor = rule["annotations"]["runbook_url"].partition("#")
         assert page == "docs/operations.md" and anchor in anchors, rule["alert"]
+
+
+def test_alerts_watch_publish_failures_dead_letters_store_errors_vacuum_and_missing_targets() -> None:
+    """Issue 17: each of these failures has its own alert."""
+    rules = alert_rules()
+    watched = {base_metric(s) for rule in rules for s in metric_names(rule["expr"])}
+
+    assert {
+        "consentry_gateway_publish_failures_total",
+        "consentry_consent_dead_letters_total",
+        "consentry_sink_errors_total",
+        "consentry_sink_last_vacuum_timestamp",
+        "consentry_group_lag",  # lag read from outside the groups: a dead group's lag shows
+    } <= watched
+    # A target that is gone entirely has no `up` series to be 0: absent() catches it, per job.
+    absent = " ".join(rule["expr"] for rule in rules if "absent(" in rule["expr"])
+    for service in SERVICE_COMMANDS:
+        assert f'absent(up{{job="consentry-{service}"}})' in absent, service
 
 
 # ------------------------------------------------------------------ Grafana
