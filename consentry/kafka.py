@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,11 +171,17 @@ class BatchSender:
         self._batches: dict[tuple[str, int], list[BatchBuilder]] = {}
         self._futures: list[asyncio.Future[Any]] = []
 
-    def append(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+    def append(self, topic: str, partition: int, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        """`headers`: a record's Kafka headers (the trace context of an objection's records)."""
         batches = self._batches.get((topic, partition))
         if batches is None:
             batches = self._batches[(topic, partition)] = [self._producer.create_batch()]
-        if batches[-1].append(key=key, value=value, timestamp=None) is None:
+        if headers:
+            listed = list(headers)  # aiokafka's C batch builder takes a list only
+            if batches[-1].append(key=key, value=value, timestamp=None, headers=listed) is None:
+                batches.append(self._producer.create_batch())
+                batches[-1].append(key=key, value=value, timestamp=None, headers=listed)
+        elif batches[-1].append(key=key, value=value, timestamp=None) is None:
             batches.append(self._producer.create_batch())
             batches[-1].append(key=key, value=value, timestamp=None)  # an empty batch always takes one
 

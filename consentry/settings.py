@@ -42,6 +42,14 @@ class CommonSettings(BaseSettings):
     topic_prefix: str = Field(default="", description="Prefix for every topic name (isolates test runs).")
     data_dir: Path = Field(default=Path("./var"), description="Local state: consent tables, logs.")
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="'json': one JSON object per log line (consentry/logs.py); 'text': readable lines."
+    )
+
+    otlp_endpoint: str | None = Field(
+        default=None, description="OpenTelemetry collector (OTLP/HTTP, e.g. http://collector:4318): traces of each objection's path; unset: no tracing."
+    )
+    trace_file: Path | None = Field(default=None, description="Write spans as JSON lines to this file (tests, debugging); unset: no file.")
 
     # Consent, ingest and the sink are consumer-group members; one definition for all three.
     session_timeout_ms: int = Field(default=10_000, description="Consumer group session timeout.")

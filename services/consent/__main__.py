@@ -1,5 +1,6 @@
 import sys
 
+from consentry import tracing
 from consentry.patches import install_group_fencing
 from services.consent.app import create_app
 from services.consent.settings import ConsentSettings
@@ -11,6 +12,7 @@ FAUST_LEVELS = {"CRITICAL": "crit", "CRIT": "crit", "ERROR": "error", "WARNING":
 
 def main() -> None:
     settings = ConsentSettings()
+    tracing.setup("consent", settings.otlp_endpoint, settings.trace_file)
     try:
         app = create_app(settings)
     except InsecureConfiguration as exc:

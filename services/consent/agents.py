@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 
 import faust
+from opentelemetry.trace import SpanKind
 
-from consentry import failpoints
+from consentry import failpoints, tracing
 from consentry.domain import consent as domain
+from consentry.logs import ids, user_ref
 from consentry.domain.model import ENFORCED, OBJECT, Channel, Invalid
 from consentry.wire import decode_consent_state, encode_consent_state, encode_rejection, parse_notice, parse_objection, parse_receipt
 from consentry.partitioning import home_partition
@@ -36,7 +38,10 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
         and the broker acknowledges it before the event's offset can be committed."""
         name = source_names.get(topic, topic)
         metrics.DEAD_LETTERS.labels(name, invalid.code).inc()
-        log.error("dead letter: %s[%d]@%d cannot be applied (%s)", topic, partition, offset, invalid.reason)
+        log.error(
+            "dead letter: %s[%d]@%d cannot be applied (%s)", topic, partition, offset, invalid.reason,
+            extra=ids(topic=topic, partition=partition, offset=offset),
+        )
         current = faust.current_event()
         key = current.key if current is not None else None
         record = encode_rejection(invalid, topic, partition, offset, value, now_us())
@@ -66,10 +71,14 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
             return
         state = load(key)
         updated = domain.apply_objection(state, event, now_us())
+        where = ids(user_id=event.user_id, objection_id=event.objection_id, topic=topics.objections, partition=partition, offset=offset)
         if updated is state:
             metrics.DUPLICATES.inc()
+            log.info("%s %s already applied (re-delivered)", event.kind, event.objection_id, extra=where)
         else:
             metrics.OBJECTIONS.labels(event.kind, event.channel).inc()
+            log.info("%s %s applied", event.kind, event.objection_id, extra=where)
+        tracing.annotate(objection_id=event.objection_id, user=user_ref(event.user_id))
         # Written even when unchanged: after a crash the local store can hold a write whose
         # changelog record never left; re-delivery then re-asserts it for the readers.
         store(key, updated)
@@ -105,6 +114,7 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
         state = load(key)
         updated = domain.apply_receipt(state, receipt, now_us())
         metrics.RECEIPTS.labels(receipt.kind).inc()
+        tracing.annotate(receipt=str(receipt.kind), objection_ids=",".join(receipt.objection_ids), user=user_ref(receipt.user_id))
         if updated is None:
             return
         # Written even when unchanged, like objections: a re-delivered receipt re-asserts a
@@ -114,18 +124,31 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
         if updated is not state:
             _observe_latency(state, updated, receipt.kind)
 
+    async def dispatch(value: bytes | None, topic: str, partition: int, offset: int) -> None:
+        if topic == topics.receipts:
+            await on_receipt(value, partition, offset)
+        elif topic == topics.notices:
+            await on_notice(value, partition, offset)
+        else:
+            await on_objection(value, partition, offset)
+
     @app.agent(source, name=f"{settings.app_id}-agent")
     async def consent_agent(stream):  # type: ignore[no-untyped-def]
         async for event in stream.events():
             message = event.message
             await failpoints.slow("consent.before_apply")  # holds an event in flight (tests only)
             try:
-                if message.topic == topics.receipts:
-                    await on_receipt(event.value, message.partition, message.offset)
-                elif message.topic == topics.notices:
-                    await on_notice(event.value, message.partition, message.offset)
+                parent = tracing.context_from(event.headers)
+                if parent is None:  # not a traced objection's record (posts' producers, imports)
+                    await dispatch(event.value, message.topic, message.partition, message.offset)
                 else:
-                    await on_objection(event.value, message.partition, message.offset)
+                    name = "consent.receipt" if message.topic == topics.receipts else "consent.apply"
+                    with tracing.span(
+                        name, parent, kind=SpanKind.CONSUMER,
+                        **{"messaging.destination.name": message.topic, "messaging.destination.partition.id": str(message.partition),
+                           "messaging.kafka.offset": message.offset},
+                    ):
+                        await dispatch(event.value, message.topic, message.partition, message.offset)
             except Exception as exc:
                 # A bug, not input: stop the process (raising would make faust commit the
                 # offset and restart the agent), so the event is re-read after the restart.

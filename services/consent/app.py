@@ -11,10 +11,12 @@ import faust
 
 from consentry import patches
 from consentry.kafka import faust_credentials
+from consentry.logs import logging_config
 from services.consent import failclosed
 from services.consent.agents import register_agents
 from services.consent.monitoring import install_monitoring
 from services.consent.settings import ConsentSettings
+from services.consent.traced import ConsentTable
 from services.consent.views import check_service_token, register_views
 
 RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
@@ -51,6 +53,9 @@ def create_app(settings: ConsentSettings) -> faust.App:
         # Look-ups are routed between workers by app.router, which needs neither.
         web_tables_enabled=False,
         web_router_enabled=False,
+        # The same log lines as every other service (CONSENTRY_LOG_FORMAT), not faust's own.
+        logging_config=logging_config("consent", settings.log_level, settings.log_format),
+        Table=ConsentTable,  # changelog records carry the trace context of the event that wrote them
     )
     topics = settings.topics
     changelog = app.topic(topics.consent_state, partitions=settings.partitions, compacting=True, internal=True, **RAW)

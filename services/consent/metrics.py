@@ -1,5 +1,7 @@
 from prometheus_client import Counter, Gauge, Histogram
 
+from consentry.build import BUILD_INFO  # noqa: F401  (consentry_build_info, in every service)
+
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
 OBJECTIONS = Counter("consentry_consent_objections_total", "Objection events applied, by kind and channel", ["kind", "channel"])

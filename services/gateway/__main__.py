@@ -1,25 +1,59 @@
+# prometheus_client is imported (through the app) only after prepare_multiprocess_metrics: it
+# reads PROMETHEUS_MULTIPROC_DIR when imported.
+import os
 import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import uvicorn
-from fastapi import FastAPI
-
+from consentry import tracing
 from consentry.logs import configure
-from consentry.patches import check_versions
-from consentry.runtime import tune_gc
-from services.gateway.app import create_app, server_options
-from services.gateway.security import InsecureConfiguration, check
 from services.gateway.settings import GatewaySettings
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
-def worker_app() -> FastAPI:
+
+def worker_app() -> "FastAPI":
     """One gateway process's app (uvicorn calls it in each worker)."""
+    from consentry.runtime import tune_gc
+    from services.gateway.app import create_app
+
     tune_gc()
-    return create_app(GatewaySettings())
+    settings = GatewaySettings()
+    configure("gateway", settings.log_level, settings.log_format)  # each worker process (spawned) logs the same way
+    tracing.setup("gateway", settings.otlp_endpoint, settings.trace_file)
+    return create_app(settings)
+
+
+def prepare_multiprocess_metrics(workers: int) -> Path | None:
+    """With several worker processes, each answering /metrics in turn, every answer must be the sum
+    over all of them: prometheus-client's multiprocess mode, in PROMETHEUS_MULTIPROC_DIR (the
+    operator's, or a new private directory) that the workers inherit. Emptied first: files of an
+    earlier run would count twice. Runs before prometheus_client is imported in this process."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if workers <= 1 and not given:
+        return None
+    assert "prometheus_client" not in sys.modules, "PROMETHEUS_MULTIPROC_DIR must be ready before prometheus_client is imported"
+    directory = Path(given) if given else Path(tempfile.mkdtemp(prefix="consentry-gateway-metrics-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    return directory
 
 
 def main() -> None:
     settings = GatewaySettings()
-    configure("gateway", settings.log_level)
+    configure("gateway", settings.log_level, settings.log_format)
+    prepare_multiprocess_metrics(settings.gateway_workers)
+
+    import uvicorn
+
+    from consentry.patches import check_versions
+    from services.gateway.app import server_options
+    from services.gateway.security import InsecureConfiguration, check
+
     check_versions()  # refuses library versions consentry.patches was not written for
     try:
         check(settings)  # refuses keys anyone could sign with, before listening anywhere

@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from consentry.group_lag import GroupLagReader
 from services.gateway import health, metrics
 from services.gateway.api import admin, objections
 from services.gateway.auth import verifier_for
@@ -28,6 +29,7 @@ from services.gateway.pages import router as pages
 from services.gateway.publisher import KafkaObjectionPublisher, ObjectionPublisher
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.receipts import ReceiptCache
+from services.gateway.requestid import RequestIdMiddleware
 from services.gateway.security import check
 from services.gateway.settings import GatewaySettings
 
@@ -89,10 +91,12 @@ def create_app(settings: GatewaySettings | None = None, publisher: ObjectionPubl
         app.state.verifier = verifier_for(settings, keys)
         app.state.user_limiter = RateLimiter(settings.rate_limit_user_per_s, settings.rate_limit_user_burst)
         app.state.address_limiter = RateLimiter(settings.rate_limit_address_per_s, settings.rate_limit_address_burst)
+        app.state.group_lag = GroupLagReader(settings)
         await app.state.publisher.start()
         try:
             yield
         finally:
+            await app.state.group_lag.close()
             await app.state.observer.close()
             await app.state.publisher.stop()
             await app.state.consent.close()
@@ -137,7 +141,7 @@ def create_app(settings: GatewaySettings | None = None, publisher: ObjectionPubl
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-            expose_headers=["Retry-After"],
+            expose_headers=["Retry-After", "X-Request-ID"],
             max_age=600,
         )
     app.add_middleware(RequestMetricsMiddleware)
@@ -147,4 +151,6 @@ def create_app(settings: GatewaySettings | None = None, publisher: ObjectionPubl
         # flag) come from X-Forwarded-For / -Proto only when the TCP peer is a trusted proxy;
         # the rightmost address a trusted proxy did not add is the client.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxy_list)
+    # Outermost of all: every response (a 413, a 429) carries its request id.
+    app.add_middleware(RequestIdMiddleware)
     return app

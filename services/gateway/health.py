@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from fastapi import APIRouter, Request, Response, status
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
+from services.gateway import metrics as gateway_metrics
 from services.gateway.deps import PublisherDep
 
 router = APIRouter(tags=["health"])
@@ -38,5 +39,8 @@ async def readyz(publisher: PublisherDep, response: Response) -> dict[str, objec
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response, responses=METRICS)
-async def metrics() -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request) -> Response:
+    """The gateway's own metrics (summed over its worker processes), then every consumer group's
+    lag read from outside the groups (consentry/group_lag.py)."""
+    body = gateway_metrics.metrics_text() + await request.app.state.group_lag.metrics_text()
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,4 +1,8 @@
-from prometheus_client import Counter, Histogram
+import os
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+
+from consentry.build import BUILD_INFO  # noqa: F401  (consentry_build_info, in every service)
 
 OBJECTIONS = Counter("consentry_gateway_objections_total", "Objection events acknowledged by the broker", ["kind", "channel"])
 PUBLISH_FAILURES = Counter("consentry_gateway_publish_failures_total", "Objections answered 503: the broker did not acknowledge")
@@ -28,3 +32,14 @@ IMPORTED_WITHDRAWALS = Counter(
     "Imported withdrawals: accepted, refused (no consentry:import-withdrawals scope, or after a live objection) or overriding a live objection",
     ["outcome"],
 )
+
+
+def metrics_text() -> bytes:
+    """This gateway's metrics: with several worker processes (GATEWAY_WORKERS > 1, launched with
+    PROMETHEUS_MULTIPROC_DIR by services/gateway/__main__.py) the sum over every worker, as
+    whichever worker answers the scrape; else this process's registry."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)

@@ -8,11 +8,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
+from opentelemetry.trace import SpanKind, StatusCode
 
 from consentry.domain.model import Notice, ObjectionEvent
 from consentry.wire import encode_notice, encode_objection
 from consentry.importer import publish_events, publish_objections
 from consentry.kafka import producer_options
+from consentry import tracing
+from consentry.logs import ids, user_ref
 from consentry.partitioning import home_partition
 from services.gateway.settings import GatewaySettings
 
@@ -90,19 +93,33 @@ class KafkaObjectionPublisher(ObjectionPublisher):
         if producer is None:
             raise PublishUnavailable("not connected to the broker yet")
         topic = self.settings.topics.objections
-        try:
-            await asyncio.wait_for(
-                producer.send_and_wait(
-                    topic,
-                    encode_objection(event),
-                    key=event.user_id.encode(),
-                    partition=home_partition(event.user_id, self.settings.partitions),
-                ),
-                timeout=self.settings.publish_timeout_s,
+        partition = home_partition(event.user_id, self.settings.partitions)
+        with tracing.span(
+            "objection.publish", kind=SpanKind.PRODUCER, objection_id=event.objection_id, event_kind=str(event.kind),
+            user=user_ref(event.user_id), **{"messaging.destination.name": topic, "messaging.destination.partition.id": str(partition)},
+        ) as span:
+            try:
+                sent = await asyncio.wait_for(
+                    producer.send_and_wait(
+                        topic, encode_objection(event), key=event.user_id.encode(), partition=partition, headers=tracing.headers()
+                    ),
+                    timeout=self.settings.publish_timeout_s,
+                )
+            except Exception as exc:
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
+                self._not_acknowledged(event, topic, partition, exc)
+                raise PublishUnavailable(str(exc) or type(exc).__name__) from exc
+            span.set_attribute("messaging.kafka.offset", sent.offset)
+            log.info(
+                "%s %s acknowledged by the broker", event.kind, event.objection_id,
+                extra=ids(user_id=event.user_id, objection_id=event.objection_id, topic=topic, partition=partition, offset=sent.offset),
             )
-        except Exception as exc:
-            log.error("objection %s not acknowledged by the broker: %s", event.objection_id, type(exc).__name__)
-            raise PublishUnavailable(str(exc) or type(exc).__name__) from exc
+
+    def _not_acknowledged(self, event: ObjectionEvent, topic: str, partition: int, exc: BaseException) -> None:
+        log.error(
+            "objection %s not acknowledged by the broker: %s", event.objection_id, type(exc).__name__,
+            extra=ids(user_id=event.user_id, objection_id=event.objection_id, topic=topic, partition=partition),
+        )
 
     async def publish_many(self, events: Sequence[ObjectionEvent]) -> None:
         producer = self._producer

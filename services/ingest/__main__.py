@@ -1,5 +1,6 @@
 import asyncio
 
+from consentry import tracing
 from consentry.logs import configure
 from consentry.patches import check_versions, install_group_fencing
 from consentry.runner import serve
@@ -10,7 +11,8 @@ from services.ingest.worker import IngestWorker
 
 def main() -> None:
     settings = IngestSettings()
-    configure("ingest", settings.log_level)
+    configure("ingest", settings.log_level, settings.log_format)
+    tracing.setup("ingest", settings.otlp_endpoint, settings.trace_file)
     check_versions()  # refuses library versions consentry.patches was not written for
     install_group_fencing(settings.session_timeout_ms / 1000)  # a worker expelled from its group writes nothing more
     tune_gc()

@@ -1,5 +1,6 @@
 from prometheus_client import Counter, Gauge
 
+from consentry.build import BUILD_INFO  # noqa: F401  (consentry_build_info, in every service)
 from consentry.lag import CONSUMER_LAG as LAG  # noqa: F401  (shared by every service)
 
 POSTS_IN = Counter("consentry_ingest_posts_in_total", "Posts read, by source topic", ["source"])

@@ -21,15 +21,19 @@ and its offsets are committed once acknowledged, one batch later (`in_flight=1`)
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from opentelemetry.trace import SpanKind
 
-from consentry import failpoints
+from consentry import failpoints, tracing
 from consentry.domain.eligibility import decide
 from consentry.domain.model import ENFORCED, Decision, Invalid, PurgeMarker, Receipt
 from consentry.wire import SCHEMA_REGISTRY, encode_purge_marker, encode_receipt, encode_rejection, encode_training_post, parse_post, unframe
 from consentry.kafka import BatchSender, client_options, producer_options, wait_partitions
+from consentry.logs import ids, user_ref
 from consentry.kafka_worker import Batch, Bounds, Flushed, KafkaWorker, group_consumer
 from consentry.partitioning import home_partition
 from consentry.timeutil import now_us
@@ -72,6 +76,7 @@ class IngestWorker(KafkaWorker):
         self.deferred = DeferredPosts(settings, self.view)
         self._owned_homes: set[int] = set()
         self._emitted: dict[str, set[str]] = {}  # user -> objection ids marked by this process
+        self._traced: dict[str, Sequence[tuple[str, bytes]]] = {}  # user -> headers of their last changelog record
         self._positions: dict[TopicPartition, int] = {}  # next offset to commit, of posts handled since the last flush
         self._kept: dict[int, int] = {}  # home -> next changelog offset, of the homes read before the last revocation
         self._revoked_at = float("-inf")
@@ -228,6 +233,8 @@ class IngestWorker(KafkaWorker):
                     user = self.view.apply(tp.partition, record.key, record.value)
                     if user is not None:
                         touched.add((tp.partition, user))
+                        if record.headers:  # the trace of the objection that wrote it (consentry/tracing.py)
+                            self._traced[user] = record.headers
         return touched
 
     async def _check_loaded(self) -> bool:
@@ -258,6 +265,7 @@ class IngestWorker(KafkaWorker):
             objections, withdrawals = self.view.pending(partition, user)
             if not objections and not withdrawals:
                 self._emitted.pop(user, None)
+                self._traced.pop(user, None)
                 continue
             done = self._emitted.setdefault(user, set())
             fresh_objections = tuple(i for i in objections if i not in done)
@@ -266,22 +274,49 @@ class IngestWorker(KafkaWorker):
                 marker = PurgeMarker(user, fresh_objections, now) if fresh_objections else None
                 receipt = Receipt(ENFORCED, user, fresh_objections + fresh_withdrawals, now)
                 confirmations.append((partition, marker, receipt))
+            else:
+                self._traced.pop(user, None)  # nothing new to enforce: no span
         if not confirmations:
             return
         markers = [(p, m) for p, m, _ in confirmations if m is not None]
         # Every post forwarded so far is acknowledged before a marker is written after it.
         await self.settle()
-        for partition, marker in markers:
-            self.sender.append(self.topics.training_posts, partition, marker.user_id.encode(), encode_purge_marker(marker))
-        await self.sender.flush()
-        metrics.PURGE_MARKERS.inc(len(markers))
-        for partition, _, receipt in confirmations:
-            self.sender.append(self.topics.receipts, partition, receipt.user_id.encode(), encode_receipt(receipt))
-            self._emitted[receipt.user_id].update(receipt.objection_ids)
-        await self.sender.flush()
+        # One span per user, child of the objection's consent.apply span; the marker and the
+        # receipt carry it on (to the sink's purge, to the consent table).
+        spans = {user: self._enforce_span(partition, user, m, r) for partition, m, r in confirmations for user in (r.user_id,)}
+        try:
+            for partition, marker in markers:
+                self.sender.append(
+                    self.topics.training_posts, partition, marker.user_id.encode(), encode_purge_marker(marker), spans[marker.user_id][1]
+                )
+            await self.sender.flush()
+            metrics.PURGE_MARKERS.inc(len(markers))
+            for partition, _, receipt in confirmations:
+                self.sender.append(self.topics.receipts, partition, receipt.user_id.encode(), encode_receipt(receipt), spans[receipt.user_id][1])
+                self._emitted[receipt.user_id].update(receipt.objection_ids)
+            await self.sender.flush()
+        finally:
+            for span, _ in spans.values():
+                if span is not None:
+                    span.end()
         objections = sum(len(m.objection_ids) for _, m in markers)
         withdrawals = sum(len(r.objection_ids) for _, _, r in confirmations) - objections
         log.info("enforced %d objections (purge markers written) and %d withdrawals", objections, withdrawals)
+
+    def _enforce_span(self, partition: int, user: str, marker: PurgeMarker | None, receipt: Receipt) -> tuple[Any, Sequence[tuple[str, bytes]]]:
+        """(the span of this user's enforcement or None, the headers its records carry); logs it."""
+        parent = tracing.context_from(self._traced.pop(user, None))
+        where = ids(user_id=user, topic=self.topics.training_posts, partition=partition)
+        if parent is None:
+            log.info("enforced %s (purge marker: %s)", ",".join(receipt.objection_ids), marker is not None, extra=where)
+            return None, ()
+        span = tracing.start_span(
+            "ingest.enforce", parent, kind=SpanKind.PRODUCER, objection_ids=",".join(receipt.objection_ids),
+            purge_marker=marker is not None, user=user_ref(user), **{"messaging.destination.partition.id": str(partition)},
+        )
+        with tracing.use_span(span):
+            log.info("enforced %s (purge marker: %s)", ",".join(receipt.objection_ids), marker is not None, extra=where)
+            return span, tracing.headers()
 
     # ------------------------------------------------------------------ posts
 

@@ -1,4 +1,6 @@
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+from consentry.build import BUILD_INFO  # noqa: F401  (consentry_build_info, in every service)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 

@@ -14,9 +14,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from opentelemetry.trace import SpanKind
 
-from consentry import failpoints
-from consentry.domain.model import PURGED, Receipt
+from consentry import failpoints, tracing
+from consentry.domain.model import PURGED, PurgeMarker, Receipt
+from consentry.logs import ids, user_ref
 from consentry.wire import encode_receipt, parse_training_message
 from consentry.kafka import BatchSender, client_options, producer_options
 from consentry.kafka_worker import Batch, Bounds, Flushed, KafkaWorker, group_consumer
@@ -87,6 +89,7 @@ class SinkWorker(KafkaWorker):
         self._offsets: dict[TopicPartition, int] = {}
         self._last_ts: dict[TopicPartition, int] = {}  # timestamp of the last record read, per partition
         self._reconciler: asyncio.Task[None] | None = None
+        self._traced: dict[str, Any] = {}  # user -> the trace context their purge marker carried
 
     async def start(self) -> None:
         s = self.settings
@@ -204,7 +207,17 @@ class SinkWorker(KafkaWorker):
                 self._values.extend(r.value for r in records)
             self._offsets[tp] = records[-1].offset + 1
             self._last_ts[tp] = records[-1].timestamp
+            for record in records:
+                if record.headers:  # rare: a purge marker of a traced objection (consentry/tracing.py)
+                    self._note_trace(record.value, record.headers)
         return len(self._values) - before
+
+    def _note_trace(self, value: bytes | None, headers: Any) -> None:
+        parent = tracing.context_from(headers)
+        if parent is not None:
+            message = parse_training_message(value)
+            if type(message) is PurgeMarker:
+                self._traced[message.user_id] = parent
 
     async def refresh_gauges(self) -> None:
         """Table size and vacuum record: at most every sink_stats_seconds, not per batch."""
@@ -250,10 +263,12 @@ class SinkWorker(KafkaWorker):
             log.error("skipping unreadable training.posts message: %s", invalid.reason)
             metrics.INVALID.labels(invalid.code).inc()
         started = time.monotonic()
+        started_ns = time.time_ns()
         try:
             applied = await asyncio.to_thread(self.writer.apply, plan, positions)
         except Exception:
             metrics.ERRORS.labels("store").inc()
+            log.exception("the training store refused a batch of %d messages (%d purges): it is read again", len(values), len(plan.purges))
             raise  # offsets stay uncommitted: the batch is replayed after restart
         metrics.COMMIT_SECONDS.observe(time.monotonic() - started)
         metrics.COMMITS.inc()
@@ -269,6 +284,7 @@ class SinkWorker(KafkaWorker):
             log.info("skipped %d messages already applied to the table; re-confirming %d purges", len(replayed), len(confirm))
         confirm += [(purge, applied.purged_rows.get(purge.user_id, 0)) for purge in plan.purges.values()]
         if confirm:
+            spans: list[Any] = []
             at = now_us()
             if any(applied.purged_rows.values()):
                 metrics.LAST_PURGE.set(at / 1e6)
@@ -278,12 +294,35 @@ class SinkWorker(KafkaWorker):
                     metrics.ROWS_PURGED.inc(rows)
                 receipt = Receipt(PURGED, purge.user_id, purge.objection_ids, at, rows, purge.marked_at_us)
                 partition = home_partition(purge.user_id, self.settings.partitions)
-                self.sender.append(self.topics.receipts, partition, purge.user_id.encode(), encode_receipt(receipt))
-            await self.sender.flush()
+                headers = self._purge_traced(purge.user_id, purge.objection_ids, rows, partition, started_ns, spans)
+                self.sender.append(self.topics.receipts, partition, purge.user_id.encode(), encode_receipt(receipt), headers)
+            try:
+                await self.sender.flush()
+            finally:
+                for span in spans:
+                    span.end()
             if plan.purges:
                 log.info("purged %d users (%d rows)", len(plan.purges), sum(applied.purged_rows.values()))
         metrics.TABLE_VERSION.set(await asyncio.to_thread(self.writer.store.version))
         return Flushed(offsets)  # committed at once: the store has it (failpoint sink.before_commit)
+
+    def _purge_traced(self, user: str, objection_ids: tuple[str, ...], rows: int | None, partition: int, started_ns: int, spans: list[Any]) -> Any:
+        """Log one user's purge; with a traced marker, a sink.purge span (from the store's commit to
+        the receipt's acknowledgement) whose context the receipt carries. Returns the receipt's headers."""
+        parent = self._traced.pop(user, None)
+        where = ids(user_id=user, topic=self.topics.receipts, partition=partition)
+        what = "purged" if rows is not None else "re-confirmed the purge of"
+        if parent is None:
+            log.info("%s %s (%s rows)", what, ",".join(objection_ids), "?" if rows is None else rows, extra=where)
+            return ()
+        span = tracing.start_span(
+            "sink.purge", parent, kind=SpanKind.CONSUMER, start_time=started_ns, objection_ids=",".join(objection_ids),
+            rows_purged=rows, user=user_ref(user),
+        )
+        spans.append(span)
+        with tracing.use_span(span):
+            log.info("%s %s (%s rows)", what, ",".join(objection_ids), "?" if rows is None else rows, extra=where)
+            return tracing.headers()
 
     def _stream(self, tp: TopicPartition) -> str:
         """The name under which the table records how far this partition is applied."""

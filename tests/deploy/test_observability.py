@@ -144,8 +144,27 @@ def test_alerts_cover_the_ways_the_promise_can_break() -> None:
 def test_every_alert_links_to_its_section_of_the_operations_guide() -> None:
     anchors = github_anchors(OPERATIONS)
     for rule in alert_rules():
-        page, _, anchor = rule["annotations"]["runbook"].partition("#")
+        assert "runbook_url" in rule["annotations"], f"{rule['alert']} has no runbook_url"
+        page, _, anchor = rule["annotations"]["runbook_url"].partition("#")
         assert page == "docs/operations.md" and anchor in anchors, rule["alert"]
+
+
+def test_alerts_watch_publish_failures_dead_letters_store_errors_vacuum_and_missing_targets() -> None:
+    """Issue 17: each of these failures has its own alert."""
+    rules = alert_rules()
+    watched = {base_metric(s) for rule in rules for s in metric_names(rule["expr"])}
+
+    assert {
+        "consentry_gateway_publish_failures_total",
+        "consentry_consent_dead_letters_total",
+        "consentry_sink_errors_total",
+        "consentry_sink_last_vacuum_timestamp",
+        "consentry_group_lag",  # lag read from outside the groups: a dead group's lag shows
+    } <= watched
+    # A target that is gone entirely has no `up` series to be 0: absent() catches it, per job.
+    absent = " ".join(rule["expr"] for rule in rules if "absent(" in rule["expr"])
+    for service in SERVICE_COMMANDS:
+        assert f'absent(up{{job="consentry-{service}"}})' in absent, service
 
 
 # ------------------------------------------------------------------ Grafana
@@ -210,3 +229,77 @@ def test_metrics_the_code_already_exports_have_the_type_the_queries_assume() -> 
 
     assert len(common) >= 15
     assert {name: exported[name] for name in common} == {name: METRICS[name] for name in common}
+
+
+# ------------------------------------------------------------------ Alertmanager
+
+ALERTMANAGER_DIR = ROOT / "deploy" / "alertmanager"
+# Alertmanager's configuration keys (docs/configuration.md of prometheus/alertmanager), the parts used here.
+ALERTMANAGER_TOP = {"global", "route", "receivers", "inhibit_rules", "templates", "time_intervals"}
+ROUTE_KEYS = {"receiver", "group_by", "group_wait", "group_interval", "repeat_interval", "routes", "matchers", "continue"}
+WEBHOOK_KEYS = {"url", "url_file", "send_resolved", "http_config", "max_alerts", "timeout"}
+MATCHER = re.compile(r'[a-zA-Z_]\w*\s*(=|!=|=~|!~)\s*"[^"]*"')
+DURATION = re.compile(r"(\d+[smhdwy])+")
+
+
+def alertmanager_config() -> dict[str, Any]:
+    return load_yaml(ALERTMANAGER_DIR / "alertmanager.yml")
+
+
+def routes(route: dict[str, Any]) -> list[dict[str, Any]]:
+    return [route] + [r for child in route.get("routes", []) for r in routes(child)]
+
+
+def test_prometheus_sends_alerts_to_the_composed_alertmanager_where_it_listens() -> None:
+    compose = load_yaml(COMPOSE_FILE)
+    config = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
+    service = compose["services"]["alertmanager"]
+    targets = [t for am in config["alerting"]["alertmanagers"] for c in am["static_configs"] for t in c["targets"]]
+    listen = next((a.split("=", 1)[1] for a in service["command"] if a.startswith("--web.listen-address=")), ":9093")
+
+    assert targets == [f"alertmanager{listen}"]
+    assert "alertmanager" in compose["services"]["prometheus"]["depends_on"]
+    assert service["image"].startswith("prom/alertmanager:v")
+
+
+def test_alertmanager_loads_the_config_compose_mounts_and_it_is_well_formed() -> None:
+    compose = load_yaml(COMPOSE_FILE)
+    service = compose["services"]["alertmanager"]
+    mounts = dict(v.split(":")[:2][::-1] for v in service["volumes"])
+    config_file = next(a.split("=", 1)[1] for a in service["command"] if a.startswith("--config.file="))
+    assert mounts[config_file] == "./deploy/alertmanager/alertmanager.yml"
+
+    config = alertmanager_config()
+    assert set(config) <= ALERTMANAGER_TOP and {"route", "receivers"} <= set(config)
+    names = [r["name"] for r in config["receivers"]]
+    assert len(names) == len(set(names))
+    for route in routes(config["route"]):
+        assert set(route) <= ROUTE_KEYS, set(route) - ROUTE_KEYS
+        assert route.get("receiver", config["route"]["receiver"]) in names
+        assert all(MATCHER.fullmatch(m) for m in route.get("matchers", [])), route
+        assert all(DURATION.fullmatch(route[k]) for k in ("group_wait", "group_interval", "repeat_interval") if k in route)
+    for rule in config.get("inhibit_rules", []):
+        assert all(MATCHER.fullmatch(m) for m in rule["source_matchers"] + rule["target_matchers"])
+        alerts = {r["alert"] for r in alert_rules()}
+        assert all(m.split("=", 1)[1].strip('"') in alerts for m in rule["source_matchers"] if m.startswith("alertname="))
+
+
+def test_the_receiver_is_a_webhook_whose_url_is_a_secret_the_operator_gives() -> None:
+    compose = load_yaml(COMPOSE_FILE)
+    service = compose["services"]["alertmanager"]
+    [receiver] = alertmanager_config()["receivers"]
+    [webhook] = receiver["webhook_configs"]
+    assert set(webhook) <= WEBHOOK_KEYS and "url" not in webhook, "the URL (often with a token) must not be in the file"
+
+    secret = webhook["url_file"].removeprefix("/run/secrets/")
+    assert secret in service["secrets"]
+    variable = compose["secrets"][secret]["environment"]
+    operations = OPERATIONS.read_text()
+    assert variable in COMPOSE_FILE.read_text().split("\nname:")[0], "the compose header tells the operator to export it"
+    assert "## Alertmanager" in operations and variable in operations.split("## Alertmanager", 1)[1].split("\n## ")[0]
+
+
+def test_alerts_carry_labels_the_routes_use() -> None:
+    severities = {rule["labels"]["severity"] for rule in alert_rules()}
+    routed = {m.split("=", 1)[1].strip('"') for r in routes(alertmanager_config()["route"]) for m in r.get("matchers", []) if m.startswith("severity=")}
+    assert routed <= severities

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from consentry.partitioning import home_partition
 from consentry.scrape import total
 from consentry.timeutil import format_rfc3339, now_us, parse_rfc3339
 from tests.support.system import System
+from tests.support.traces import assert_one_connected_trace, tracing_env
 from tests.support.wait import eventually
 
 pytestmark = pytest.mark.e2e
@@ -40,9 +42,9 @@ def stored_ids(system: System) -> list[str]:
     return sorted(row["post_id"] for row in system.training_rows())
 
 
-def test_objection_purges_stored_posts_and_keeps_later_ones_out(system: System) -> None:
+def test_objection_purges_stored_posts_and_keeps_later_ones_out(system: System, tmp_path: Path) -> None:
     system.create_topics()
-    system.start()
+    system.start(env=tracing_env(tmp_path / "spans.jsonl"))  # also followed in a trace and JSON logs (below)
 
     # Before anyone objects: public posts of adults are stored; the rest never is.
     before_objection = now_us()
@@ -78,6 +80,8 @@ def test_objection_purges_stored_posts_and_keeps_later_ones_out(system: System) 
     assert parse_rfc3339(entry["received_at"]) <= parse_rfc3339(entry["enforced_at"]) <= parse_rfc3339(entry["purged_at"])
     assert entry["rows_purged"] == 2
     assert stored_ids(system) == ["alice-1", "alice-2"]
+    # An operator can follow it: one connected trace across the processes, JSON lines with its ids.
+    assert_one_connected_trace(system, tmp_path / "spans.jsonl", receipt["objection_id"], "bob")
 
     # The same two people as an operator sees them: `consentry status` (the runbook's first step).
     bob = consentry_status(system, "bob")

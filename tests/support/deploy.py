@@ -90,6 +90,13 @@ METRICS: dict[str, str] = {
     "consentry_gateway_admin_actions_total": "counter",
     "consentry_gateway_admin_action_record_failures_total": "counter",
     "consentry_gateway_imported_withdrawals_total": "counter",
+    # Issue 17: failures alerted on, the consumer groups' lag read from outside, the release.
+    "consentry_gateway_publish_failures_total": "counter",
+    "consentry_sink_errors_total": "counter",
+    "consentry_sink_last_vacuum_timestamp": "gauge",
+    "consentry_group_lag": "gauge",
+    "consentry_group_lag_up": "gauge",
+    "consentry_build_info": "gauge",
 }
 # Prometheus' own series (1 when a target answered its last scrape), and the process series every
 # prometheus_client exports on Linux (the restart alert reads the start time).

@@ -15,12 +15,12 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from prometheus_client import REGISTRY, generate_latest
 
 from consentry import patches
 from consentry.kafka import client_options
 from consentry.scrape import parse_metrics
 from consentry.timeutil import now_us
+from services.gateway.metrics import metrics_text
 from services.gateway.console.view import DOWN, NOT_READY, READY, Health, Snapshot, build_view, latest_rejects, summarize_rejection
 from services.gateway.publisher import ObjectionPublisher
 from services.gateway.settings import GatewaySettings
@@ -65,7 +65,7 @@ class DashboardObserver:
             self.publisher.broker_reachable(),
         )
         services = {name: metrics for name, metrics in zip(names, scrapes, strict=True) if metrics is not None}
-        services["gateway"] = parse_metrics(generate_latest(REGISTRY).decode())
+        services["gateway"] = parse_metrics(metrics_text().decode())
         at = time.monotonic()
         self.snapshots.append(Snapshot(at, now_us(), services))
         while self.snapshots and at - self.snapshots[0].at > KEEP_SNAPSHOTS_S:
