@@ -18,6 +18,6 @@ compile() {
   "$tool/venv/bin/uv" pip compile pyproject.toml requirements/tools.in \
     --generate-hashes --universal --python-version 3.11 --custom-compile-command "make lock" --quiet "$@"
 }
-compile -o requirements/runtime.txt
-compile --extra dev --constraint requirements/runtime.txt -o requirements/dev.txt
+compile --extra otlp -o requirements/runtime.txt
+compile --extra dev --extra otlp --constraint requirements/runtime.txt -o requirements/dev.txt
 echo "requirements/runtime.txt: $(grep -c '^[a-z0-9].*==' requirements/runtime.txt) packages; requirements/dev.txt: $(grep -c '^[a-z0-9].*==' requirements/dev.txt)"
