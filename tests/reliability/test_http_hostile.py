@@ -180,14 +180,21 @@ def acknowledged_by_fuzz(entries: list[dict]) -> dict[str, set[tuple[str, str]]]
 
 
 def check_applied(system: System, acknowledged: dict[str, set[tuple[str, str]]]) -> None:
-    """Each in the consent state (`/v1/user/status?user_id=` of the consent service), objection events
-    enforced by ingest, within the deadline."""
+    """Each in the consent state (the row `/v1/user/state?user_id=` of the consent service),
+    objection events enforced by ingest, within the deadline. A user the fuzz sent more events
+    than a row keeps in full (64, "Bounded rows" in docs/reliability.md) has the older ones
+    folded: applied when the row holds their digest, enforced when none of them is pending."""
+    from consentry.domain.consent import was_folded
+
     def missing() -> list[str]:
         out = []
         for user in sorted({u for u, _ in acknowledged["objections"] | acknowledged["notices"]}):
-            doc = system.consent_status(user)
-            enforced = {i["objection_id"] for i in doc["history"] if i.get("enforced_at")}
-            told = {n["notice_id"] for n in doc.get("notices", [])}
+            state = system.consent_row(user)
+            history = state.history if state is not None else ()
+            enforced = {h.objection_id for h in history if h.enforced_at_us}
+            waiting = set(state.pending) | set(state.pending_withdrawals) if state is not None else set()
+            enforced |= {o for u, o in acknowledged["objections"] if u == user and was_folded(state, o) and o not in waiting}
+            told = {n.notice_id for n in (state.notices if state is not None else ())}
             out += [f"{user}: objection {o}" for u, o in acknowledged["objections"] if u == user and o not in enforced]
             out += [f"{user}: notice {n}" for u, n in acknowledged["notices"] if u == user and n not in told]
         return out

@@ -288,6 +288,27 @@ class System:
 
         return eventually(probe, timeout=timeout, interval=0.2, what=f"consent state of {user}")
 
+    def consent_row(self, user: str, timeout: float = 60.0) -> Any:
+        """The user's row (consentry.domain.model.ConsentState, None when there is none) as the
+        consent service holds it (`/v1/user/state?user_id=`): with the events folded out of the
+        history (bounded rows), which the status document does not list."""
+        from consentry.wire import consent_state_from_dict
+
+        def probe() -> tuple[Any] | None:
+            for instance in self.running("consent"):
+                try:
+                    response = httpx.get(f"{self.url(instance)}/v1/user/state", params={"user_id": user}, timeout=10)
+                except httpx.HTTPError:
+                    continue
+                if response.status_code == 200:
+                    doc = response.json()
+                    assert doc["user_id"] == user, doc
+                    return (consent_state_from_dict(doc["row"]) if doc["row"] is not None else None,)
+                assert response.status_code == 503, response.text
+            return None
+
+        return eventually(probe, timeout=timeout, interval=0.2, what=f"consent row of {user}")[0]
+
     def sync_ingest(self, *users: str, timeout: float = 60.0) -> None:
         """Return once ingest has applied every consent change the consent service had made for
         `users` before the call. Ingest exposes no per-user view, so this files an objection for
