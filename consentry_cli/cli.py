@@ -456,6 +456,15 @@ def tail(
     console.print(f"{shown:,} records")
 
 
+@app.command("log-ref")
+def log_ref(user: Annotated[str, typer.Argument(help="The user_id.")]) -> None:
+    """The pseudonym that stands for a user in every service's log lines (`user=`): logs never
+    hold the id itself, so this is how an operator finds one person's lines."""
+    from consentry.logs import user_ref
+
+    typer.echo(user_ref(user))
+
+
 @app.command()
 def status(
     user: Annotated[str, typer.Argument(help="The user_id.")],

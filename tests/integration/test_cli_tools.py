@@ -47,6 +47,13 @@ def test_version() -> None:
     assert done.returncode == 0 and done.stdout.strip() == f"consentry {__version__}"
 
 
+def test_log_ref_prints_the_pseudonym_the_services_log_for_a_user() -> None:
+    from consentry.logs import user_ref
+
+    done = consentry(dict(os.environ), "log-ref", "u-42")
+    assert done.returncode == 0 and done.stdout.strip() == user_ref("u-42") and "u-42" not in done.stdout
+
+
 def test_produce_sends_checked_json_lines_keyed_by_user_and_lists_what_it_skipped(env: dict[str, str], tmp_path: Path) -> None:
     lines = [orjson.dumps(post(f"p-{n}", f"user-{n % 3}")) for n in range(7)]
     file = tmp_path / "posts.jsonl"
