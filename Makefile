@@ -34,7 +34,7 @@ run: $(STAMP)
 test: $(STAMP)
 	./scripts/ensure-chromium.sh
 	./scripts/ensure-stunnel.sh
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 ## Measure throughput, latency, purge and memory; prints a table and writes docs/benchmarks.md (under 15 min).
 BENCH_STAMP := $(VENV)/.bench-installed

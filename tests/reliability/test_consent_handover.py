@@ -42,7 +42,7 @@ class HandOverLost(AssertionError):
     """Acknowledged events that no consent worker holds after a plain hand-over."""
 
 
-@pytest.mark.quick
+@pytest.mark.reliability  # about 40 s for both orders: in make test-reliability, to keep make test under 15 minutes
 @pytest.mark.xfail(raises=HandOverLost, strict=False, reason="open finding (docs/reliability.md, 'What is not covered'): an event "
                    "acknowledged during a plain hand-over, seen once in seven runs; intermittent, any other failure still fails")
 @pytest.mark.parametrize("order", ["joins-while-leaving", "joins-after"])
