@@ -217,6 +217,16 @@ PURGE_MARKER = Message(
     unknown_fields=False,
 )
 
+# Where a refused record was read, and its raw value: the tail of a rejection and of a dead letter.
+RAW_RECORD_FIELDS = (
+    Field("partition", INTEGER),
+    Field("offset", INTEGER),
+    Field("received_at", UTC_TIMESTAMP),
+    Field("value", STRING, max_length=REJECTED_RAW_LIMIT, description="The raw value's first 4 KiB, decoded as UTF-8 with replacement characters."),
+    Field("value_bytes", INTEGER, description="Size of the whole raw value."),
+    Field("value_truncated", BOOLEAN),
+)
+
 REJECTION = Message(
     "Rejection", "rejection.json", "A rejected post (topic posts.rejected)",
     "Written by ingest for every posts value it could not accept, with the reason; never the post's text beyond the raw value.",
@@ -224,12 +234,7 @@ REJECTION = Message(
         Field("reason", STRING, description="`reason_code: a sentence`; never contains post text."),
         Field("reason_code", ENUM, values=POST_REASON_CODES),
         Field("topic", STRING, description="Where the record was read (posts, or the internal posts-by-user topic)."),
-        Field("partition", INTEGER),
-        Field("offset", INTEGER),
-        Field("received_at", UTC_TIMESTAMP),
-        Field("value", STRING, max_length=REJECTED_RAW_LIMIT, description="The raw value's first 4 KiB, decoded as UTF-8 with replacement characters."),
-        Field("value_bytes", INTEGER, description="Size of the whole raw value."),
-        Field("value_truncated", BOOLEAN),
+        *RAW_RECORD_FIELDS,
     ),
     unknown_fields=False,
 )
@@ -242,12 +247,7 @@ DEAD_LETTER = Message(
         Field("reason", STRING, description="`reason_code: a sentence`."),
         Field("reason_code", STRING, description="The short label of the parser's refusal (the metric's `reason`)."),
         Field("topic", STRING, description="Where the event was read (objections, notices or consentry.receipts, with the topic prefix)."),
-        Field("partition", INTEGER),
-        Field("offset", INTEGER),
-        Field("received_at", UTC_TIMESTAMP),
-        Field("value", STRING, max_length=REJECTED_RAW_LIMIT, description="The raw value's first 4 KiB, decoded as UTF-8 with replacement characters."),
-        Field("value_bytes", INTEGER, description="Size of the whole raw value."),
-        Field("value_truncated", BOOLEAN),
+        *RAW_RECORD_FIELDS,
     ),
     unknown_fields=False,
 )
