@@ -275,18 +275,20 @@ class System:
         """The user's status document as the consent service itself holds it (`/v1/user/status?user_id=`
         of any running consent worker, which routes to the owner), not the gateway's view,
         which merges the events the gateway acknowledged. Retries while consent recovers."""
-        def probe() -> dict[str, Any] | None:
-            for instance in self.running("consent"):
-                try:
-                    response = httpx.get(f"{self.url(instance)}/v1/user/status", params={"user_id": user}, timeout=10)
-                except httpx.HTTPError:
-                    continue
-                if response.status_code == 200:
-                    return response.json()
-                assert response.status_code == 503, response.text  # recovering, or the owner is restarting
-            return None
+        return eventually(lambda: self._ask_consent("status", user), timeout=timeout, interval=0.2, what=f"consent state of {user}")
 
-        return eventually(probe, timeout=timeout, interval=0.2, what=f"consent state of {user}")
+    def _ask_consent(self, view: str, user: str) -> dict[str, Any] | None:
+        """`/v1/user/{view}?user_id=` of the first running consent worker that answers (it routes
+        to the owner); None while none can (recovering, or the owner is restarting: 503)."""
+        for instance in self.running("consent"):
+            try:
+                response = httpx.get(f"{self.url(instance)}/v1/user/{view}", params={"user_id": user}, timeout=10)
+            except httpx.HTTPError:
+                continue
+            if response.status_code == 200:
+                return response.json()
+            assert response.status_code == 503, response.text
+        return None
 
     def consent_row(self, user: str, timeout: float = 60.0) -> Any:
         """The user's row (consentry.domain.model.ConsentState, None when there is none) as the
@@ -295,17 +297,11 @@ class System:
         from consentry.wire import consent_state_from_dict
 
         def probe() -> tuple[Any] | None:
-            for instance in self.running("consent"):
-                try:
-                    response = httpx.get(f"{self.url(instance)}/v1/user/state", params={"user_id": user}, timeout=10)
-                except httpx.HTTPError:
-                    continue
-                if response.status_code == 200:
-                    doc = response.json()
-                    assert doc["user_id"] == user, doc
-                    return (consent_state_from_dict(doc["row"]) if doc["row"] is not None else None,)
-                assert response.status_code == 503, response.text
-            return None
+            doc = self._ask_consent("state", user)
+            if doc is None:
+                return None
+            assert doc["user_id"] == user, doc
+            return (consent_state_from_dict(doc["row"]) if doc["row"] is not None else None,)
 
         return eventually(probe, timeout=timeout, interval=0.2, what=f"consent row of {user}")[0]
 
