@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.producer.message_accumulator import BatchBuilder
 
@@ -157,6 +157,18 @@ async def ensure_topics(settings: CommonSettings, specs: list[TopicSpec] | None 
 
 async def wait_partitions(producer: AIOKafkaProducer, topic: str) -> int:
     return len(await producer.partitions_for(topic))
+
+
+async def assign_whole_topic(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Assign every partition of `topic` to a started consumer without a group (nothing is
+    committed): the readers that show a topic rather than share it. LookupError if it does not exist."""
+    await consumer.topics()
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        raise LookupError(f"no topic {topic}")
+    assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(assigned)
+    return assigned
 
 
 class BatchSender:

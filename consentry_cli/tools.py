@@ -137,20 +137,15 @@ async def tail(
 ) -> int:
     """Print the records of `topic` (every partition, no consumer group: nothing is committed)
     until `limit` records were printed, `idle` seconds passed without one, or it is stopped."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
-    from consentry.kafka import client_options
+    from consentry.kafka import assign_whole_topic, client_options
 
     consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, fetch_max_wait_ms=200)
     await consumer.start()
     shown = 0
     try:
-        await consumer.topics()
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise LookupError(f"no topic {topic}")
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
+        assigned = await assign_whole_topic(consumer, topic)
         if from_beginning:
             await consumer.seek_to_beginning(*assigned)
         else:

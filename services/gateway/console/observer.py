@@ -14,10 +14,10 @@ import time
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from consentry import patches
-from consentry.kafka import client_options
+from consentry.kafka import assign_whole_topic, client_options
 from consentry.scrape import parse_metrics
 from consentry.timeutil import now_us
 from services.gateway.metrics import metrics_text
@@ -143,12 +143,7 @@ class RejectsTail:
         )
         await consumer.start()
         try:
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(topic)
-            if not partitions:
-                raise LookupError(f"topic {topic} does not exist yet")
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
+            tps = await assign_whole_topic(consumer, topic)
             if self.settings.on_embedded_broker:
                 ends = await patches.true_end_offsets(connection, tps)
             else:
