@@ -630,6 +630,7 @@ def install_faust_stopping_handover_fix() -> None:
     on_partitions_revoked = App._on_partitions_revoked
 
     async def _on_partitions_revoked(self: Any, revoked: Any) -> None:
+        log.info("rebalance: partitions revoked (%d)%s", len(revoked), ", stopping" if self.should_stop else "")
         if self.should_stop:
             return await _hand_over_when_stopping(self)
         return await on_partitions_revoked(self, revoked)
@@ -649,7 +650,10 @@ def install_faust_commit_failpoints() -> None:
     `consent.before_changelog_flush`: offsets chosen, the table's changelog records still in
     the producer (faust flushes it next). `consent.before_commit`: changelog flushed, source
     offsets not committed. (`consent.after_table_write` is in the consent agent.)
-    Unarmed, each is one dict lookup per commit.
+    `consent.after_seek_to_committed` (a delay): `Consumer.perform_seek` has sought to the
+    committed offsets and not yet reset its read offsets, while a worker that takes over
+    partitions already delivers their records (see `install_faust_seek_read_offset_fix`).
+    Unarmed, each is one dict lookup per commit (per seek).
     """
     if "install_faust_commit_failpoints" in _installed:
         return
@@ -666,8 +670,16 @@ def install_faust_commit_failpoints() -> None:
         failpoints.hit("consent.before_commit")
         return await commit(self, offsets)
 
+    seek_to_committed = ThreadDelegateConsumer.seek_to_committed
+
+    async def _seek_to_committed(self: Any) -> Any:
+        offsets = await seek_to_committed(self)
+        await failpoints.slow("consent.after_seek_to_committed")
+        return offsets
+
     Consumer._commit_offsets = _commit_offsets  # type: ignore[method-assign]
     ThreadDelegateConsumer._commit = _commit  # type: ignore[method-assign]
+    ThreadDelegateConsumer.seek_to_committed = _seek_to_committed  # type: ignore[method-assign]
     _installed.add("install_faust_commit_failpoints")
 
 
