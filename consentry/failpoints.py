@@ -11,6 +11,8 @@ test must observe (ingest holding posts while it loads) stays open on a fast mac
 `NAME@/PATH` (an absolute path) makes each pass wait until that file exists: the test decides
 when the window closes (a consent worker with an event in flight). The first pass writes
 "failpoint NAME: holding" to stderr, so a test can wait until the window is open.
+`NAME:N@...` lets the first N-1 passes through and holds from the Nth on (the 4th event
+applied, not the 1st).
 Unset (always, outside tests), `hit` and `slow` are one dict lookup.
 """
 
@@ -25,12 +27,15 @@ EXIT_CODE = 75
 _armed: dict[str, int] = {}
 _stops: set[str] = set()  # armed names that freeze the process instead of ending it
 _delays: dict[str, float | str] = {}  # seconds, or the path of a file to wait for
+_free_passes: dict[str, int] = {}  # passes let through before a delay applies (`NAME:N@...`)
 _announced: set[str] = set()
 for _item in filter(None, os.environ.get("CONSENTRY_FAILPOINTS", "").split(",")):
     _item = _item.strip()
     if "@" in _item:
         _name, _, _seconds = _item.partition("@")
+        _name, _, _nth = _name.partition(":")
         _delays[_name] = _seconds if _seconds.startswith("/") else float(_seconds)
+        _free_passes[_name] = int(_nth or 1) - 1
         continue
     _name, _, _count = _item.partition(":")
     _count, _, _action = _count.partition(":")
@@ -44,6 +49,9 @@ for _item in filter(None, os.environ.get("CONSENTRY_FAILPOINTS", "").split(","))
 async def slow(name: str) -> None:
     delay = _delays.get(name)
     if delay is not None:
+        if _free_passes.get(name, 0) > 0:
+            _free_passes[name] -= 1
+            return
         if name not in _announced:  # once: a test can wait for the window to be open
             _announced.add(name)
             sys.stderr.write(f"failpoint {name}: holding\n")

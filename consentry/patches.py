@@ -372,6 +372,7 @@ def install_faust_patches(settings: CommonSettings, on_send_failure: SendFailed 
     record that cannot be sent."""
     install_faust_flush_fix()  # changelog records are flushed before their offsets commit
     install_faust_consumer_fetch_fix()  # records fetched while partitions were paused are fetched again, not skipped
+    install_faust_seek_read_offset_fix()  # records delivered while a seek ends are neither cleared unapplied nor committed
     install_faust_commit_failpoints()  # consent.before_changelog_flush, consent.before_commit (tests only)
     install_faust_stopping_handover_fix()  # a stopping worker finishes and flushes its events before its partitions move
     if on_send_failure is not None:
@@ -562,6 +563,74 @@ def install_faust_consumer_fetch_fix() -> None:
     _installed.add("install_faust_consumer_fetch_fix")
 
 
+async def _perform_seek(self: Any) -> None:
+    """faust/transport/consumer.py `Consumer.perform_seek` (0.15.3), except that the source
+    partitions deliver nothing from now until `resume_flow`, and the read offsets are
+    forgotten instead of set to the committed offsets."""
+    from faust.transport.consumer import ensure_TP
+
+    held = {tp for tp in self._get_active_partitions() if not self._is_changelog_tp(tp)}
+    if held:
+        self.pause_partitions(held)  # records fetched meanwhile are fetched again (`_getmany`)
+        self._consentry_held = getattr(self, "_consentry_held", set()) | held
+    committed = await self.seek_to_committed()
+    for tp in committed:
+        # None: the next record delivered is taken as it comes, neither a gap nor a duplicate.
+        self._read_offset[ensure_TP(tp)] = None
+    self._committed_offset.update({ensure_TP(tp): offset or None for tp, offset in committed.items() if offset is not None})
+
+
+def _resume_flow(self: Any) -> None:
+    """`Consumer.resume_flow`, which faust calls right after `flow_control.resume()` cleared the
+    agents' queues: the partitions held by `_perform_seek` deliver again from here."""
+    _unpatched_resume_flow(self)
+    held = self.__dict__.pop("_consentry_held", None)
+    if held:
+        try:
+            held &= set(self.assignment())
+        except Exception:  # the consumer is not started: nothing was assigned since
+            return
+        self.resume_partitions(held)
+
+
+_unpatched_resume_flow: Any = None
+
+
+@written_for(FAUST, embedded_broker_only=False)
+def install_faust_seek_read_offset_fix() -> None:
+    """faust-streaming 0.15.3 `Consumer.perform_seek` (faust/transport/consumer.py) lets a
+    worker commit past events it never applies. Unconditional: the defect is faust's, on
+    Apache Kafka too.
+
+    Once a worker's tables are recovered after an assignment, faust (faust/tables/recovery.py
+    `on_recovery_completed`) resumes the source partitions, awaits `perform_seek` (the seek to
+    the committed offsets: one OffsetFetch per partition), then calls `flow_control.resume()`,
+    which clears every agent's queue (`clear_on_resume`), and `resume_flow()`. A worker taking
+    over partitions with a backlog (a hand-over under load) delivers records into the queue
+    meanwhile; the clear drops those not taken yet, and the consumer's position is past them,
+    so nothing fetches them again. And `perform_seek` sets each read offset (the last offset
+    `_drain_messages` delivered) to the committed offset (the next one to read), below the
+    records already delivered: the next record looks like a gap over them, and `_add_gap`
+    counts the gap as acknowledged. The commits then pass the cleared events (and any still in
+    flight): neither this worker nor the next owner applies them. The plain hand-over's lost
+    withdrawal (docs/reliability.md).
+
+    The fix: `perform_seek` pauses the source partitions until `resume_flow` (faust calls it
+    right after the clear, with no await between: nothing reaches a queue before the clear),
+    and forgets the read offsets of the partitions it sought (the next record is delivered as
+    it comes, neither a gap nor a duplicate dropped; at worst delivered again, which every
+    consumer here absorbs).
+    """
+    global _unpatched_resume_flow
+    if "install_faust_seek_read_offset_fix" in _installed:
+        return
+    from faust.transport.consumer import Consumer
+
+    _replace(Consumer, "perform_seek", _perform_seek)
+    _unpatched_resume_flow = _replace(Consumer, "resume_flow", _resume_flow)
+    _installed.add("install_faust_seek_read_offset_fix")
+
+
 # ------------------------------------------------------------------ faust's stop
 
 
@@ -630,6 +699,7 @@ def install_faust_stopping_handover_fix() -> None:
     on_partitions_revoked = App._on_partitions_revoked
 
     async def _on_partitions_revoked(self: Any, revoked: Any) -> None:
+        log.info("rebalance: partitions revoked (%d)%s", len(revoked), ", stopping" if self.should_stop else "")
         if self.should_stop:
             return await _hand_over_when_stopping(self)
         return await on_partitions_revoked(self, revoked)
@@ -649,7 +719,10 @@ def install_faust_commit_failpoints() -> None:
     `consent.before_changelog_flush`: offsets chosen, the table's changelog records still in
     the producer (faust flushes it next). `consent.before_commit`: changelog flushed, source
     offsets not committed. (`consent.after_table_write` is in the consent agent.)
-    Unarmed, each is one dict lookup per commit.
+    `consent.after_seek_to_committed` (a delay): `Consumer.perform_seek` has sought to the
+    committed offsets and not yet reset its read offsets, while a worker that takes over
+    partitions already delivers their records (see `install_faust_seek_read_offset_fix`).
+    Unarmed, each is one dict lookup per commit (per seek).
     """
     if "install_faust_commit_failpoints" in _installed:
         return
@@ -666,8 +739,16 @@ def install_faust_commit_failpoints() -> None:
         failpoints.hit("consent.before_commit")
         return await commit(self, offsets)
 
+    seek_to_committed = ThreadDelegateConsumer.seek_to_committed
+
+    async def _seek_to_committed(self: Any) -> Any:
+        offsets = await seek_to_committed(self)
+        await failpoints.slow("consent.after_seek_to_committed")
+        return offsets
+
     Consumer._commit_offsets = _commit_offsets  # type: ignore[method-assign]
     ThreadDelegateConsumer._commit = _commit  # type: ignore[method-assign]
+    ThreadDelegateConsumer.seek_to_committed = _seek_to_committed  # type: ignore[method-assign]
     _installed.add("install_faust_commit_failpoints")
 
 
