@@ -20,4 +20,4 @@ def test_a_users_bucket_is_in_range_and_follows_the_home_partition(user: str, pa
 
 def test_known_values_do_not_change_between_releases() -> None:
     """A table's rows stay in the bucket they were written to: the hash is fixed."""
-    assert [bucket_of(u, 64) for u in ("alice", "bob", "u-42")] == [bucket_of(u, 64) for u in ("alice", "bob", "u-42")]
+    assert [bucket_of(u, 64) for u in ("alice", "bob", "u-42")] == [21, 14, 57]
