@@ -286,7 +286,7 @@ def vacuum() -> None:
 
 
 @app.command("migrate-store")
-def migrate_store(buckets: Annotated[int | None, typer.Option(help="Bucket count (default: TRAINING_STORE_BUCKETS, 64).")] = None) -> None:
+def migrate_store(buckets: Annotated[int | None, typer.Option(help="Bucket count (default: CONSENTRY_TRAINING_STORE_BUCKETS, 64).")] = None) -> None:
     """Rewrite a training store written before the bucket layout into it (every sink stopped);
     the next `consentry vacuum` removes the old files."""
     from services.sink.settings import SinkSettings
