@@ -78,7 +78,7 @@ async def _stored_equals(uri: str, expected: set[str]) -> bool:
 
 @pytest.mark.quick
 async def test_two_sinks_one_killed_quick(broker: tuple[str, str], tmp_path: Path) -> None:
-    await run_sinks(broker, tmp_path, sinks=2, users=60, rounds=4, seed=1)
+    await run_sinks(broker, tmp_path, sinks=2, users=40, rounds=3, seed=1)
 
 
 @pytest.mark.reliability
