@@ -154,3 +154,23 @@ def test_a_starting_sinks_clean_up_spares_files_another_sink_has_not_committed_y
     table.create_write_transaction([add], mode="append", schema=table.schema(), partition_by=["bucket"])
     assert pq.read_table(in_flight).num_rows == 1
     assert sorted(DeltaTrainingStore(uri).read(["post_id"]).column("post_id").to_pylist()) == ["a1", "a2"]
+
+
+def test_a_purge_is_not_overtaken_by_another_sinks_append_to_other_buckets(tmp_path: Path) -> None:
+    """Two sinks own disjoint buckets: one's append lands between the other's snapshot and its
+    purge's commit without a conflict (delta-rs checks the delete's predicate, `bucket IN
+    (...)` first, against the files the append added), so no purge is done twice."""
+    from prometheus_client import REGISTRY
+
+    from tests.integration.test_store_concurrent_commits import commit_underneath
+
+    uri = str(tmp_path / "training")
+    store = DeltaTrainingStore(uri, buckets=BUCKETS)
+    alice, bob, carol = users_in_distinct_buckets(3)
+    store.append([row("a1", alice), row("b1", bob)])
+    conflicts = lambda: REGISTRY.get_sample_value("consentry_sink_commit_conflicts_total", {"operation": "purge"}) or 0.0  # noqa: E731
+    before = conflicts()
+    commit_underneath(store, lambda: DeltaTrainingStore(uri).append([row("c1", carol)]))
+    assert store.purge([alice]) == {alice: ["a1"]}
+    assert conflicts() == before
+    assert sorted(store.read(["post_id"]).column("post_id").to_pylist()) == ["b1", "c1"]
