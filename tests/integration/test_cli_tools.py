@@ -162,9 +162,12 @@ def test_migrate_store_rewrites_an_unpartitioned_table_into_the_bucket_layout(tm
     old = pa.schema([f for f in SCHEMA if f.name != "bucket"])
     write_deltalake(uri, pa.table({"post_id": ["p1"], "user_id": ["alice"], "created_at": pa.array([1], pa.timestamp("us", tz="UTC")), "text": ["t"],
                                    "lang": [None], "country": [None], "ingested_at": pa.array([2], pa.timestamp("us", tz="UTC"))}, schema=old))
-    result = subprocess.run([sys.executable, "-m", "consentry_cli", "migrate-store", "--buckets", "8"], env={**os.environ, "TRAINING_STORE_URI": uri},
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "the bucket layout: 1 rows" in " ".join(result.stderr.split())  # the console's lines, unwrapped
+    from typer.testing import CliRunner
+
+    from consentry_cli.cli import app
+
+    result = CliRunner().invoke(app, ["migrate-store", "--buckets", "8"], env={"TRAINING_STORE_URI": uri})  # in-process: seconds saved
+    assert result.exit_code == 0, result.output
+    assert "the bucket layout: 1 rows" in " ".join(result.output.split())  # the console's lines, unwrapped
     assert DeltaTable(uri).metadata().partition_columns == ["bucket"]
     assert DeltaTrainingStore(uri).buckets == 8
