@@ -214,6 +214,7 @@ class TrainingStore(ABC):
 
 class MemoryTrainingStore(TrainingStore):
     uri = "memory"
+    buckets = DEFAULT_BUCKETS
 
     def __init__(self) -> None:
         self._rows: dict[str, dict[str, Any]] = {}
@@ -221,8 +222,6 @@ class MemoryTrainingStore(TrainingStore):
         self._version = 0
         self._vacuums: VacuumRecord | None = None
         self._reconciles: ReconcileRecord | None = None
-
-    buckets = DEFAULT_BUCKETS
 
     def stored_post_ids(self, rows: list[dict[str, Any]]) -> set[str]:
         return {row["post_id"] for row in rows if row["post_id"] in self._rows}
