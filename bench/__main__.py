@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=20_000, help="distinct users (10 %% of them objected)")
     parser.add_argument("--only", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
     parser.add_argument("--repeat", type=int, default=2, help="runs of 1-3, the fastest kept (default 2)")
-    parser.add_argument("--purge-rows", type=int, default=5_000_000)
-    parser.add_argument("--purge-users", type=int, default=10_000)
+    parser.add_argument("--purge-rows", default="5000000,50000000", help="training table sizes, comma-separated (a sink's RSS on each, then a purge)")
+    parser.add_argument("--purge-users", type=int, default=1_000)
     parser.add_argument("--memory-users", type=int, default=1_000_000)
     parser.add_argument("--profile", type=Path, help="record py-spy profiles of ingest and the gateway here")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite docs/benchmarks.md")
@@ -106,7 +106,7 @@ def run_step(step: str, bootstrap: str, data, work: Path, args, results: dict) -
     if step == "purge":
         from bench import purge
 
-        return purge.run(work, args.purge_rows, args.purge_users)
+        return purge.run(work, [int(n) for n in str(args.purge_rows).split(",")], args.purge_users, bootstrap)
     if step == "memory":
         from bench import memory
 

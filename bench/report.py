@@ -95,11 +95,27 @@ def rows(results: dict) -> list[tuple[str, str, str, str]]:
         ))
     if not failed("purge"):
         r = results["purge"]
-        out.append((
-            f"6. Purge {r['users']:,} users from {r['table_rows']:,} rows ({r['files']} files), then vacuum",
-            f"{r['total_seconds']:.1f} s ({r['purge_seconds']:.1f} s delete + {r['vacuum_seconds']:.1f} s vacuum); {r['rows_deleted']:,} rows deleted; {_f(r['rows_per_second'])} table rows/s",
-            "< 60 s incl. vacuum", _ok(r["total_seconds"] < 60),
-        ))
+        for size in r.get("sizes", [r]):
+            out.append((
+                f"6. Purge {size['users']:,} users from {size['table_rows']:,} rows ({size['files']:,} files, bucket layout), then vacuum",
+                f"{size['total_seconds']:.1f} s ({size['purge_seconds']:.1f} s delete + {size['vacuum_seconds']:.1f} s vacuum); {size['rows_deleted']:,} rows deleted; "
+                f"{_f(size['rows_per_second'])} table rows/s",
+                "< 60 s incl. vacuum", _ok(size["total_seconds"] < 60),
+            ))
+        sizes = r.get("sizes", [])
+        if "ratio" in r:
+            out.append((
+                f"6. Purge cost, {sizes[-1]['table_rows']:,} rows vs {sizes[0]['table_rows']:,} rows (same run)",
+                f"{r['ratio']:.2f}×", "≤ 2×", _ok(r["ratio"] <= 2),
+            ))
+        rss = [size for size in sizes if "sink_rss_mib" in size]
+        if rss:
+            flat = rss[-1]["sink_rss_mib"] / rss[0]["sink_rss_mib"]
+            out.append((
+                "6. Sink RSS once ready on a " + " / ".join(f"{size['table_rows']:,}" for size in rss) + "-row table",
+                " / ".join(f"{size['sink_rss_mib']:,.0f} MiB (ready in {size['sink_ready_seconds']:.1f} s)" for size in rss) + f"; {flat:.2f}× from first to last",
+                "< 300 MiB, flat", _ok(max(size["sink_rss_mib"] for size in rss) < 300 and flat < 1.2),
+            ))
     if not failed("memory"):
         r = results["memory"]
         out.append((

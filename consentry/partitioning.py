@@ -15,3 +15,11 @@ from aiokafka.partitioner import murmur2
 @lru_cache(maxsize=1 << 20)
 def home_partition(user_id: str, partitions: int) -> int:
     return (murmur2(user_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+def bucket_of(user_id: str, buckets: int) -> int:
+    """The training store's bucket of a user (its partition column): the same murmur2 as
+    `home_partition`, so with `buckets` a multiple of the partition count, bucket % partitions
+    is the home partition and each sink writes only the buckets of the partitions it owns.
+    A number out of `buckets`: it does not reveal the id."""
+    return (murmur2(user_id.encode()) & 0x7FFFFFFF) % buckets

@@ -285,6 +285,18 @@ def vacuum() -> None:
     console.print(f"vacuumed {settings.store_uri}: {result.files_removed} files removed, table at version {result.version}")
 
 
+@app.command("migrate-store")
+def migrate_store(buckets: Annotated[int | None, typer.Option(help="Bucket count (default: CONSENTRY_TRAINING_STORE_BUCKETS, 64).")] = None) -> None:
+    """Rewrite a training store written before the bucket layout into it (every sink stopped);
+    the next `consentry vacuum` removes the old files."""
+    from services.sink.settings import SinkSettings
+    from services.sink.store import migrate_to_buckets
+
+    settings = SinkSettings()
+    rows = migrate_to_buckets(settings.store_uri, buckets=buckets or settings.training_store_buckets)
+    console.print(f"{settings.store_uri} is in the bucket layout: {rows} rows")
+
+
 @app.command()
 def reconcile(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would be deleted: delete and record nothing.")] = False,

@@ -198,9 +198,16 @@ def stored_rows(store_uri: str, user: str) -> int:
     """How many rows of `user` the training store holds (counts only, never text)."""
     from deltalake import DeltaTable, QueryBuilder
 
+    from consentry.partitioning import bucket_of
+    from services.sink.store import BUCKETS_PROPERTY
+
     table = DeltaTable(store_uri)
     literal = "'" + user.replace("'", "''") + "'"
-    result = QueryBuilder().register("training", table).execute(f"SELECT count(*) AS n FROM training WHERE user_id = {literal}").read_all()
+    where = f"user_id = {literal}"
+    buckets = table.metadata().configuration.get(BUCKETS_PROPERTY)
+    if buckets:  # the bucket layout: only the user's bucket is read
+        where = f"bucket = {bucket_of(user, int(buckets))} AND {where}"
+    result = QueryBuilder().register("training", table).execute(f"SELECT count(*) AS n FROM training WHERE {where}").read_all()
     return int(result.column("n")[0].as_py())
 
 

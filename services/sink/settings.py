@@ -11,6 +11,11 @@ class SinkSettings(CommonSettings):
         validation_alias=AliasChoices("TRAINING_STORE_URI", "training_store_uri"),
         description="The Delta table; default $CONSENTRY_DATA_DIR/training.",
     )
+    training_store_buckets: int = Field(
+        default=64,
+        ge=1,
+        description="Buckets of a training store created now (a table keeps its own); a multiple of the partition count, so each sink writes only its own buckets.",
+    )
     sink_host: str = "127.0.0.1"
     sink_port: int = 9102
     # Large enough that a slow flush (a purge rewrites every file holding the user) is followed

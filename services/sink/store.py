@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from consentry.fencing import LEASE
+from consentry.partitioning import bucket_of
 from consentry.timeutil import format_rfc3339, now_us
 from services.sink import metrics
 from services.sink import reconcile_record
@@ -34,8 +35,21 @@ SCHEMA = pa.schema(
         pa.field("lang", pa.string()),
         pa.field("country", pa.string()),
         pa.field("ingested_at", UTC_US, nullable=False),
+        # Derived from the user (consentry.partitioning.bucket_of), the table's partition column:
+        # a purge, a de-duplication and a sink's commit touch only the buckets of their users.
+        pa.field("bucket", pa.int32(), nullable=False),
     ]
 )
+PARTITION_BY = ["bucket"]
+# The bucket count is fixed when the table is created (a row's bucket never changes); it is
+# a table property, so every sink and command agrees with the table, whatever its settings.
+BUCKETS_PROPERTY = "consentry.bucketCount"
+DEFAULT_BUCKETS = 64
+MIGRATE_COMMAND = "consentry migrate-store"
+
+
+class LayoutError(RuntimeError):
+    """The table is not in the bucket layout (written by a release before it)."""
 
 # Table properties that make a purge physical once vacuumed:
 # - no column statistics on user_id or text, so neither is spelled into _delta_log;
@@ -76,7 +90,7 @@ class TableStats:
     live_files: int
 
 
-def rows_to_arrow(rows: list[dict[str, Any]]) -> pa.Table:
+def rows_to_arrow(rows: list[dict[str, Any]], buckets: int = DEFAULT_BUCKETS) -> pa.Table:
     """Training messages (timestamps as RFC 3339 strings) to the store's Arrow schema."""
     return pa.table(
         {
@@ -87,9 +101,29 @@ def rows_to_arrow(rows: list[dict[str, Any]]) -> pa.Table:
             "lang": pa.array([r.get("lang") for r in rows], pa.string()),
             "country": pa.array([r.get("country") for r in rows], pa.string()),
             "ingested_at": pa.array([r["ingested_at"] for r in rows], pa.string()).cast(UTC_US),
+            "bucket": pa.array([bucket_of(r["user_id"], buckets) for r in rows], pa.int32()),
         },
         schema=SCHEMA,
     )
+
+
+def created_ranges(created_us: Iterable[int], gap_us: int = 3_600_000_000, most: int = 16) -> list[tuple[int, int]]:
+    """The created_at values of a batch as a few [low, high] ranges (microseconds): live posts
+    make one narrow range, a deferred post released a month late another, instead of one range
+    over the whole month. At most `most` ranges: the closest ones are merged."""
+    values = sorted(set(created_us))
+    if not values:
+        return []
+    ranges = [[values[0], values[0]]]
+    for value in values[1:]:
+        if value - ranges[-1][1] <= gap_us:
+            ranges[-1][1] = value
+        else:
+            ranges.append([value, value])
+    while len(ranges) > most:
+        i = min(range(len(ranges) - 1), key=lambda k: ranges[k + 1][0] - ranges[k][1])
+        ranges[i : i + 2] = [[ranges[i][0], ranges[i + 1][1]]]
+    return [(low, high) for low, high in ranges]
 
 
 Positions = Mapping[str, int]  # stream (topic and partition) -> next offset to apply
@@ -112,8 +146,9 @@ class TrainingStore(ABC):
     uri: str  # where the table lives (for the logs)
 
     @abstractmethod
-    def post_ids(self) -> set[str]:
-        """Every stored post_id (to rebuild the sink's duplicate index)."""
+    def stored_post_ids(self, rows: list[dict[str, Any]]) -> set[str]:
+        """Those of these rows' post_ids the table already holds: only the files of the rows'
+        buckets (and created_at ranges) are read, whatever the table's size."""
 
     @abstractmethod
     def purge(self, user_ids: Collection[str], positions: Positions | None = None) -> dict[str, list[str]]:
@@ -134,8 +169,8 @@ class TrainingStore(ABC):
         table, whatever the consumer group's committed offset says."""
 
     @abstractmethod
-    def read(self, columns: Iterable[str] | None = None) -> pa.Table:
-        """The current rows."""
+    def read(self, columns: Iterable[str] | None = None, buckets: Collection[int] | None = None) -> pa.Table:
+        """The current rows (of these buckets only, if given)."""
 
     @abstractmethod
     def scan(self, columns: list[str], batch_rows: int = 1 << 17) -> Iterator[pa.RecordBatch]:
@@ -162,8 +197,8 @@ class TrainingStore(ABC):
 
     @abstractmethod
     def remove_orphans(self) -> int:
-        """Remove what a crashed writer wrote but never committed; return how many files.
-        Call only where no write can be in flight (the sink, before its first write)."""
+        """Remove what a crashed writer wrote but never committed, once older than
+        ORPHAN_GRACE_HOURS (another sink's write in flight is younger); return how many files."""
 
     @abstractmethod
     def version(self) -> int: ...
@@ -179,6 +214,7 @@ class TrainingStore(ABC):
 
 class MemoryTrainingStore(TrainingStore):
     uri = "memory"
+    buckets = DEFAULT_BUCKETS
 
     def __init__(self) -> None:
         self._rows: dict[str, dict[str, Any]] = {}
@@ -187,8 +223,8 @@ class MemoryTrainingStore(TrainingStore):
         self._vacuums: VacuumRecord | None = None
         self._reconciles: ReconcileRecord | None = None
 
-    def post_ids(self) -> set[str]:
-        return set(self._rows)
+    def stored_post_ids(self, rows: list[dict[str, Any]]) -> set[str]:
+        return {row["post_id"] for row in rows if row["post_id"] in self._rows}
 
     def scan(self, columns: list[str], batch_rows: int = 1 << 17) -> Iterator[pa.RecordBatch]:
         yield from self.read(columns).to_batches(max_chunksize=batch_rows)
@@ -231,8 +267,10 @@ class MemoryTrainingStore(TrainingStore):
     def applied_position(self, stream: str) -> int | None:
         return self._positions.get(stream)
 
-    def read(self, columns: Iterable[str] | None = None) -> pa.Table:
-        table = rows_to_arrow(list(self._rows.values()))
+    def read(self, columns: Iterable[str] | None = None, buckets: Collection[int] | None = None) -> pa.Table:
+        table = rows_to_arrow(list(self._rows.values()), self.buckets)
+        if buckets is not None:
+            table = table.filter(pc.is_in(table.column("bucket"), pa.array(sorted(buckets), pa.int32())))
         return table.select(list(columns)) if columns is not None else table
 
     def vacuum(self) -> VacuumResult:
@@ -253,19 +291,28 @@ class MemoryTrainingStore(TrainingStore):
 
 
 class DeltaTrainingStore(TrainingStore):
-    def __init__(self, uri: str, storage_options: dict[str, str] | None = None) -> None:
+    def __init__(self, uri: str, storage_options: dict[str, str] | None = None, buckets: int = DEFAULT_BUCKETS) -> None:
+        """`buckets`: the bucket count of a table created here; an existing table keeps its own."""
         from deltalake import DeltaTable
 
         self.uri = uri
         self._options = storage_options
         if not DeltaTable.is_deltatable(uri, storage_options=storage_options):
             try:
-                DeltaTable.create(uri, SCHEMA, mode="ignore", configuration=TABLE_CONFIGURATION, storage_options=storage_options, name="training")
+                DeltaTable.create(uri, SCHEMA, mode="ignore", partition_by=PARTITION_BY, configuration={**TABLE_CONFIGURATION, BUCKETS_PROPERTY: str(buckets)},
+                                  storage_options=storage_options, name="training", raise_if_key_not_exists=False)
             except Exception:
                 if not DeltaTable.is_deltatable(uri, storage_options=storage_options):
                     raise
         self._table = DeltaTable(uri, storage_options=storage_options)
-        configured = self._table.metadata().configuration
+        metadata = self._table.metadata()
+        configured = metadata.configuration
+        if metadata.partition_columns != PARTITION_BY or BUCKETS_PROPERTY not in configured:
+            raise LayoutError(
+                f"the training store at {uri} was written before the bucket layout (partitioned by {metadata.partition_columns or 'nothing'}): "
+                f"its purges would read every file. Stop the sinks and run `{MIGRATE_COMMAND}` once (it rewrites the table; docs/operations.md)"
+            )
+        self.buckets = int(configured[BUCKETS_PROPERTY])
         stale = {k: v for k, v in TABLE_CONFIGURATION.items() if configured.get(k) != v}
         if stale:  # a table created by an earlier version: bring its properties up to date
             log.info("setting table properties of %s: %s", uri, stale)
@@ -275,9 +322,32 @@ class DeltaTrainingStore(TrainingStore):
         self._table.update_incremental()
         return self._table
 
-    def post_ids(self) -> set[str]:
-        column = self._fresh().to_pyarrow_dataset().to_table(columns=["post_id"]).column("post_id")
-        return set(column.to_pylist())
+    def _dataset(self, buckets: Collection[int] | None = None, created: list[tuple[int, int]] | None = None):  # type: ignore[no-untyped-def]
+        """The live files of these buckets (exactly: a partition filter) whose created_at
+        statistics overlap one of these ranges (a superset: rows are filtered after reading)."""
+        table = self._fresh()
+        if buckets is None:
+            return table.to_pyarrow_dataset()
+        where: list[tuple[str, str, Any]] = [("bucket", "in", sorted(buckets))]
+        if not created:
+            return table.to_pyarrow_dataset(file_pruning_predicate=where)
+        from datetime import UTC, datetime
+
+        at = lambda us: datetime.fromtimestamp(us / 1e6, UTC)  # noqa: E731
+        return table.to_pyarrow_dataset(file_pruning_predicate=[[*where, ("created_at", ">=", at(low)), ("created_at", "<=", at(high))] for low, high in created])
+
+    def stored_post_ids(self, rows: list[dict[str, Any]]) -> set[str]:
+        if not rows:
+            return set()
+        data = rows_to_arrow(rows, self.buckets)
+        wanted = pc.unique(data.column("post_id"))
+        created = created_ranges(data.column("created_at").cast(pa.int64()).to_pylist())
+        found: set[str] = set()
+        # In batches: memory follows the buckets' post_ids in flight, not the table.
+        for batch in self._dataset(set(data.column("bucket").to_pylist()), created).to_batches(columns=["post_id"], batch_size=1 << 16):
+            ids = batch.column(0).cast(pa.string())
+            found.update(ids.filter(pc.is_in(ids, value_set=wanted)).to_pylist())
+        return found
 
     def _retrying(self, operation: str, attempt: Callable[[], T]) -> T:
         """Run `attempt` (which takes its own fresh snapshot) until its commit is not overtaken
@@ -310,23 +380,24 @@ class DeltaTrainingStore(TrainingStore):
 
         table = self._fresh()
         # DataFusion scan (pyarrow's dataset filter trips on delta-rs' string_view columns).
-        reader = QueryBuilder().register("training", table).execute(
-            f"SELECT post_id, user_id FROM training WHERE user_id IN ({_sql_list(users)})"
-        )
+        # The users' buckets first: only their files are read, and rewritten.
+        where = f"bucket IN ({', '.join(str(b) for b in sorted({bucket_of(u, self.buckets) for u in users}))}) AND user_id IN ({_sql_list(users)})"
+        reader = QueryBuilder().register("training", table).execute(f"SELECT post_id, user_id FROM training WHERE {where}")
         hits = pa.table(reader.read_all())
         if hits.num_rows == 0:
             return {}  # nothing stored: no commit at all
         removed: dict[str, list[str]] = {}
         for post_id, user_id in zip(hits.column("post_id").to_pylist(), hits.column("user_id").to_pylist(), strict=True):
             removed.setdefault(user_id, []).append(post_id)
-        table.delete(f"user_id IN ({_sql_list(removed)})", commit_properties=_positions(positions))
+        buckets = ", ".join(str(b) for b in sorted({bucket_of(u, self.buckets) for u in removed}))
+        table.delete(f"bucket IN ({buckets}) AND user_id IN ({_sql_list(removed)})", commit_properties=_positions(positions))
         return removed
 
     def append(self, rows: list[dict[str, Any]], positions: Positions | None = None) -> None:
         from deltalake import write_deltalake
 
         if rows:
-            data = rows_to_arrow(rows)
+            data = rows_to_arrow(rows, self.buckets)
             self._retrying("append", lambda: write_deltalake(self._fresh(), data, mode="append", commit_properties=_positions(positions)))
 
     def record_positions(self, positions: Positions) -> None:
@@ -340,8 +411,8 @@ class DeltaTrainingStore(TrainingStore):
     def applied_position(self, stream: str) -> int | None:
         return self._fresh().transaction_version(stream)
 
-    def read(self, columns: Iterable[str] | None = None) -> pa.Table:
-        return self._fresh().to_pyarrow_dataset().to_table(columns=list(columns) if columns is not None else None)
+    def read(self, columns: Iterable[str] | None = None, buckets: Collection[int] | None = None) -> pa.Table:
+        return self._dataset(buckets).to_table(columns=list(columns) if columns is not None else None)
 
     def scan(self, columns: list[str], batch_rows: int = 1 << 17) -> Iterator[pa.RecordBatch]:
         # Parquet is columnar: only these columns' pages are read, never the text's.
@@ -399,10 +470,12 @@ class DeltaTrainingStore(TrainingStore):
         return [path for path, info in zip(paths, infos, strict=True) if info.type != fs.FileType.NotFound]
 
     def remove_orphans(self) -> int:
-        """Files no commit references, whatever their age: call only where no write can be in
-        flight (the sink, before its first write)."""
+        """Files no commit references and older than ORPHAN_GRACE_HOURS. Never younger ones:
+        with several sinks on one table, a younger file may be another sink's write about to
+        be committed (deleting it would leave that commit pointing at nothing). A crashed
+        sink's recent leftovers go at a later start or vacuum; Delta readers never see them."""
         table = self._fresh()
-        return len(table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True))
+        return len(table.vacuum(retention_hours=ORPHAN_GRACE_HOURS, dry_run=False, enforce_retention_duration=False, full=True))
 
     def version(self) -> int:
         return self._fresh().version()
@@ -448,3 +521,28 @@ class DeltaTrainingStore(TrainingStore):
 
     def write_reconcile_record(self, record: ReconcileRecord) -> None:
         self._write_file(reconcile_record.RECORD_NAME, reconcile_record.encode_record(record))
+
+
+def migrate_to_buckets(uri: str, storage_options: dict[str, str] | None = None, buckets: int = DEFAULT_BUCKETS) -> int:
+    """Rewrite a table written before the bucket layout into it, in one commit (an overwrite
+    that adds the bucket column and partitions by it); the recorded positions are kept. Run
+    with every sink stopped. Returns how many rows it holds. The old files are removed by the
+    next `consentry vacuum`."""
+    from deltalake import DeltaTable, write_deltalake
+
+    table = DeltaTable(uri, storage_options=storage_options)
+    if table.metadata().partition_columns == PARTITION_BY:
+        return table.to_pyarrow_dataset().count_rows()
+    old = table.to_pyarrow_dataset()
+    rows = old.count_rows()
+
+    def batches() -> Iterator[pa.RecordBatch]:  # streamed: memory does not follow the table
+        for batch in old.to_batches(batch_size=1 << 16):
+            users = batch.column("user_id").cast(pa.string()).to_pylist()
+            columns = [batch.column(f.name).cast(f.type) for f in SCHEMA if f.name != "bucket"]
+            yield pa.RecordBatch.from_arrays([*columns, pa.array([bucket_of(u, buckets) for u in users], pa.int32())], schema=SCHEMA)
+
+    write_deltalake(table, pa.RecordBatchReader.from_batches(SCHEMA, batches()), mode="overwrite", schema_mode="overwrite", partition_by=PARTITION_BY)
+    table = DeltaTable(uri, storage_options=storage_options)
+    table.alter.set_table_properties({**TABLE_CONFIGURATION, BUCKETS_PROPERTY: str(buckets)}, raise_if_not_exists=False)
+    return rows

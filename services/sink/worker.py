@@ -93,14 +93,19 @@ class SinkWorker(KafkaWorker):
 
     async def start(self) -> None:
         s = self.settings
-        store = self._store or await asyncio.to_thread(DeltaTrainingStore, s.store_uri)
-        # What a crashed predecessor wrote but never committed (maybe posts since purged).
+        store = self._store or await asyncio.to_thread(DeltaTrainingStore, s.store_uri, None, s.training_store_buckets)
+        # What a crashed writer wrote but never committed (maybe posts since purged), once older
+        # than any commit takes: a younger file may be another sink's write in flight.
         orphans = await asyncio.to_thread(store.remove_orphans)
         if orphans:
             log.info("removed %d uncommitted files left by a previous run", orphans)
-        self.writer = await asyncio.to_thread(IdempotentWriter, store)
+        self.writer = IdempotentWriter(store)
         await self._refresh_store_gauges()
-        log.info("training store at %s: %d posts", store.uri, len(self.writer.index))
+        buckets = getattr(store, "buckets", None)
+        if buckets is not None and buckets % s.partitions:
+            log.warning("the training store has %d buckets, not a multiple of the %d partitions: sinks share buckets, and their "
+                        "purges may be overtaken by each other's commits (retried); see docs/operations.md", buckets, s.partitions)
+        log.info("training store at %s (%s buckets)", store.uri, buckets)
         self.producer = AIOKafkaProducer(**producer_options(s), linger_ms=5)
         await self.producer.start()
         self.sender = BatchSender(self.producer)

@@ -1,10 +1,12 @@
 """Applies a planned batch to the store exactly once per post_id.
 
-The duplicate index (every stored post_id) is rebuilt from the store at start, so it is
-always what the table holds. Re-deliveries (an upstream producer's, or ingest's after a
-crash) are skipped by post_id.
+No index of the table is kept (it grew with the table, and a sink restarting on hundreds of
+millions of posts ran out of memory rebuilding it). Re-deliveries (an upstream producer's,
+or ingest's after a crash) are looked up in the table itself, in the batch's buckets and
+created_at ranges only (`TrainingStore.stored_post_ids`): a re-delivered post is the same
+user's (same bucket) with the same created_at.
 
-Replays of training.posts itself are not left to the index: a replayed batch could be cut
+Replays of training.posts itself are not left to that look-up: a replayed batch could be cut
 differently, so a post that the first pass dropped because its user's purge marker came
 later in the same batch would be appended again until the marker is re-applied. Each batch
 therefore records the positions it applied in the same Delta commit (see
@@ -27,17 +29,14 @@ class Applied:
 class IdempotentWriter:
     def __init__(self, store: TrainingStore) -> None:
         self.store = store
-        self.index = store.post_ids()
 
     def apply(self, plan: Plan, positions: Positions | None = None) -> Applied:
         """Purge, then append; `positions` go into the batch's last commit."""
         appending = bool(plan.appends)
         removed = self.store.purge(plan.purges.keys(), None if appending else positions)
-        for ids in removed.values():
-            self.index.difference_update(ids)
-        fresh = [row for row in plan.appends if row["post_id"] not in self.index]
+        stored = self.store.stored_post_ids(plan.appends)  # after the purge: what it removed may come back
+        fresh = [row for row in plan.appends if row["post_id"] not in stored]
         self.store.append(fresh, positions)
-        self.index.update(row["post_id"] for row in fresh)
         recorded = bool(fresh) or (bool(removed) and not appending)
         if positions and not recorded:
             # Nothing to write (only duplicates, or a purge that found nothing), but the table

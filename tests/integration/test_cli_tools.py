@@ -149,3 +149,25 @@ def test_status_store_only_counts_a_users_rows_in_a_real_delta_table(tmp_path: P
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [f"home partition: {home_partition('o' + chr(39) + 'brien', 8)} of 8", f"rows in the training store ({uri}): 2"]
     assert "never shown" not in done.stdout
+
+
+def test_migrate_store_rewrites_an_unpartitioned_table_into_the_bucket_layout(tmp_path: Path) -> None:
+    """`consentry migrate-store`, as docs/operations.md tells an operator to run it."""
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    from services.sink.store import SCHEMA, DeltaTrainingStore
+
+    uri = str(tmp_path / "training")
+    old = pa.schema([f for f in SCHEMA if f.name != "bucket"])
+    write_deltalake(uri, pa.table({"post_id": ["p1"], "user_id": ["alice"], "created_at": pa.array([1], pa.timestamp("us", tz="UTC")), "text": ["t"],
+                                   "lang": [None], "country": [None], "ingested_at": pa.array([2], pa.timestamp("us", tz="UTC"))}, schema=old))
+    from typer.testing import CliRunner
+
+    from consentry_cli.cli import app
+
+    result = CliRunner().invoke(app, ["migrate-store", "--buckets", "8"], env={"TRAINING_STORE_URI": uri})  # in-process: seconds saved
+    assert result.exit_code == 0, result.output
+    assert "the bucket layout: 1 rows" in " ".join(result.output.split())  # the console's lines, unwrapped
+    assert DeltaTable(uri).metadata().partition_columns == ["bucket"]
+    assert DeltaTrainingStore(uri).buckets == 8

@@ -57,16 +57,24 @@ def test_a_purge_that_is_the_last_commit_is_gone_after_vacuum_too(tmp_path: Path
 
 def test_vacuum_spares_a_file_being_written_and_the_sink_removes_its_leftovers(tmp_path: Path) -> None:
     """`consentry vacuum` runs on a live system: a Parquet file the sink has written but not
-    yet committed must survive it (else the commit would point at nothing). A file a crashed
-    sink left behind is removed when the sink starts again."""
+    yet committed must survive it (else the commit would point at nothing), and so must it a
+    starting sink's clean-up (another sink may be writing it). Once older than
+    ORPHAN_GRACE_HOURS, a file a crashed sink left behind is removed when a sink starts."""
+    import os
+    import time
+
     uri = str(tmp_path / "training")
     store = DeltaTrainingStore(uri)
     store.append(rows("erin-eee", 1))
-    written = next((tmp_path / "training").glob("*.parquet"))
-    in_flight = tmp_path / "training" / "part-00000-in-flight-c000.snappy.parquet"
+    written = next((tmp_path / "training").rglob("*.parquet"))
+    in_flight = written.parent / "part-00000-in-flight-c000.snappy.parquet"
     in_flight.write_bytes(written.read_bytes())
     vacuum(uri)
     assert in_flight.exists()
+    assert DeltaTrainingStore(uri).remove_orphans() == 0
+    assert in_flight.exists()
+    old = time.time() - 2 * 3600  # the writer crashed two hours ago
+    os.utime(in_flight, (old, old))
     assert DeltaTrainingStore(uri).remove_orphans() == 1
     assert not in_flight.exists()
     assert DeltaTrainingStore(uri).read(["post_id"]).num_rows == 1
@@ -94,9 +102,10 @@ def test_a_purge_followed_by_an_automatic_checkpoint_is_vacuumed_too(tmp_path: P
 def test_a_table_created_with_the_older_properties_gets_the_current_ones(tmp_path: Path) -> None:
     from deltalake import DeltaTable
 
-    from services.sink.store import SCHEMA, TABLE_CONFIGURATION
+    from services.sink.store import BUCKETS_PROPERTY, PARTITION_BY, SCHEMA, TABLE_CONFIGURATION
 
     uri = str(tmp_path / "training")
-    DeltaTable.create(uri, SCHEMA, configuration={**TABLE_CONFIGURATION, "delta.deletedFileRetentionDuration": "interval 0 seconds"})
+    created = {**TABLE_CONFIGURATION, "delta.deletedFileRetentionDuration": "interval 0 seconds", BUCKETS_PROPERTY: "64"}
+    DeltaTable.create(uri, SCHEMA, partition_by=PARTITION_BY, configuration=created, raise_if_key_not_exists=False)
     DeltaTrainingStore(uri)
-    assert DeltaTable(uri).metadata().configuration == TABLE_CONFIGURATION
+    assert DeltaTable(uri).metadata().configuration == {**TABLE_CONFIGURATION, BUCKETS_PROPERTY: "64"}

@@ -16,7 +16,7 @@ def rows(user: str, n: int) -> list[dict]:
 
 
 def data_files(root: Path) -> list[Path]:
-    return sorted(root.glob("*.parquet"))
+    return sorted(p for p in root.glob("bucket=*/*.parquet"))  # the data files, in their bucket's directory
 
 
 def test_live_size_is_the_sum_of_the_files_the_table_references(tmp_path: Path) -> None:

@@ -32,12 +32,13 @@ def ids(store: TrainingStore) -> list[str]:
 def test_append_then_read_back_with_the_contract_columns(store: TrainingStore) -> None:
     store.append([row("p1", "alice"), row("p2", "bob")])
     table = store.read()
-    assert table.column_names == ["post_id", "user_id", "created_at", "text", "lang", "country", "ingested_at"]
+    # The contract's columns, then the bucket derived from the user (the partition column).
+    assert table.column_names == ["post_id", "user_id", "created_at", "text", "lang", "country", "ingested_at", "bucket"]
     assert str(table.schema.field("created_at").type) == "timestamp[us, tz=UTC]"
     first = sorted(table.to_pylist(), key=lambda r: r["post_id"])[0]
     assert first["created_at"].isoformat() == "2025-05-27T10:00:00+00:00"
     assert first["ingested_at"].isoformat() == "2025-05-27T10:00:01.500000+00:00"
-    assert store.post_ids() == {"p1", "p2"}
+    assert store.stored_post_ids([row("p1", "alice"), row("p3", "alice"), row("p2", "bob")]) == {"p1", "p2"}
 
 
 def test_purge_removes_every_row_of_the_users_and_reports_them(store: TrainingStore) -> None:
@@ -75,7 +76,7 @@ def test_replaying_a_batch_with_a_purge_converges(store: TrainingStore) -> None:
 
 def test_a_store_written_only_by_commits_has_no_orphans_to_remove(store: TrainingStore) -> None:
     """What the sink asks every store at start (the Delta table's leftovers of a crashed
-    write are tests/integration/test_purge_leaves_nothing.py's)."""
+    write are tests/integration/test_purge_leaves_nothing.py's and test_store_layout.py's)."""
     store.append([row("p1", "alice")])
     store.append([row("p2", "bob")])
     assert store.remove_orphans() == 0

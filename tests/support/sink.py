@@ -96,3 +96,72 @@ def stored_ids(settings: SinkSettings) -> set[str]:
     if not Path(uri).exists():
         return set()
     return set(DeltaTrainingStore(uri).read(["post_id"]).column("post_id").to_pylist())
+
+
+class SinkProcesses:
+    """Several training sinks as processes (`consentry sink`) on one table and one consumer
+    group, as a deployment scales them; `kill` is kill -9. Logs under `log_dir`."""
+
+    def __init__(self, settings: SinkSettings, log_dir: Path, **env: str) -> None:
+        import os
+
+        self.settings = settings
+        self.log_dir = log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            **os.environ, "PYTHONUNBUFFERED": "1", "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "CONSENTRY_BROKER_FLAVOR": settings.broker_flavor, "CONSENTRY_TOPIC_PREFIX": settings.topic_prefix,
+            "CONSENTRY_PARTITIONS": str(settings.partitions), "CONSENTRY_DATA_DIR": str(settings.data_dir),
+            "TRAINING_STORE_URI": settings.store_uri, "CONSENTRY_TRAINING_STORE_BUCKETS": str(settings.training_store_buckets),
+            "CONSENTRY_SINK_FLUSH_SECONDS": str(settings.sink_flush_seconds), "CONSENTRY_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
+            "CONSENTRY_HEARTBEAT_INTERVAL_MS": str(settings.heartbeat_interval_ms), "CONSENTRY_RECONCILE_INTERVAL_S": "0", **env,
+        }
+        self.processes: dict[str, Any] = {}
+        self.ports: dict[str, int] = {}
+
+    def start(self, name: str) -> None:
+        import subprocess
+        import sys
+
+        self.ports[name] = free_port()
+        log = open(self.log_dir / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "consentry_cli", "sink"], env={**self.env, "CONSENTRY_SINK_PORT": str(self.ports[name])},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def ready(self, name: str) -> bool:
+        import httpx
+
+        process = self.processes[name]
+        assert process.poll() is None, f"{name} exited with {process.returncode}:\n{self.log(name)[-3000:]}"
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.ports[name]}/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill(self, name: str) -> None:
+        import os
+        import signal
+
+        process = self.processes.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        for name in list(self.processes):
+            process = self.processes.pop(name)
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except Exception:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+
+    def log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
