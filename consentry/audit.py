@@ -146,7 +146,9 @@ async def read_topic(connection: Mapping[str, Any], topic: str, timeout: float =
             raise LookupError(f"topic {topic} does not exist")
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
+        from consentry.patches import true_end_offsets
+
+        ends = await true_end_offsets(connection, partitions)  # ListOffsets is wrong on Tansu 0.6.0
         out: dict[int, list[tuple[int, bytes]]] = {tp.partition: [] for tp in partitions}
         pending = {tp for tp in partitions if ends[tp] > 0}
         deadline = time.monotonic() + timeout

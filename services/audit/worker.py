@@ -35,6 +35,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from consentry.audit import AuditTable, row_of
 from consentry.domain.audit import TABLE_KEY, ChainHead, digest
 from consentry.kafka import client_options, producer_options, wait_partitions
+from consentry.patches import true_end_offsets
 from consentry.kafka_worker import Batch, Bounds, Flushed, KafkaWorker, group_consumer
 from services.audit import facts, metrics
 from services.audit.settings import AuditSettings
@@ -249,7 +250,9 @@ class AuditWorker(KafkaWorker):
         try:
             tps = [TopicPartition(self.settings.topics.audit, q) for q in sorted(partitions)]
             reader.assign(tps)
-            ends = await reader.end_offsets(tps)
+            # Fetch high watermarks, not ListOffsets: Tansu 0.6.0 answers the latter wrongly after a
+            # batch of several records (consentry.patches.true_end_offsets), and the chain would fork.
+            ends = await true_end_offsets(client_options(self.settings), tps)
             pending = {tp for tp in tps if ends[tp] > 0}
             for tp in pending:
                 reader.seek(tp, ends[tp] - 1)
@@ -261,8 +264,9 @@ class AuditWorker(KafkaWorker):
                 batch = await reader.getmany(*pending, timeout_ms=200)
                 for tp, records in batch.items():
                     for r in records:
-                        if r.offset == ends[tp] - 1:
+                        if r.offset < ends[tp]:
                             found[tp.partition] = r.value
+                        if r.offset >= ends[tp] - 1:
                             pending.discard(tp)
             return found
         finally:
@@ -278,7 +282,7 @@ class AuditWorker(KafkaWorker):
         try:
             tps = [TopicPartition(topic, q) for q in range(self.audit_partitions)]
             reader.assign(tps)
-            ends = await reader.end_offsets(tps)
+            ends = await true_end_offsets(client_options(self.settings), tps)
             pending = {tp for tp in tps if ends[tp] > have.get(tp.partition, 0)}
             for tp in pending:
                 reader.seek(tp, have.get(tp.partition, 0))
