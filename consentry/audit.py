@@ -141,6 +141,7 @@ async def read_topic(connection: Mapping[str, Any], topic: str, timeout: float =
     consumer = AIOKafkaConsumer(**connection, enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=50, client_id="consentry-audit-reader")
     await consumer.start()
     try:
+        await consumer.topics()  # loads the metadata of every topic
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not partitions:
             raise LookupError(f"topic {topic} does not exist")

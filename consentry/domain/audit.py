@@ -188,8 +188,8 @@ def report_figures(records: Iterable[Mapping[str, Any]], window: Window, now_us:
                 purged_at.setdefault(oid, r["at_us"])
             if r.get("rows_purged", 1):  # a re-confirmation (no count) may have removed rows: counted
                 purges_with_rows.append(r)
-            if r.get("trained_on_runs"):
-                purged_runs.setdefault(r["user_id"], set()).update(r["trained_on_runs"])
+            if "trained_on_runs" in r or r.get("rows_purged") == 0:  # the sink said which runs (or that there were no rows)
+                purged_runs.setdefault(r["user_id"], set()).update(r.get("trained_on_runs", ()))
         elif fact == VACUUMED:
             vacuums.append(r)
         elif fact == RECONCILED:
@@ -219,9 +219,9 @@ def report_figures(records: Iterable[Mapping[str, Any]], window: Window, now_us:
     unvacuumed = [r for r in purges_with_rows if r["at_us"] > last_vacuum_at]
     last_reconcile = max(reconciles, key=lambda r: r["at_us"], default=None)
 
-    # A run read data of a user who objected later: it read before their objection, and their
-    # purge removed rows (the sink's trained_on_runs when the receipt has it: exact; otherwise
-    # every run that read before the objection counts, erring towards too many).
+    # A run read data of a user who objected later: the sink's trained_on_runs on their purge
+    # receipt says which (exact); without it (no purge yet, or a sink before the lineage work)
+    # every run that read before their first objection counts, erring towards too many.
     later: dict[str, list[str]] = {}
     for user, first in objected_at.items():
         named = purged_runs.get(user)

@@ -70,6 +70,7 @@ def test_report_figures_from_records() -> None:
         {"fact": "received", "user_id": "c", "objection_id": "o3", "kind": "object", "channel": "web", "at_us": t0 - day},  # outside
         {"fact": "enforced", "user_id": "a", "objection_ids": ["o1"], "at_us": t0 + 2_000_000},
         {"fact": "purged", "user_id": "a", "objection_ids": ["o1"], "at_us": t0 + 5_000_000, "rows_purged": 3},
+        {"fact": "purged", "user_id": "c", "objection_ids": ["o3"], "at_us": t0, "rows_purged": 0},  # no rows: no run read them
         {"fact": "run_read", "run_id": "r-early", "version": 1, "at_us": t0 - 2 * day},
         {"fact": "run_read", "run_id": "r-late", "version": 9, "at_us": t0 + 3 * day},
         {"fact": "reconciled", "runs": 1, "rows_purged": 0, "users": 2, "rows_scanned": 10, "at_us": t0 + day},
@@ -83,4 +84,4 @@ def test_report_figures_from_records() -> None:
     assert f["reconciliation"]["rows_found_last_pass"] == 0
     assert f["posts_dropped_by_reason"] == {"objected": 4}
     # Without the sink's trained_on_runs, every run that read before an objection counts (the safe side).
-    assert f["runs_with_users_who_objected_later"] == {"r-early": ["a", "b", "c"]}
+    assert f["runs_with_users_who_objected_later"] == {"r-early": ["a", "b"]}
