@@ -59,7 +59,8 @@ def admin_action(value: bytes | None) -> Fact | None:
     at_us = parse_rfc3339(obj.get("at")) if type(obj) is dict else None
     if at_us is None or not all(type(obj.get(k)) is str for k in ("action_id", "action", "phase", "actor")):
         return None
-    counts = {k: v for k, v in obj.items() if type(v) is int}
+    given = obj.get("counts")
+    counts = {k: v for k, v in given.items() if type(v) is int} if type(given) is dict else {}
     return {"fact": A.ADMIN, "user_id": A.TABLE_KEY, "action_id": obj["action_id"], "action": obj["action"], "phase": obj["phase"],
             "actor": obj["actor"], "at_us": at_us, "counts": counts}
 

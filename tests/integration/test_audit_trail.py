@@ -83,7 +83,8 @@ def test_facts_are_chained_into_topic_and_table_and_a_restart_goes_on_from_the_l
                       [(b"alice", encode_drop_count("alice", "2026-11-30", "objected", 12, t + 4_000_000))], partition=home_partition("alice", PARTITIONS))
         await produce(settings.bootstrap_servers, settings.topics.admin_actions, [(b"op", orjson.dumps({
             "action_id": "a-1", "action": "objections_import", "phase": "completed", "actor": "op", "client": "10.0.0.9",
-            "started_at": format_rfc3339(t), "at": format_rfc3339(t + 5_000_000), "options": {"x": "y"}, "accepted": 3, "lines": 3}))])
+            "started_at": format_rfc3339(t), "at": format_rfc3339(t + 5_000_000), "options": {"x": "y"}, "counts": {"accepted": 3, "lines": 3},
+            "overrides": [{"objection_id": "w-1", "user_id": "u-9", "reason": "it would end an objection"}]}))])
         async with RunningAudit(settings):
             first = await table_records(settings, 5)
         # In chain order within a source; across sources in the order they were read.
@@ -95,7 +96,8 @@ def test_facts_are_chained_into_topic_and_table_and_a_restart_goes_on_from_the_l
         admin = [r for r in first if r["fact"] == "admin"]
         assert admin[0]["counts"] == {"accepted": 3, "lines": 3}
         everything = orjson.dumps(first)
-        assert b"my private reason" not in everything and b"10.0.0.9" not in everything  # no free text, no client address
+        # No free text (an objection's reason, an override's), no client address.
+        assert b"my private reason" not in everything and b"10.0.0.9" not in everything and b"it would end" not in everything
 
         # Restart: new facts chain on from the last record; nothing is written twice.
         await object_(settings, "bob", "o-b", t + 10_000_000, channel="import")
