@@ -61,6 +61,8 @@ class AuditWorker(KafkaWorker):
         self._out: list[tuple[int, bytes, bytes, dict[str, Any]]] = []  # (partition, key, raw, record) to send
         self._table_backlog: list[dict[str, Any]] = []  # acknowledged rows the table has not taken yet
         self._files_at = float("-inf")
+        self._verified_at = float("-inf")
+        self._verifier: asyncio.Task[None] | None = None
         self._positions: dict[TopicPartition, int] = {}  # next offset to commit, of what was handled
 
     # ------------------------------------------------------------------ lifecycle
@@ -92,6 +94,9 @@ class AuditWorker(KafkaWorker):
         return topic in self.producer.client.cluster.topics()
 
     async def stop(self) -> None:
+        if self._verifier is not None:
+            self._verifier.cancel()
+            await asyncio.gather(self._verifier, return_exceptions=True)
         await self.stop_consuming()
         for closer in (self.consumer.stop, self.producer.stop, self.status.stop):
             try:
@@ -175,6 +180,10 @@ class AuditWorker(KafkaWorker):
     async def tick(self, ready: bool) -> bool:
         """The vacuum and reconciliation records beside the training store, every audit_files_poll_s,
         by the owner of the table-level partition: a new run is a fact."""
+        interval = self.settings.audit_verify_interval_s
+        if interval and (self._verifier is None or self._verifier.done()) and self._clock() - self._verified_at >= interval:
+            self._verified_at = self._clock()
+            self._verifier = asyncio.create_task(self._verify())
         if ready and TABLE_PARTITION in self.heads and self._clock() - self._files_at >= self.settings.audit_files_poll_s:
             self._files_at = self._clock()
             cursor = self.cursors[TABLE_PARTITION]
@@ -191,6 +200,21 @@ class AuditWorker(KafkaWorker):
             if self._out:
                 await self._write()
         return False
+
+    async def _verify(self) -> None:
+        """The table's whole chain, in a thread (its own table object: the writer appends meanwhile)."""
+        try:
+            result = await asyncio.to_thread(lambda: AuditTable(self.table.uri, create=False).verify())
+        except Exception:
+            metrics.ERRORS.labels("verify").inc()
+            log.exception("could not verify the audit table's chain")
+            return
+        metrics.CHAIN_BROKEN.set(0 if result.ok else 1)
+        metrics.LAST_VERIFIED.set(time.time())
+        if result.ok:
+            log.info("audit table verified: %s", result.summary())
+        else:
+            log.error("audit table verification: %s (docs/operations.md, ConsentryAuditChainBroken)", result.summary())
 
     def _read_record(self, name: str) -> dict[str, Any] | None:
         from pyarrow import fs
