@@ -46,7 +46,7 @@ SETTINGS_OF_COMMAND: dict[str, type[BaseSettings]] = {
     "audit": AuditSettings,
     "report": AuditSettings,
 }
-SERVICE_COMMANDS = ("consent", "ingest", "sink", "gateway")
+SERVICE_COMMANDS = ("consent", "ingest", "sink", "gateway", "audit-writer")
 
 # The metric names the dashboard and the alerts may use (issues 5 and 7). Histograms are queried
 # through their `_bucket` series.
