@@ -20,6 +20,7 @@ and its offsets are committed once acknowledged, one batch later (`in_flight=1`)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -129,6 +130,12 @@ class IngestWorker(KafkaWorker):
         await self.status.start()
 
     async def stop(self) -> None:
+        async with self._lock:  # the drop counts held since the last emission: written before stopping
+            if self._drops:
+                try:
+                    await asyncio.gather(*await self._send_drop_counts())
+                except Exception:
+                    log.exception("the last drop counts were not acknowledged: the audit trail misses them")
         await self.stop_consuming()
         for closer in (self.consumer.stop, self.consent.stop, self.deferred.stop, self.producer.stop, self.status.stop):
             try:

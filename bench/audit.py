@@ -1,0 +1,84 @@
+"""8. The audit trail's cost: ingest's throughput with and without it, and the Delta audit
+table's size per million posts.
+
+Without: ingest over the backlog, its drop counts never emitted (the per-drop counter still
+runs: it is part of the code). With: the same, emitting drop counts every second, while the
+audit writer runs as a process on the same broker and chains the objections and the counts.
+Runs alternate (without, with, without, with...) and the fastest of each is kept, in one run
+of `make bench`. Then the audit table's bytes (Parquet and log) per million posts read.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from bench.common import Dataset, run_child
+from bench.system import Services
+from bench.throughput import _prepare_consentry
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _one(bootstrap: str, data: Dataset, work: Path, run: int, with_audit: bool) -> dict:
+    tag = "with" if with_audit else "without"
+    services = Services(bootstrap, f"aud{tag}{run}-", work / f"audit-{tag}{run}",
+                        {"CONSENTRY_DROP_COUNTS_INTERVAL_S": "1" if with_audit else "1e9", "CONSENTRY_AUDIT_VERIFY_INTERVAL_S": "0"})
+    _prepare_consentry(bootstrap, data, services)
+    try:
+        if with_audit:
+            services.start("audit-writer")
+        result = run_child(["-m", "bench.ingest_run", str(len(data.posts))], env=services.env, log=work / f"audit-{tag}{run}.log")
+        if result["accepted"] != data.expected_accepted:
+            raise AssertionError(f"ingest forwarded {result['accepted']} posts, expected {data.expected_accepted}")
+        if with_audit:
+            result.update(_table_size(services, data, result))
+        return result
+    finally:
+        services.stop()
+
+
+def _table_size(services: Services, data: Dataset, ingest: dict) -> dict:
+    """Wait until the audit table holds a record per objection and per drop count, then measure it."""
+    from deltalake import DeltaTable
+
+    uri = services.root / "var" / "audit"
+    wanted = len(data.objections) + ingest["drop_count_records"]
+    deadline = time.monotonic() + 120
+    rows = 0
+    while time.monotonic() < deadline:
+        if DeltaTable.is_deltatable(str(uri)):
+            rows = DeltaTable(str(uri)).to_pyarrow_dataset().count_rows()
+            if rows >= wanted:
+                break
+        time.sleep(0.5)
+    else:
+        raise TimeoutError(f"the audit table holds {rows} records, expected {wanted}")
+    size = _dir_bytes(uri)
+    return {"audit_records": rows, "audit_bytes": size, "audit_bytes_per_million_posts": size * 1_000_000 / len(data.posts)}
+
+
+def run(bootstrap: str, data: Dataset, work: Path, repeat: int) -> dict:
+    without, with_ = [], []
+    for n in range(max(repeat, 2)):
+        without.append(_one(bootstrap, data, work, n, with_audit=False))
+        with_.append(_one(bootstrap, data, work, n, with_audit=True))
+    best_without = max(without, key=lambda r: r["rate"])
+    best_with = max(with_, key=lambda r: r["rate"])
+    return {
+        "rate": best_with["rate"],
+        "rate_without": best_without["rate"],
+        "apart": 1 - best_with["rate"] / best_without["rate"],
+        "runs_without": [round(r["rate"]) for r in without],
+        "runs_with": [round(r["rate"]) for r in with_],
+        "drop_count_records": best_with["drop_count_records"],
+        "dropped": best_with["dropped"],
+        "audit_records": best_with["audit_records"],
+        "audit_bytes": best_with["audit_bytes"],
+        "audit_bytes_per_million_posts": best_with["audit_bytes_per_million_posts"],
+        "posts": len(data.posts),
+        "objections": len(data.objections),
+    }
+
