@@ -554,7 +554,11 @@ def audit(
             console.print(f"table {settings.table_uri}: {result.summary()}", soft_wrap=True)
             broken |= not result.ok
         raise typer.Exit(1 if broken else 0)
-    store = AuditTable(settings.table_uri, create=False)
+    try:
+        store = AuditTable(settings.table_uri, create=False)
+    except Exception as exc:  # deltalake's TableNotFoundError
+        console.print(f"[red]no audit table at {settings.table_uri} ({type(exc).__name__}): is the audit writer running?[/]", soft_wrap=True)
+        raise typer.Exit(2) from exc
     runs = {r["run_id"]: {"run_id": r["run_id"], "version": r["version"], "read_at_us": r["at_us"]} for r in store.records(TABLE_KEY) if r["fact"] == RUN_READ}
     print(orjson.dumps({"user_id": target, **evidence(store.records(target), runs)}, option=orjson.OPT_INDENT_2).decode())
 

@@ -29,18 +29,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from consentry.audit import AuditTable, row_of
 from consentry.domain.audit import TABLE_KEY, ChainHead, digest
 from consentry.kafka import client_options, producer_options, wait_partitions
+from consentry.logs import ids
 from consentry.patches import true_end_offsets
+from consentry.web import StatusServer
 from consentry.kafka_worker import Batch, Bounds, Flushed, KafkaWorker, group_consumer
 from services.audit import facts, metrics
 from services.audit.settings import AuditSettings
-
-import orjson
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,6 @@ class AuditWorker(KafkaWorker):
             session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=s.heartbeat_interval_ms,
         )
         await self.start_consumer(consumer, sources)
-        from consentry.web import StatusServer
-
         self.status = StatusServer(s.audit_host, s.audit_port, self.readiness)
         await self.status.start()
         log.info("audit writer: %s -> %s and %s", ", ".join(sources), s.topics.audit, s.table_uri)
@@ -157,7 +156,7 @@ class AuditWorker(KafkaWorker):
                 self._positions[tp] = record.offset + 1
                 if fact is None:
                     metrics.UNREADABLE.labels(role).inc()
-                    log.warning("skipped an unreadable %s record", role, extra={"topic": tp.topic, "partition": tp.partition, "offset": record.offset})
+                    log.warning("skipped an unreadable %s record", role, extra=ids(topic=tp.topic, partition=tp.partition, offset=record.offset))
                     continue
                 self._chain(q, fact)
         return len(self._out) - before
