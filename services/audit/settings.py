@@ -17,6 +17,9 @@ class AuditSettings(CommonSettings):
     audit_port: int = Field(default=9104)
     audit_files_poll_s: float = Field(default=30.0, gt=0, description="How often the vacuum and reconciliation records beside the table are read.")
 
+    audit_drop_counts_every_s: float = Field(
+        default=600.0, gt=0, description="Drop counts are summed per user, day and reason and chained this often (one record per period, not per emission of ingest)."
+    )
     audit_verify_interval_s: float = Field(
         default=3600.0, ge=0, description="How often the writer verifies the audit table's whole chain (consentry_audit_chain_broken); 0: never."
     )

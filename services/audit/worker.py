@@ -65,6 +65,13 @@ class AuditWorker(KafkaWorker):
         self._verified_at = float("-inf")
         self._verifier: asyncio.Task[None] | None = None
         self._positions: dict[TopicPartition, int] = {}  # next offset to commit, of what was handled
+        # Drop counts are summed here per (user, day, reason) and chained every audit_drop_counts_every_s:
+        # one record per user and reason per period, whatever ingest's emission interval. Until they
+        # are chained, the cursors of the records chained meanwhile stay at the first drop count
+        # summed (a restart reads them again).
+        self._drops: dict[int, dict[tuple[str, str, str], list[int]]] = {}  # partition -> key -> [count, last at_us]
+        self._drops_from: dict[int, dict[str, int]] = {}  # partition -> source -> offset of its first unchained count
+        self._drops_at = self._clock()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -93,6 +100,12 @@ class AuditWorker(KafkaWorker):
         return topic in self.producer.client.cluster.topics()
 
     async def stop(self) -> None:
+        async with self._lock:  # the drop counts summed so far: chained before stopping
+            try:
+                self._chain_drops()
+                await self._write()
+            except Exception:
+                log.exception("the last drop counts were not chained: the next start reads them again")
         if self._verifier is not None:
             self._verifier.cancel()
             await asyncio.gather(self._verifier, return_exceptions=True)
@@ -121,7 +134,7 @@ class AuditWorker(KafkaWorker):
         seq and its cursor (sources it does not name start from their beginning)."""
         wanted = {self._audit_partition(tp) for tp in partitions}
         tails = await self._tails(wanted)
-        self.heads, self.cursors = {}, {}
+        self.heads, self.cursors, self._drops, self._drops_from = {}, {}, {}, {}
         for q in wanted:
             raw = tails.get(q)
             head, cursor = ChainHead(), {}
@@ -158,6 +171,9 @@ class AuditWorker(KafkaWorker):
                     metrics.UNREADABLE.labels(role).inc()
                     log.warning("skipped an unreadable %s record", role, extra=ids(topic=tp.topic, partition=tp.partition, offset=record.offset))
                     continue
+                if role == "drop-counts":
+                    self._sum_drop(q, source, record.offset, fact)
+                    continue
                 self._chain(q, fact)
         return len(self._out) - before
 
@@ -173,8 +189,34 @@ class AuditWorker(KafkaWorker):
         return facts.run_read(value)
 
     def _chain(self, q: int, fact: dict[str, Any]) -> None:
-        record, raw = self.heads[q].link({**fact, "cursor": dict(self.cursors[q])})
+        cursor = {**self.cursors[q], **self._drops_from.get(q, {})}  # not past a drop count not chained yet
+        record, raw = self.heads[q].link({**fact, "cursor": cursor})
         self._out.append((q, fact.get("user_id", TABLE_KEY).encode(), raw, record))
+
+    def _sum_drop(self, q: int, source: str, offset: int, fact: dict[str, Any]) -> None:
+        self._drops_from.setdefault(q, {}).setdefault(source, offset)
+        summed = self._drops.setdefault(q, {}).setdefault((fact["user_id"], fact["day"], fact["reason"]), [0, 0])
+        summed[0] += fact["count"]
+        summed[1] = max(summed[1], fact["at_us"])
+
+    def _chain_drops(self) -> None:
+        """One record per (user, day, reason) summed since the last time. The last one of a
+        partition carries the cursor past every count it sums; a crash while they are sent makes
+        the next start chain those counts again (counted twice: the error errs towards more)."""
+        self._drops_at = self._clock()
+        for q, sums in self._drops.items():
+            items = sorted(sums.items())
+            for n, ((user, day, reason), (count, at_us)) in enumerate(items):
+                if n == len(items) - 1:
+                    self._drops_from.pop(q, None)
+                self._chain(q, {"fact": "dropped", "user_id": user, "day": day, "reason": reason, "count": count, "at_us": at_us})
+        self._drops = {}
+        self._drops_from = {}
+
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        """The skeleton flushed what was handled; the drop counts summed for these partitions go too."""
+        self._chain_drops()
+        await self._write()
 
     async def tick(self, ready: bool) -> bool:
         """The vacuum and reconciliation records beside the training store, every audit_files_poll_s,
@@ -196,8 +238,10 @@ class AuditWorker(KafkaWorker):
                 except (KeyError, TypeError):
                     metrics.UNREADABLE.labels(name).inc()
                     log.warning("the %s record beside the training store is not in the expected form", name)
-            if self._out:
-                await self._write()
+        if self._drops and self._clock() - self._drops_at >= self.settings.audit_drop_counts_every_s:
+            self._chain_drops()
+        if self._out:
+            await self._write()
         return False
 
     async def _verify(self) -> None:
@@ -231,6 +275,8 @@ class AuditWorker(KafkaWorker):
             return None
 
     async def flush(self) -> Flushed:
+        if self._drops and self._clock() - self._drops_at >= self.settings.audit_drop_counts_every_s:
+            self._chain_drops()
         await self._write()
         positions, self._positions = self._positions, {}
         return Flushed(positions)

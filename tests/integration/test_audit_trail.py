@@ -32,6 +32,7 @@ def audit_settings(broker: tuple[str, str], root: Path) -> AuditSettings:
     return AuditSettings(
         kafka_bootstrap_servers=bootstrap, broker_flavor=flavor, topic_prefix=f"t{uuid.uuid4().hex[:10]}-",
         partitions=PARTITIONS, data_dir=root / "var", audit_port=free_port(), session_timeout_ms=3000, heartbeat_interval_ms=500,
+        audit_drop_counts_every_s=0.5,
     )
 
 

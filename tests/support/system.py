@@ -98,6 +98,7 @@ class System:
             "CONSENTRY_AUDIT_PORT": str(self.ports["audit-writer"]),
             "CONSENTRY_AUDIT_FILES_POLL_S": "1",
             "CONSENTRY_DROP_COUNTS_INTERVAL_S": "1",
+            "CONSENTRY_AUDIT_DROP_COUNTS_EVERY_S": "1",
             **{f"CONSENTRY_{name.upper()}": value for name, value in KEY_SETTINGS.items()},
             # Short group timeouts: Tansu hands out a group's first assignment after half of it.
             "CONSENTRY_SESSION_TIMEOUT_MS": "3000",
