@@ -20,7 +20,7 @@ from bench import report
 from bench.common import ROOT, free_port, make_dataset
 from consentry_cli.broker import EmbeddedBroker
 
-STEPS = ("limit", "peer", "ingest", "full", "latency", "gateway", "purge", "memory", "import")
+STEPS = ("limit", "peer", "ingest", "full", "latency", "gateway", "purge", "memory", "import", "audit")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +113,10 @@ def run_step(step: str, bootstrap: str, data, work: Path, args, results: dict) -
         return memory.run_memory(bootstrap, work, args.memory_users)
     if step == "import":
         return import_bench(bootstrap, work)
+    if step == "audit":
+        from bench import audit
+
+        return audit.run(bootstrap, data, work, args.repeat)
     raise ValueError(step)
 
 

@@ -58,6 +58,7 @@ async def main(expected: int) -> dict:
         "posts": int(_total(metrics.POSTS_IN)),
         "accepted": int(_total(metrics.ACCEPTED)),
         "dropped": int(_total(metrics.DROPPED)),
+        "drop_count_records": int(_total(metrics.DROP_COUNT_RECORDS)),
         "rejected": int(_total(metrics.REJECTED)),
         "seconds": seconds,
         "rate": expected / seconds,

@@ -129,6 +129,21 @@ def rows(results: dict) -> list[tuple[str, str, str, str]]:
         text = " ".join(r.get("output", "").splitlines())
         verdict = {0: "met", 2: "**missed**"}.get(r.get("exit_code"), "**failed**")
         out.append(("Import of 1,000,000 objection lines (bench/import_bench.py)", text, "< 60 s", verdict))
+    if "audit" in results and not failed("audit"):
+        r = results["audit"]
+        out.append((
+            "8. Ingest with and without the audit trail (bench/audit.py: drop counts emitted, the audit writer running; defaults)",
+            f"{r['rate']:,.0f} posts/s with, {r['rate_without']:,.0f} without ({r['apart']:+.1%} apart); runs with: "
+            f"{', '.join(f'{x:,}' for x in r['runs_with'])}, without: {', '.join(f'{x:,}' for x in r['runs_without'])}",
+            "≤ 5 % apart", "met" if r["apart"] <= 0.05 else "**missed**",
+        ))
+        out.append((
+            "8b. Audit table size per million posts",
+            f"{r['audit_bytes_per_million_posts'] / 1e6:,.2f} MB per million posts ({r['audit_records']:,} records, {r['audit_bytes'] / 1e6:,.2f} MB "
+            f"for {r['posts']:,} posts: {r['objections']:,} objections received; {r['dropped']:,} dropped posts in {r['drop_count_records']:,} counts from ingest, "
+            f"{r['drop_records']:,} records once summed)",
+            "—", "—",
+        ))
     return out
 
 

@@ -27,7 +27,7 @@ class Services:
         self.root = root
         self.log_dir = root / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.ports = {name: free_port() for name in ("consent", "ingest", "sink", "gateway")}
+        self.ports = {name: free_port() for name in ("consent", "ingest", "sink", "gateway", "audit-writer")}
         self.env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
@@ -41,6 +41,7 @@ class Services:
             "CONSENTRY_INGEST_PORT": str(self.ports["ingest"]),
             "CONSENTRY_SINK_PORT": str(self.ports["sink"]),
             "GATEWAY_PORT": str(self.ports["gateway"]),
+            "CONSENTRY_AUDIT_PORT": str(self.ports["audit-writer"]),
             "CONSENTRY_JWT_SECRET": SECRET,
             **(extra_env or {}),
         }

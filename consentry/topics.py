@@ -74,6 +74,19 @@ class Topics:
         its reason and where it was read: operators re-drive them (docs/operations.md)."""
         return f"{self.prefix}consentry.consent-dead-letters"
 
+    # The audit trail (issue 15).
+    @property
+    def audit(self) -> str:
+        """The hash-chained audit records (services/audit), keyed by user_id ("" for table-level
+        facts), kept for ever: the evidence of every objection's enforcement."""
+        return f"{self.prefix}consentry.audit"
+
+    @property
+    def drop_counts(self) -> str:
+        """Per user, day and reason, how many posts ingest dropped: counts emitted periodically
+        (never one record per post), read by the audit writer."""
+        return f"{self.prefix}consentry.drop-counts"
+
     def group(self, service: str) -> str:
         """Consumer group id of a service (prefixed like the topics)."""
         return f"{self.prefix}consentry-{service}"
@@ -95,6 +108,8 @@ class Topics:
             TopicSpec(self.posts_by_user, True, big),
             TopicSpec(self.consent_state, True, {"cleanup.policy": "compact", "retention.ms": forever}),
             TopicSpec(self.receipts, True, {"retention.ms": str(30 * DAY_MS)}),
+            TopicSpec(self.audit, True, {"retention.ms": forever}),  # the evidence: kept for ever
+            TopicSpec(self.drop_counts, True, {"retention.ms": str(30 * DAY_MS)}),
             # Kept until an operator has re-driven them: an acknowledged event that was not applied.
             TopicSpec(self.consent_dead_letters, False, {"retention.ms": forever}),
             # Kept until released or dropped; segments roll and are compacted daily, so the text

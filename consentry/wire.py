@@ -490,3 +490,25 @@ def status_to_dict(status: UserStatus) -> dict[str, Any]:
         "history": [history_entry_to_dict(e) for e in status.history],
         "notices": [notice_entry_to_dict(n) for n in status.notices],
     }
+
+
+# ----------------------------------------------------------------------- drop counts (audit)
+
+
+def encode_drop_count(user_id: str, day: str, reason: str, count: int, at_us: int) -> bytes:
+    """Per user, day and reason, how many posts ingest dropped since its last emission."""
+    return orjson.dumps({"user_id": user_id, "day": day, "reason": reason, "count": count, "at": format_rfc3339(at_us)})
+
+
+def parse_drop_count(value: bytes | None) -> tuple[str, str, str, int, int] | Invalid:
+    """(user_id, day, reason, count, at_us), or Invalid."""
+    try:
+        obj = orjson.loads(value or b"")
+    except orjson.JSONDecodeError as exc:
+        return Invalid("invalid_json", f"drop count is not JSON ({exc.msg})")
+    if type(obj) is not dict:
+        return Invalid("bad_value", "drop count is not a JSON object")
+    user_id, day, reason, count, at_us = obj.get("user_id"), obj.get("day"), obj.get("reason"), obj.get("count"), parse_rfc3339(obj.get("at"))
+    if type(user_id) is not str or type(day) is not str or type(reason) is not str or type(count) is not int or count < 0 or at_us is None:
+        return Invalid("bad_value", "malformed drop count")
+    return user_id, day, reason, count, at_us

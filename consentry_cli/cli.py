@@ -73,12 +73,16 @@ def up(demo: Annotated[bool, typer.Option("--demo", help="Add a synthetic load o
     console.print(f"topics ready: {len(counts)} ({settings.partitions} partitions per user-keyed topic)")
 
     gateway, consent, ingest, sink = GatewaySettings(**({"demo": True} if demo else {})), ConsentSettings(), IngestSettings(), SinkSettings()
+    from services.audit.settings import AuditSettings
+
+    audit = AuditSettings()
     gateway_url = f"http://{gateway.gateway_host}:{gateway.gateway_port}"
     urls = {
         "consent": f"http://{consent.consent_host}:{consent.consent_port}",
         "ingest": f"http://{ingest.ingest_host}:{ingest.ingest_port}",
         "sink": f"http://{sink.sink_host}:{sink.sink_port}",
         "gateway": gateway_url,
+        "audit-writer": f"http://{audit.audit_host}:{audit.audit_port}",
     }
     # The gateway finds the others (objection status, dashboard) where they were told to listen.
     for name in ("consent", "ingest", "sink"):
@@ -532,6 +536,89 @@ def status(
 
         store = SinkSettings().store_uri
         print(f"rows in the training store ({store}): {stored_rows(str(store), user)}")
+
+
+@app.command()
+def audit(
+    target: Annotated[str, typer.Argument(help="A user_id: their evidence; or `verify`: check the chain.")],
+    user: Annotated[bool, typer.Option("--user", help="TARGET is a user_id even if it reads `verify`.")] = False,
+    topic: Annotated[bool, typer.Option("--topic/--no-topic", help="verify: check the consentry.audit topic.")] = True,
+    table: Annotated[bool, typer.Option("--table/--no-table", help="verify: check the Delta audit table.")] = True,
+) -> None:
+    """One person's evidence (every step with its time and proof, and the training runs that read
+    their posts) as JSON; or `consentry audit verify`: the hash chain, naming the first broken link."""
+    import orjson
+
+    from consentry.audit import AuditTable, evidence, read_topic, verify_topic
+    from consentry.domain.audit import RUN_READ, TABLE_KEY
+    from consentry.kafka import client_options
+    from services.audit.settings import AuditSettings
+
+    settings = AuditSettings()
+    if target == "verify" and not user:
+        broken = False
+        if topic:
+            result = verify_topic(asyncio.run(read_topic(client_options(settings), settings.topics.audit)))
+            console.print(f"topic {settings.topics.audit}: {result.summary()}", soft_wrap=True)
+            broken |= not result.ok
+        if table:
+            result = AuditTable(settings.table_uri, create=False).verify()
+            console.print(f"table {settings.table_uri}: {result.summary()}", soft_wrap=True)
+            broken |= not result.ok
+        raise typer.Exit(1 if broken else 0)
+    try:
+        store = AuditTable(settings.table_uri, create=False)
+    except Exception as exc:  # deltalake's TableNotFoundError
+        console.print(f"[red]no audit table at {settings.table_uri} ({type(exc).__name__}): is the audit writer running?[/]", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    runs = {r["run_id"]: {"run_id": r["run_id"], "version": r["version"], "read_at_us": r["at_us"]} for r in store.records(TABLE_KEY) if r["fact"] == RUN_READ}
+    print(orjson.dumps({"user_id": target, **evidence(store.records(target), runs)}, option=orjson.OPT_INDENT_2).decode())
+
+
+@app.command()
+def report(
+    from_: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD, UTC), included.")],
+    to: Annotated[str, typer.Option("--to", help="Last day (YYYY-MM-DD, UTC), included.")],
+    out: Annotated[Path, typer.Option("--out", help="Where report.html and report.json go.")] = Path("."),
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Verify the audit chain (topic and table) into the report.")] = True,
+) -> None:
+    """The compliance report for objections received between two days: report.html (self-contained)
+    and report.json (the same figures), from the audit table."""
+    import datetime as dt
+
+    from consentry.audit import AuditTable, read_topic, verify_topic
+    from consentry.domain.audit import Window, report_figures
+    from consentry.kafka import client_options
+    from consentry.timeutil import now_us
+    from consentry_cli.report import render_html, render_json
+    from services.audit.settings import AuditSettings
+
+    def day(text: str) -> int:
+        return int(dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=dt.UTC).timestamp() * 1_000_000)
+
+    settings = AuditSettings()
+    store = AuditTable(settings.table_uri, create=False)
+    verification = None
+    if verify:
+        verification = store.verify()
+        try:
+            topic = verify_topic(asyncio.run(read_topic(client_options(settings), settings.topics.audit)))
+            verification.breaks += topic.breaks
+        except Exception as exc:  # the table alone still says something; say what was not checked
+            console.print(f"[yellow]the audit topic could not be read ({type(exc).__name__}): only the table is verified[/]")
+    figures = report_figures(store.records(), Window(day(from_), day(to) + 86_400_000_000), now_us(), verification)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.html").write_text(render_html(figures))
+    (out / "report.json").write_bytes(render_json(figures))
+    console.print(f"report: {out / 'report.html'} and {out / 'report.json'} ({figures['objections_received']} objections)")
+
+
+@app.command("audit-writer")
+def audit_writer() -> None:
+    """Run the audit writer alone (one replica)."""
+    from services.audit.__main__ import main as run
+
+    run()
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -17,7 +17,7 @@ import httpx
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("consent", "ingest", "sink", "gateway")
+SERVICES = ("consent", "ingest", "sink", "gateway", "audit-writer")  # audit-writer: `consentry audit-writer`
 
 
 @dataclass

@@ -37,6 +37,12 @@ class GatewaySettings(CommonSettings):
     consent_url: str = Field(default="http://127.0.0.1:6066", description="The consent service's web views.")
     ingest_url: str = Field(default="http://127.0.0.1:9101", description="The ingest service's status server (for the dashboard).")
     sink_url: str = Field(default="http://127.0.0.1:9102", description="The training sink's status server (for the dashboard).")
+    # The audit trail's evidence (GET /v1/admin/audit/{user_id}): the Delta audit table services/audit writes.
+    audit_uri: str | None = Field(default=None, description="The Delta audit table; default beside the training store (<TRAINING_STORE_URI>/../audit).")
+    training_store_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("TRAINING_STORE_URI", "training_store_uri"),
+        description="The training store (locates the audit table when CONSENTRY_AUDIT_URI is unset); default $CONSENTRY_DATA_DIR/training.",
+    )
     dashboard_rejects: int = Field(default=10, ge=1, le=500, description="How many recent posts.rejected records the dashboard lists.")
     publish_timeout_s: float = Field(default=5.0, description="How long a request waits for the broker's ack.")
     gateway_workers: int = Field(
@@ -74,3 +80,9 @@ class GatewaySettings(CommonSettings):
     @property
     def trusted_proxy_list(self) -> list[str]:
         return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
+
+
+def audit_table_uri(settings: GatewaySettings) -> str:
+    from consentry.audit import default_audit_uri
+
+    return settings.audit_uri or default_audit_uri(settings.training_store_uri or str((settings.data_dir / "training").resolve()))

@@ -24,3 +24,4 @@ DEFERRED_RELEASED = Counter("consentry_ingest_deferred_released_total", "Deferre
 DEFERRED_DROPPED = Counter("consentry_ingest_deferred_dropped_total", "Deferred posts dropped: their author objected while they waited")
 USERS_WAITING = Gauge("consentry_ingest_users_waiting_for_notice", "Users with deferred posts: no notice yet, or its grace period not over")
 DEFERRED_FULL = Gauge("consentry_ingest_deferred_full", "1 while the deferred posts' index is full: newly deferred posts wait unindexed (other posts flow)")
+DROP_COUNT_RECORDS = Counter("consentry_ingest_drop_count_records_total", "Per-user-day drop counts emitted to consentry.drop-counts (the audit trail)")

@@ -40,6 +40,10 @@ class IngestSettings(CommonSettings):
         description="Deferred posts indexed in memory (about 300 bytes each; their bodies stay in Kafka); beyond it they wait unindexed.",
     )
 
+    drop_counts_interval_s: float = Field(
+        default=10.0, gt=0, description="How often the per-user-day counts of dropped posts go to consentry.drop-counts (the audit trail)."
+    )
+
     @field_validator("notice_grace")
     @classmethod
     def _grace_is_a_duration(cls, value: str) -> str:

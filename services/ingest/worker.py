@@ -20,6 +20,7 @@ and its offsets are committed once acknowledged, one batch later (`in_flight=1`)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -31,12 +32,13 @@ from opentelemetry.trace import SpanKind
 from consentry import failpoints, tracing
 from consentry.domain.eligibility import decide
 from consentry.domain.model import ENFORCED, Decision, Invalid, PurgeMarker, Receipt
-from consentry.wire import SCHEMA_REGISTRY, encode_purge_marker, encode_receipt, encode_rejection, encode_training_post, parse_post, unframe
+from consentry.wire import SCHEMA_REGISTRY, encode_drop_count, encode_purge_marker, encode_receipt, encode_rejection, encode_training_post, parse_post, unframe
 from consentry.kafka import BatchSender, client_options, producer_options, wait_partitions
 from consentry.logs import ids, user_ref
 from consentry.kafka_worker import Batch, Bounds, Flushed, KafkaWorker, group_consumer
 from consentry.partitioning import home_partition
 from consentry.timeutil import now_us
+from consentry.domain.audit import day_of
 from consentry.web import StatusServer
 from services.ingest import metrics
 from services.ingest.consent_view import ConsentView
@@ -80,6 +82,10 @@ class IngestWorker(KafkaWorker):
         self._positions: dict[TopicPartition, int] = {}  # next offset to commit, of posts handled since the last flush
         self._kept: dict[int, int] = {}  # home -> next changelog offset, of the homes read before the last revocation
         self._revoked_at = float("-inf")
+        # Posts dropped per (home, user, day, reason) since the last emission to drop-counts
+        # (the audit trail's counts: aggregated here, never one record per post).
+        self._drops: dict[tuple[int, str, str, str], int] = {}
+        self._drops_sent_at = self._clock()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -124,6 +130,12 @@ class IngestWorker(KafkaWorker):
         await self.status.start()
 
     async def stop(self) -> None:
+        async with self._lock:  # the drop counts held since the last emission: written before stopping
+            if self._drops:
+                try:
+                    await asyncio.gather(*await self._send_drop_counts())
+                except Exception:
+                    log.exception("the last drop counts were not acknowledged: the audit trail misses them")
         await self.stop_consuming()
         for closer in (self.consumer.stop, self.consent.stop, self.deferred.stop, self.producer.stop, self.status.stop):
             try:
@@ -199,8 +211,22 @@ class IngestWorker(KafkaWorker):
         """Hand the decided posts to the producer; their offsets wait for the acks."""
         acks = await self.sender.send()
         acks += await self.deferred.send()  # the deferred posts' appends, before their offsets are committed
+        if self._drops and self._clock() - self._drops_sent_at >= self.settings.drop_counts_interval_s:
+            acks += await self._send_drop_counts()
         positions, self._positions = self._positions, {}
         return Flushed(positions, acks)
+
+    async def _send_drop_counts(self) -> list[Any]:
+        """The counts since the last emission, with this flush (its acks before its offsets are
+        committed). A crash loses at most one interval's counts; a replay counts its drops again."""
+        drops, self._drops = self._drops, {}
+        self._drops_sent_at = self._clock()
+        now = now_us()
+        topic = self.topics.drop_counts
+        for (home, user, day, reason), count in drops.items():
+            self.sender.append(topic, home, user.encode(), encode_drop_count(user, day, reason, count, now))
+        metrics.DROP_COUNT_RECORDS.inc(len(drops))
+        return await self.sender.send()
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
         await self.sender.flush()
@@ -336,6 +362,7 @@ class IngestWorker(KafkaWorker):
         append, intervals, notices, direct = sender.append, view.intervals, view.notices, self.direct
         training_posts, posts_by_user, accept, deferred = topics.training_posts, topics.posts_by_user, Decision.ACCEPT, Decision.DEFERRED
         schema_registry = self.posts_framing == SCHEMA_REGISTRY
+        drops, day = self._drops, day_of(now)
         for tp, records in batch.items():
             from_posts = tp.topic == topics.posts
             metrics.POSTS_IN.labels("posts" if from_posts else "posts_by_user").inc(len(records))
@@ -371,6 +398,8 @@ class IngestWorker(KafkaWorker):
                     self.deferred.hold(home, post, value)
                 else:
                     dropped[decision] = dropped.get(decision, 0) + 1
+                    counted = (home, post.user_id, day, decision.value)
+                    drops[counted] = drops.get(counted, 0) + 1
             self._positions[tp] = records[-1].offset + 1
         if accepted:
             metrics.ACCEPTED.inc(accepted)

@@ -22,6 +22,7 @@ from referencing.jsonschema import DRAFT7
 
 from consentry.domain.consent import apply_notice, apply_objection, apply_receipt
 from consentry.domain.model import ENFORCED, PURGED, ConsentState, Invalid, Notice, ObjectionEvent, Post, PurgeMarker, Receipt
+from consentry.wire import encode_drop_count, parse_drop_count
 from consentry.wire import decode_consent_state, encode_consent_state, encode_notice, encode_objection, encode_purge_marker, encode_receipt, encode_rejection, encode_training_post, parse_notice, parse_objection, parse_post, parse_receipt, parse_training_message
 from consentry.importer import parse_import_line, parse_notice_line
 from consentry.settings import CommonSettings
@@ -212,7 +213,29 @@ def written_messages() -> list[tuple[str, str, bytes]]:
     invalid = parse_receipt(b"[]")
     assert type(invalid) is Invalid
     out.append(("dead letter: receipt", "DeadLetter", encode_rejection(invalid, "consentry.receipts", 0, 7, b"[]", now)))
+    out.append(("drop count", "DropCount", encode_drop_count("u-42", "2025-05-27", "objected", 12, now)))
+    out += audit_records()
     return out + admin_action_records()
+
+
+def audit_records() -> list[tuple[str, str, bytes]]:
+    """What the audit writer (services/audit) chains from the records the code writes."""
+    from consentry.domain.audit import ChainHead
+    from services.audit import facts
+
+    head = ChainHead()
+    sources = [
+        ("received", facts.received(encode_objection(OBJECTION), 3, 1207)),
+        ("enforced", facts.receipt(encode_receipt(Receipt(ENFORCED, "u-42", (OBJECTION.objection_id,), ts("2025-05-27T10:00:02Z"))), 3, 530)),
+        ("purged", facts.receipt(encode_receipt(Receipt(PURGED, "u-42", (OBJECTION.objection_id,), ts("2025-05-27T10:00:04Z"), 17)), 3, 531)),
+        ("dropped", facts.dropped(encode_drop_count("u-42", "2025-05-27", "objected", 12, ts("2025-05-27T10:00:10Z")))),
+        ("admin", facts.admin_action(admin_action_records()[1][2])),
+    ]
+    out = []
+    for what, fact in sources:
+        assert fact is not None, what
+        out.append((f"audit record: {what}", "AuditRecord", head.link({**fact, "cursor": {"objections:3": 1208}})[1]))
+    return out
 
 
 def admin_action_records() -> list[tuple[str, str, bytes]]:
@@ -285,6 +308,7 @@ READERS = {
     "ConsentState": lambda value, _key: type(decode_consent_state(value)) is ConsentState,
     "Notice": lambda value, _key: type(parse_notice(value)) is Notice,
     "DeferredPost": lambda value, _key: type(parse_deferred(value)) is Post,
+    "DropCount": lambda value, _key: type(parse_drop_count(value)) is tuple,
 }
 
 

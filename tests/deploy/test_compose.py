@@ -29,8 +29,8 @@ from tests.support.deploy import (
     unknown_settings,
 )
 
-PORT_FIELD = {"consent": "consent_port", "ingest": "ingest_port", "sink": "sink_port", "gateway": "gateway_port"}
-HOST_FIELD = {"consent": "consent_host", "ingest": "ingest_host", "sink": "sink_host", "gateway": "gateway_host"}
+PORT_FIELD = {"consent": "consent_port", "ingest": "ingest_port", "sink": "sink_port", "gateway": "gateway_port", "audit-writer": "audit_port"}
+HOST_FIELD = {"consent": "consent_host", "ingest": "ingest_host", "sink": "sink_host", "gateway": "gateway_host", "audit-writer": "audit_host"}
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_every_consentry_container_runs_a_real_consentry_command(compose) -> Non
 
     commands = {name: parse_command_line(service["command"]) for name, service in services.items()}
 
-    assert commands == {"topics": "topics", "consent": "consent", "ingest": "ingest", "sink": "sink", "gateway": "gateway"}
+    assert commands == {"topics": "topics", "consent": "consent", "ingest": "ingest", "sink": "sink", "gateway": "gateway", "audit-writer": "audit-writer"}
 
 
 @pytest.mark.parametrize("name", ["topics", *SERVICE_COMMANDS])

@@ -93,7 +93,7 @@ REFUSED = {
 }
 
 # deploy/k8s names its objects plainly; the chart prefixes them with the release's full name.
-K8S_NAME = re.compile(r"\bconsentry-(consent-workers|consent|ingest|sink|gateway|training-store)\b")
+K8S_NAME = re.compile(r"\bconsentry-(consent-workers|consent|ingest|sink|gateway|training-store|audit-writer)\b")
 
 
 @cache

@@ -27,7 +27,7 @@ from tests.support.deploy import (
     workloads,
 )
 
-PORT_FIELD = {"consent": "consent_port", "ingest": "ingest_port", "sink": "sink_port", "gateway": "gateway_port"}
+PORT_FIELD = {"consent": "consent_port", "ingest": "ingest_port", "sink": "sink_port", "gateway": "gateway_port", "audit-writer": "audit_port"}
 # Oldest release still commonly run, and the newest the package knows.
 VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 
@@ -108,6 +108,7 @@ def test_every_container_runs_a_real_consentry_command() -> None:
         "StatefulSet/consent": ["topics", "consent"],
         "Deployment/ingest": ["ingest"],
         "Deployment/sink": ["sink"],
+        "Deployment/audit-writer": ["audit-writer"],
         "Deployment/gateway": ["gateway"],
     }
 

@@ -28,7 +28,7 @@ PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 GRAFANA_DIR = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA_DIR / "dashboards" / "consentry.json"
 OPERATIONS = ROOT / "docs" / "operations.md"
-PORT_FIELD = {"consent": "consent_port", "ingest": "ingest_port", "sink": "sink_port", "gateway": "gateway_port"}
+PORT_FIELD = {"consent": "consent_port", "ingest": "ingest_port", "sink": "sink_port", "gateway": "gateway_port", "audit-writer": "audit_port"}
 # Grafana's interval variables, replaced by a duration before parsing.
 GRAFANA_MACROS = re.compile(r"\$__(rate_interval|interval|range)")
 

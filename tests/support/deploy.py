@@ -22,6 +22,7 @@ from consentry_cli.cli import app
 from services.consent.settings import ConsentSettings
 from services.gateway.settings import GatewaySettings
 from services.ingest.settings import IngestSettings
+from services.audit.settings import AuditSettings
 from services.sink.settings import SinkSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,8 +42,11 @@ SETTINGS_OF_COMMAND: dict[str, type[BaseSettings]] = {
     "vacuum": SinkSettings,
     "reconcile": SinkSettings,
     "token": GatewaySettings,
+    "audit-writer": AuditSettings,
+    "audit": AuditSettings,
+    "report": AuditSettings,
 }
-SERVICE_COMMANDS = ("consent", "ingest", "sink", "gateway")
+SERVICE_COMMANDS = ("consent", "ingest", "sink", "gateway", "audit-writer")
 
 # The metric names the dashboard and the alerts may use (issues 5 and 7). Histograms are queried
 # through their `_bucket` series.
@@ -97,6 +101,13 @@ METRICS: dict[str, str] = {
     "consentry_group_lag": "gauge",
     "consentry_group_lag_up": "gauge",
     "consentry_build_info": "gauge",
+    # Issue 15: the audit trail.
+    "consentry_audit_records_total": "counter",
+    "consentry_audit_errors_total": "counter",
+    "consentry_audit_chain_broken": "gauge",
+    "consentry_audit_last_verified_timestamp_seconds": "gauge",
+    "consentry_audit_table_rows_behind": "gauge",
+    "consentry_ingest_drop_count_records_total": "counter",
 }
 # Prometheus' own series (1 when a target answered its last scrape), and the process series every
 # prometheus_client exports on Linux (the restart alert reads the start time).

@@ -50,11 +50,14 @@ class System:
     stories that are not about notices publish no notices. Notice stories, and every guarantee
     test (tests/reliability, with the production default), pass True.
 
-    `workers`: how many workers of consent and ingest `start()` starts (default one each)."""
+    `workers`: how many workers of consent and ingest `start()` starts (default one each).
+
+    `audit=True` adds the audit writer ("audit-writer") to `start()`: only the tests of the audit
+    trail pay for its process."""
 
     def __init__(
         self, bootstrap: str, flavor: str, root: Path, partitions: int = 4, extra_env: dict[str, str] | None = None, notices: bool = False,
-        workers: dict[str, int] | None = None,
+        workers: dict[str, int] | None = None, audit: bool = False,
     ) -> None:
         self.bootstrap = bootstrap
         self.prefix = f"t{uuid.uuid4().hex[:10]}-"
@@ -75,6 +78,8 @@ class System:
             for n in range(2, count + 1):
                 self.ports[f"{service}-{n}"] = free_port()
         self.notices = notices
+        self.audit = audit
+        self.ports["audit-writer"] = free_port()
         self.env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
@@ -90,6 +95,10 @@ class System:
             "CONSENTRY_SINK_PORT": str(self.ports["sink"]),
             "CONSENTRY_SINK_URL": f"http://127.0.0.1:{self.ports['sink']}",
             "GATEWAY_PORT": str(self.ports["gateway"]),
+            "CONSENTRY_AUDIT_PORT": str(self.ports["audit-writer"]),
+            "CONSENTRY_AUDIT_FILES_POLL_S": "1",
+            "CONSENTRY_DROP_COUNTS_INTERVAL_S": "1",
+            "CONSENTRY_AUDIT_DROP_COUNTS_EVERY_S": "1",
             **{f"CONSENTRY_{name.upper()}": value for name, value in KEY_SETTINGS.items()},
             # Short group timeouts: Tansu hands out a group's first assignment after half of it.
             "CONSENTRY_SESSION_TIMEOUT_MS": "3000",
@@ -126,7 +135,8 @@ class System:
     @property
     def instances(self) -> list[str]:
         """Every worker `start()` starts: "consent", "consent-2", ..., "ingest", ..., "sink", "gateway"."""
-        return [name if n == 1 else f"{name}-{n}" for name in SERVICES for n in range(1, self.workers[name] + 1)]
+        names = [name if n == 1 else f"{name}-{n}" for name in SERVICES for n in range(1, self.workers[name] + 1)]
+        return names + ["audit-writer"] if self.audit else names
 
     def running(self, service: str) -> list[str]:
         """The instances of `service` whose process is alive."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("consent", "ingest", "sink", "gateway")
+SERVICES = ("consent", "ingest", "sink", "gateway", "audit")
 GATEWAY_ROOMS = ("api", "pages", "console")
 
 

@@ -109,6 +109,15 @@ CONSENTRY_KAFKA_SASL_PASSWORD_FILE: {{ printf "%s/%s" $dir $k.sasl.passwordKey }
 {{- default "/var/lib/consentry/training" .Values.storage.uri -}}
 {{- end -}}
 
+{{/* The Delta audit table: beside the training store (CONSENTRY_AUDIT_URI). */}}
+{{- define "consentry.auditUri" -}}
+{{- if .Values.storage.uri -}}
+{{- regexReplaceAll "/[^/]*/?$" .Values.storage.uri "" -}}/audit
+{{- else -}}
+/var/lib/consentry/audit
+{{- end -}}
+{{- end -}}
+
 {{/* A local table lives on the training-store volume. */}}
 {{- define "consentry.localStore" -}}
 {{- if not .Values.storage.uri -}}true{{- end -}}
