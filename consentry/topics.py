@@ -74,6 +74,18 @@ class Topics:
         its reason and where it was read: operators re-drive them (docs/operations.md)."""
         return f"{self.prefix}consentry.consent-dead-letters"
 
+    # Training-run lineage.
+    @property
+    def lineage(self) -> str:
+        """One record per snapshot a training run opened (consentry.training), keyed by run_id, kept for ever."""
+        return f"{self.prefix}consentry.lineage"
+
+    @property
+    def run_users(self) -> str:
+        """Per training run, the objected users it included (the sink writes one at each purge),
+        keyed by run_id and user_id, compacted, kept for ever: `GET /v1/admin/runs/{run_id}`."""
+        return f"{self.prefix}consentry.run-users"
+
     def group(self, service: str) -> str:
         """Consumer group id of a service (prefixed like the topics)."""
         return f"{self.prefix}consentry-{service}"
@@ -95,6 +107,8 @@ class Topics:
             TopicSpec(self.posts_by_user, True, big),
             TopicSpec(self.consent_state, True, {"cleanup.policy": "compact", "retention.ms": forever}),
             TopicSpec(self.receipts, True, {"retention.ms": str(30 * DAY_MS)}),
+            TopicSpec(self.lineage, False, {"retention.ms": forever}),  # which version each training run read
+            TopicSpec(self.run_users, False, {"cleanup.policy": "compact", "retention.ms": forever}),
             # Kept until an operator has re-driven them: an acknowledged event that was not applied.
             TopicSpec(self.consent_dead_letters, False, {"retention.ms": forever}),
             # Kept until released or dropped; segments roll and are compacted daily, so the text

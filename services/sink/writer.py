@@ -11,7 +11,7 @@ therefore records the positions it applied in the same Delta commit (see
 `TrainingStore.applied_position`); the worker never re-applies what a commit recorded.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from consentry.domain.purge import Plan
 from services.sink.store import Positions, TrainingStore
@@ -22,6 +22,8 @@ class Applied:
     appended: int
     duplicates: int
     purged_rows: dict[str, int]
+    purge_version: int | None = None  # the purges' Delta delete (None: no row found)
+    first_ingested_us: dict[str, int] = field(default_factory=dict)  # per purged user (consentry.domain.lineage)
 
 
 class IdempotentWriter:
@@ -32,7 +34,8 @@ class IdempotentWriter:
     def apply(self, plan: Plan, positions: Positions | None = None) -> Applied:
         """Purge, then append; `positions` go into the batch's last commit."""
         appending = bool(plan.appends)
-        removed = self.store.purge(plan.purges.keys(), None if appending else positions)
+        purged = self.store.purge_detailed(plan.purges.keys(), None if appending else positions)
+        removed = purged.removed
         for ids in removed.values():
             self.index.difference_update(ids)
         fresh = [row for row in plan.appends if row["post_id"] not in self.index]
@@ -48,4 +51,6 @@ class IdempotentWriter:
             appended=len(fresh),
             duplicates=len(plan.appends) - len(fresh),
             purged_rows={user: len(removed.get(user, ())) for user in plan.purges},
+            purge_version=purged.version,
+            first_ingested_us=purged.first_ingested_us,
         )
