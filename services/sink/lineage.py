@@ -47,7 +47,7 @@ class LineageFollower:
         if not self._partitions:
             raise RuntimeError(f"topic {topic} does not exist: run `consentry topics --create` (or `consentry up`)")
         self._consumer.assign(self._partitions)
-        self._consumer.seek_to_beginning(*self._partitions)
+        await self._consumer.seek_to_beginning(*self._partitions)
         await self.catch_up(timeout)
         log.info("lineage: %d snapshots of %s read by training runs", len(self.reads), self.table)
 
@@ -60,7 +60,7 @@ class LineageFollower:
         assert self._consumer is not None
         ends = await true_end_offsets(client_options(self.settings), self._partitions, timeout)
         deadline = time.monotonic() + timeout
-        while any(await self._consumer.position(tp) < end for tp, end in ends.items()):
+        while await _behind(self._consumer, ends):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"lineage not read to its end within {timeout}s")
             batch = await self._consumer.getmany(*self._partitions, timeout_ms=100)
@@ -79,3 +79,11 @@ class LineageFollower:
             return  # another table's run, or a read already known
         self._seen.add((read.run_id, read.version))
         self.reads.append(read)
+
+
+async def _behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    """Some partition is not read up to `ends` yet."""
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return True
+    return False

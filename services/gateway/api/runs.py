@@ -65,10 +65,10 @@ async def run_users(settings: GatewaySettings, run_id: str) -> list[dict[str, An
             raise RuntimeError(f"topic {topic} does not exist")
         ends = await true_end_offsets(client_options(settings), partitions, READ_TIMEOUT_S)
         consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
+        await consumer.seek_to_beginning(*partitions)
         found: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + READ_TIMEOUT_S
-        while any(await consumer.position(tp) < end for tp, end in ends.items()):
+        while await _behind(consumer, ends):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{topic} not read to its end within {READ_TIMEOUT_S}s")
             for records in (await consumer.getmany(*partitions, timeout_ms=100)).values():
@@ -108,3 +108,11 @@ async def get_run(run_id: str, admin: AdminUser, settings: SettingsDep) -> RunUs
             status.HTTP_503_SERVICE_UNAVAILABLE, "training-run lineage is temporarily unavailable, please retry", headers={"Retry-After": "5"}
         ) from exc
     return RunUsers(run_id=run_id, users=[RunUser(**{k: u[k] for k in RunUser.model_fields}) for u in users])
+
+
+async def _behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    """Some partition is not read up to `ends` yet."""
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return True
+    return False
