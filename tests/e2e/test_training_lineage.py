@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import orjson
@@ -20,6 +21,14 @@ from tests.support.system import System
 from tests.support.wait import eventually
 
 pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def readme_reader_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- readme-test:reader:start -->")[1].split("<!-- readme-test:reader:end -->")[0]
+    return "\n".join(line for line in block.splitlines() if not line.startswith("```"))
 
 
 def post(post_id: str, user: str) -> dict:
@@ -80,3 +89,10 @@ def test_a_run_that_read_before_a_purge_is_reported_for_that_user_and_one_that_r
     assert run_users(system, "run-before") == ["alice", "bob"]
     assert run_users(system, "run-after") == ["bob"]
     assert run_users(system, "run-never") == []
+
+    # The README's reader example, as a trainer runs it (its settings from the environment).
+    done = subprocess.run([sys.executable, "-c", readme_reader_example()], env=system.env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    latest = DeltaTable(uri)
+    assert done.stdout.strip() == f"run-2026-12-01 read version {latest.version()} with 1 posts"
+    assert run_users(system, "run-2026-12-01") == []
