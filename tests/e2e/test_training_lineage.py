@@ -4,8 +4,6 @@ person's posts: on the purge receipt, as a count in their status, and per run fo
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -13,6 +11,9 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
+from typer.testing import CliRunner
+
+from consentry_cli.cli import app
 
 from consentry.timeutil import format_rfc3339, now_us
 from consentry.training import open_snapshot
@@ -52,7 +53,15 @@ def purged_receipt(system: System, user: str) -> dict:
     return orjson.loads(receipt.value)
 
 
-def test_a_run_that_read_before_a_purge_is_reported_for_that_user_and_one_that_read_after_is_not(system: System) -> None:
+def trainer_env(system: System) -> dict[str, str]:
+    """What a trainer's environment says: where the broker and the table are."""
+    names = ("KAFKA_BOOTSTRAP_SERVERS", "CONSENTRY_BROKER_FLAVOR", "CONSENTRY_TOPIC_PREFIX", "CONSENTRY_DATA_DIR")
+    return {name: system.env[name] for name in names}
+
+
+def test_a_run_that_read_before_a_purge_is_reported_for_that_user_and_one_that_read_after_is_not(
+    system: System, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     system.create_topics()
     system.start()
     uri = str(system.data_dir / "training")
@@ -71,9 +80,9 @@ def test_a_run_that_read_before_a_purge_is_reported_for_that_user_and_one_that_r
     assert alice["trained_on_by"] == 1
     assert parse_receipt(orjson.dumps(purged_receipt(system, "alice"))).trained_on_runs == ("run-before",)
 
-    # run-after reads once Alice's posts are gone (from another language: the CLI's files).
-    done = subprocess.run([sys.executable, "-m", "consentry_cli", "snapshot", "run-after"], env=system.env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    # run-after reads once Alice's posts are gone (as another language would: the CLI's files).
+    done = CliRunner().invoke(app, ["snapshot", "run-after"], env=trainer_env(system))
+    assert done.exit_code == 0, done.output
     after = orjson.loads(done.stdout)
     assert after["version"] > before.version
     files = pq.ParquetDataset(after["files"]).read(columns=["post_id"]).column("post_id").to_pylist()
@@ -91,8 +100,9 @@ def test_a_run_that_read_before_a_purge_is_reported_for_that_user_and_one_that_r
     assert run_users(system, "run-never") == []
 
     # The README's reader example, as a trainer runs it (its settings from the environment).
-    done = subprocess.run([sys.executable, "-c", readme_reader_example()], env=system.env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    latest = DeltaTable(uri)
-    assert done.stdout.strip() == f"run-2026-12-01 read version {latest.version()} with 1 posts"
+    for name, value in trainer_env(system).items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    exec(readme_reader_example(), {})
+    assert capsys.readouterr().out.strip() == f"run-2026-12-01 read version {DeltaTable(uri).version()} with 1 posts"
     assert run_users(system, "run-2026-12-01") == []
