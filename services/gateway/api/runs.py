@@ -22,7 +22,7 @@ from consentry.domain.model import identifier_problem
 from consentry.kafka import client_options
 from consentry.patches import true_end_offsets
 from services.gateway.deps import AddressLimit, AdminUser, SettingsDep
-from services.gateway.problems import FORBIDDEN, INVALID, RATE_LIMITED, UNAUTHORIZED, problem
+from services.gateway.problems import FORBIDDEN, RATE_LIMITED, UNAUTHORIZED, problem
 from services.gateway.settings import GatewaySettings
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AddressLimit])
@@ -92,7 +92,8 @@ async def run_users(settings: GatewaySettings, run_id: str) -> list[dict[str, An
         "Needs `consentry:admin`."
     ),
     responses={
-        401: UNAUTHORIZED, 403: FORBIDDEN, 422: INVALID, 429: RATE_LIMITED,
+        401: UNAUTHORIZED, 403: FORBIDDEN, 429: RATE_LIMITED,
+        422: problem("The run_id is not a canonical identifier (no run can have it).", "run_id has leading or trailing whitespace"),
         503: problem("The lineage topic could not be read right now.", "training-run lineage is temporarily unavailable, please retry"),
     },
 )
