@@ -45,7 +45,7 @@ class LineageFollower:
         await self._consumer.topics()  # fetches the cluster's metadata
         self._partitions = [TopicPartition(topic, p) for p in sorted(self._consumer.partitions_for_topic(topic) or ())]
         if not self._partitions:
-            raise RuntimeError(f"topic {topic} does not exist: run `consentry topics --create` (or `consentry up`)")
+            raise RuntimeError(f"topic {topic} does not exist: run `consentry topics` (or `consentry up`)")
         self._consumer.assign(self._partitions)
         await self._consumer.seek_to_beginning(*self._partitions)
         await self.catch_up(timeout)

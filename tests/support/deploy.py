@@ -18,6 +18,7 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from consentry.settings import CommonSettings
+from consentry.training import ReaderSettings
 from consentry_cli.cli import app
 from services.consent.settings import ConsentSettings
 from services.gateway.settings import GatewaySettings
@@ -41,6 +42,7 @@ SETTINGS_OF_COMMAND: dict[str, type[BaseSettings]] = {
     "vacuum": SinkSettings,
     "reconcile": SinkSettings,
     "token": GatewaySettings,
+    "snapshot": ReaderSettings,
 }
 SERVICE_COMMANDS = ("consent", "ingest", "sink", "gateway")
 
