@@ -14,8 +14,9 @@ import pytest
 from consentry import training
 from consentry.kafka import ensure_topics
 from consentry.settings import CommonSettings
+from consentry.timeutil import parse_rfc3339
 from consentry.training import LineageNotRecorded, open_snapshot
-from services.sink.store import DeltaTrainingStore
+from services.sink.store import DeltaTrainingStore, MemoryTrainingStore
 from tests.support.kafka import read_all
 from tests.support.ports import free_port
 
@@ -66,3 +67,16 @@ def test_a_delete_committed_while_the_snapshot_is_recorded_makes_it_pin_the_new_
     assert sorted(snapshot.to_pyarrow_table(["post_id"]).column("post_id").to_pylist()) == ["bob-1"]
     records = [orjson.loads(r.value) for r in asyncio.run(read_all(settings.bootstrap_servers, settings.topics.lineage))]
     assert [(r["run_id"], r["version"], r["rows"]) for r in records] == [("run-1", published[0], 2), ("run-1", snapshot.version, 1)]
+
+
+@pytest.mark.parametrize("kind", ["memory", "delta"])
+def test_a_purge_reports_its_version_and_when_the_rows_it_removed_were_first_ingested(kind: str, tmp_path: Path) -> None:
+    """What the sink feeds the lineage rule (consentry.domain.lineage) with."""
+    store = MemoryTrainingStore() if kind == "memory" else DeltaTrainingStore(str(tmp_path / "training"))
+    store.append([{**row("alice-1", "alice"), "ingested_at": "2025-05-27T10:00:05Z"}, row("bob-1", "bob")])
+    store.append([{**row("alice-2", "alice"), "ingested_at": "2025-05-27T09:00:00Z"}])
+    purged = store.purge_detailed(["alice", "nobody"])
+    assert purged.version == store.version()
+    assert purged.first_ingested_us == {"alice": parse_rfc3339("2025-05-27T09:00:00Z")}
+    assert sorted(purged.removed["alice"]) == ["alice-1", "alice-2"]
+    assert store.purge_detailed(["alice"]).version is None  # nothing left: no commit
