@@ -79,6 +79,7 @@ class LineageFollower:
             return  # another table's run, or a read already known
         self._seen.add((read.run_id, read.version))
         self.reads.append(read)
+        metrics.LINEAGE_READS.set(len(self.reads))
 
 
 async def _behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:

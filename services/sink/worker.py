@@ -300,6 +300,8 @@ class SinkWorker(KafkaWorker):
                 runs = trained_on.get(purge.user_id, ()) if rows is not None else None
                 receipt = Receipt(PURGED, purge.user_id, purge.objection_ids, at, rows, purge.marked_at_us, runs)
                 partition = home_partition(purge.user_id, self.settings.partitions)
+                if runs:
+                    metrics.TRAINED_ON.inc()
                 for run_id in runs or ():  # GET /v1/admin/runs/{run_id}
                     self.sender.append(
                         self.topics.run_users, home_partition(run_id, self.settings.partitions), run_user_key(run_id, purge.user_id),

@@ -68,6 +68,8 @@ METRICS: dict[str, str] = {
     "consentry_sink_duplicates_total": "counter",
     "consentry_sink_purges_total": "counter",
     "consentry_sink_rows_purged_total": "counter",
+    "consentry_sink_lineage_reads": "gauge",
+    "consentry_sink_purges_trained_on_total": "counter",
     "consentry_sink_batches_total": "counter",
     "consentry_sink_commit_seconds": "histogram",
     "consentry_sink_table_version": "gauge",
