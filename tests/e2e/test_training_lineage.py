@@ -68,17 +68,17 @@ def test_a_run_that_read_before_a_purge_is_reported_for_that_user_and_one_that_r
     system.publish_posts([post("alice-1", "alice"), post("alice-2", "alice"), post("bob-1", "bob"), post("carol-1", "carol")])
     eventually(lambda: stored_ids(system) == ["alice-1", "alice-2", "bob-1", "carol-1"], timeout=60, what="posts stored")
 
-    # run-before reads the table: the version it is given is exactly what it reads.
-    before = open_snapshot("run-before", store_uri=uri, settings=system.settings)
+    # team-a/run-before reads the table: the version it is given is exactly what it reads.
+    before = open_snapshot("team-a/run-before", store_uri=uri, settings=system.settings)
     assert sorted(before.to_pyarrow_table(["post_id"]).column("post_id").to_pylist()) == ["alice-1", "alice-2", "bob-1", "carol-1"]
     assert before.rows == 4
     assert DeltaTable(uri, version=before.version).to_pyarrow_table().num_rows == 4
 
-    # Alice objects: her purge names run-before.
+    # Alice objects: her purge names team-a/run-before.
     system.object("alice")
     alice = system.wait_status("alice", "purged")
     assert alice["trained_on_by"] == 1
-    assert parse_receipt(orjson.dumps(purged_receipt(system, "alice"))).trained_on_runs == ("run-before",)
+    assert parse_receipt(orjson.dumps(purged_receipt(system, "alice"))).trained_on_runs == ("team-a/run-before",)
 
     # run-after reads once Alice's posts are gone (as another language would: the CLI's files).
     done = CliRunner().invoke(app, ["snapshot", "run-after"], env=trainer_env(system))
@@ -91,11 +91,11 @@ def test_a_run_that_read_before_a_purge_is_reported_for_that_user_and_one_that_r
     # Bob objects after both runs read his post: both are named; Alice stays with one.
     system.object("bob")
     assert system.wait_status("bob", "purged")["trained_on_by"] == 2
-    assert purged_receipt(system, "bob")["trained_on_runs"] == ["run-after", "run-before"]
+    assert purged_receipt(system, "bob")["trained_on_runs"] == ["run-after", "team-a/run-before"]
     assert system.status("alice")["trained_on_by"] == 1
 
     # Operators: per run, the objected users it included (carol never objected).
-    assert run_users(system, "run-before") == ["alice", "bob"]
+    assert run_users(system, "team-a/run-before") == ["alice", "bob"]
     assert run_users(system, "run-after") == ["bob"]
     assert run_users(system, "run-never") == []
 

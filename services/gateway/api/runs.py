@@ -82,7 +82,7 @@ async def run_users(settings: GatewaySettings, run_id: str) -> list[dict[str, An
 
 
 @router.get(
-    "/runs/{run_id}",
+    "/runs/{run_id:path}",  # any canonical id, slashes included
     response_model=RunUsers,
     summary="The objected users a training run included",
     description=(
