@@ -166,6 +166,12 @@ def open_snapshot(
     problem = identifier_problem(run_id) if isinstance(run_id, str) else "must be a string"
     if problem is not None:
         raise ValueError(f"run_id {problem}")
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass  # no loop in this thread: as expected
+    else:
+        raise RuntimeError("open_snapshot is synchronous: from a coroutine, call it with asyncio.to_thread")
     reader = _settings(store_uri, bootstrap)
     settings = settings or reader
     uri = store_uri or reader.store_uri
