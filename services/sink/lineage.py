@@ -1,4 +1,4 @@
-"""The sink's copy of `consentry.lineage`: every snapshot a training run opened on this table.
+"""The sink's copy of `consentry.lineage`: every snapshot a training run opened.
 
 Read in full at start (no consumer group: every replica needs every run) and kept in memory,
 one small `RunRead` per snapshot: a few thousand runs are a few hundred KB. Before the sink names
@@ -32,6 +32,7 @@ class LineageFollower:
         self.table = table_id(store_uri)
         self.reads: list[RunRead] = []
         self._seen: set[tuple[str, int]] = set()
+        self._other_tables: set[str] = set()
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: list[TopicPartition] = []
 
@@ -75,8 +76,13 @@ class LineageFollower:
             log.error("skipping an unreadable consentry.lineage record: %s", read.reason)
             return
         assert type(read) is RunRead
-        if read.table != self.table or (read.run_id, read.version) in self._seen:
-            return  # another table's run, or a read already known
+        if (read.run_id, read.version) in self._seen:
+            return  # a read already known
+        if read.table != self.table and read.table not in self._other_tables:
+            # Counted all the same: the topic is this deployment's, and a URI spelt another way
+            # (a relative path, another scheme) must not make a run that read the rows go unnamed.
+            self._other_tables.add(read.table)
+            log.warning("consentry.lineage names a table other than %s (%s): its runs are counted as reads of this one", self.table, read.table)
         self._seen.add((read.run_id, read.version))
         self.reads.append(read)
         metrics.LINEAGE_READS.set(len(self.reads))
