@@ -274,6 +274,10 @@ PURGED_RECEIPT = Message(
         Field("at", UTC_TIMESTAMP, description="When the Delta delete was committed."),
         Field("rows_purged", INTEGER, description="Rows this purge deleted (0 when a replay finds them gone already)."),
         Field("enforced_at", UTC_TIMESTAMP, description="The purge marker's marked_at."),
+        Field(
+            "trained_on_runs", ID_LIST, required=False,
+            description="The training runs that read a table version still holding the purged rows (consentry.lineage); absent when none did.",
+        ),
     ),
     unknown_fields=False,
 )

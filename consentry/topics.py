@@ -86,6 +86,17 @@ class Topics:
         """Per user, day and reason, how many posts ingest dropped: counts emitted periodically
         (never one record per post), read by the audit writer."""
         return f"{self.prefix}consentry.drop-counts"
+    # Training-run lineage.
+    @property
+    def lineage(self) -> str:
+        """One record per snapshot a training run opened (consentry.training), keyed by run_id, kept for ever."""
+        return f"{self.prefix}consentry.lineage"
+
+    @property
+    def run_users(self) -> str:
+        """Per training run, the objected users it included (the sink writes one at each purge),
+        keyed by run_id and user_id, compacted, kept for ever: `GET /v1/admin/runs/{run_id}`."""
+        return f"{self.prefix}consentry.run-users"
 
     def group(self, service: str) -> str:
         """Consumer group id of a service (prefixed like the topics)."""
@@ -110,6 +121,8 @@ class Topics:
             TopicSpec(self.receipts, True, {"retention.ms": str(30 * DAY_MS)}),
             TopicSpec(self.audit, True, {"retention.ms": forever}),  # the evidence: kept for ever
             TopicSpec(self.drop_counts, True, {"retention.ms": str(30 * DAY_MS)}),
+            TopicSpec(self.lineage, False, {"retention.ms": forever}),  # which version each training run read
+            TopicSpec(self.run_users, False, {"cleanup.policy": "compact", "retention.ms": forever}),
             # Kept until an operator has re-driven them: an acknowledged event that was not applied.
             TopicSpec(self.consent_dead_letters, False, {"retention.ms": forever}),
             # Kept until released or dropped; segments roll and are compacted daily, so the text

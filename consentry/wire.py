@@ -41,6 +41,7 @@ from consentry.domain.model import (
     notice_facts,
 )
 from consentry.contract import NOTICE, OBJECTION, POST, Validator
+from consentry.domain.lineage import RunRead
 from consentry.timeutil import format_rfc3339, parse_rfc3339
 
 # The checks of the contract's messages, compiled from their one declaration (consentry.contract),
@@ -308,6 +309,8 @@ def encode_receipt(receipt: Receipt) -> bytes:
         out["rows_purged"] = receipt.rows_purged
     if receipt.enforced_at_us is not None:
         out["enforced_at"] = format_rfc3339(receipt.enforced_at_us)
+    if receipt.trained_on_runs:  # absent: no run read the purged rows (or not known)
+        out["trained_on_runs"] = list(receipt.trained_on_runs)
     return orjson.dumps(out)
 
 
@@ -325,6 +328,9 @@ def parse_receipt(value: bytes | None) -> Receipt | Invalid:
         return Invalid("bad_value", "malformed receipt")
     rows = obj.get("rows_purged")
     enforced_at = obj.get("enforced_at")
+    runs = obj.get("trained_on_runs")
+    if runs is not None and (type(runs) is not list or not all(type(r) is str for r in runs)):
+        return Invalid("bad_value", "malformed receipt")
     return Receipt(
         obj["type"],
         user_id,
@@ -332,6 +338,7 @@ def parse_receipt(value: bytes | None) -> Receipt | Invalid:
         at_us,
         rows if type(rows) is int else None,
         parse_rfc3339(enforced_at),
+        tuple(runs) if runs is not None else None,
     )
 
 
@@ -416,6 +423,9 @@ def encode_consent_state(state: ConsentState) -> bytes:
     }
     if state.folded is not None:
         out["folded"] = folded_to_dict(state.folded)  # only once a row holds more than HISTORY_KEPT events
+    if state.trained_on_by:  # only once a purge named a training run
+        out["trained_on_by"] = state.trained_on_by
+        out["trained_on_ids"] = list(state.trained_on_ids)
     return orjson.dumps(out)
 
 
@@ -461,6 +471,8 @@ def consent_state_from_dict(obj: Any) -> ConsentState:
         updated_at_us=_us(obj.get("updated_at")) or 0,
         notices=notices,
         folded=folded_from_dict(obj["folded"]) if obj.get("folded") is not None else None,
+        trained_on_by=obj.get("trained_on_by", 0),
+        trained_on_ids=tuple(obj.get("trained_on_ids", ())),
     )
 
 
@@ -489,6 +501,7 @@ def status_to_dict(status: UserStatus) -> dict[str, Any]:
         "status": status.status.value,
         "history": [history_entry_to_dict(e) for e in status.history],
         "notices": [notice_entry_to_dict(n) for n in status.notices],
+        "trained_on_by": status.trained_on_by,
     }
 
 
@@ -512,3 +525,44 @@ def parse_drop_count(value: bytes | None) -> tuple[str, str, str, int, int] | In
     if type(user_id) is not str or type(day) is not str or type(reason) is not str or type(count) is not int or count < 0 or at_us is None:
         return Invalid("bad_value", "malformed drop count")
     return user_id, day, reason, count, at_us
+# ------------------------------------------------------------- training-run lineage
+
+
+def encode_run_read(read: RunRead) -> bytes:
+    """A `consentry.lineage` record (keyed by run_id)."""
+    return orjson.dumps(
+        {
+            "run_id": read.run_id,
+            "version": read.version,
+            "read_at": format_rfc3339(read.read_at_us),
+            "rows": read.rows,
+            "table": read.table,
+            "committed_at": format_rfc3339(read.committed_at_us),
+        }
+    )
+
+
+def parse_run_read(value: bytes | None) -> RunRead | Invalid:
+    try:
+        obj = orjson.loads(value or b"")
+    except orjson.JSONDecodeError as exc:
+        return Invalid("invalid_json", f"lineage record is not JSON ({exc.msg})")
+    if type(obj) is not dict:
+        return Invalid("bad_value", "a lineage record must be a JSON object")
+    run_id, version, rows, table = obj.get("run_id"), obj.get("version"), obj.get("rows"), obj.get("table")
+    read_at, committed_at = _us(obj.get("read_at")), _us(obj.get("committed_at"))
+    if type(run_id) is not str or type(version) is not int or type(rows) is not int or type(table) is not str or read_at is None or committed_at is None:
+        return Invalid("bad_value", "malformed lineage record")
+    return RunRead(run_id, version, committed_at, read_at, rows, table)
+
+
+def encode_run_user(run_id: str, user_id: str, objection_ids: tuple[str, ...], purged_at_us: int, purge_version: int) -> bytes:
+    """A `consentry.run-users` record: one objected user a run included (key run_id, user_id)."""
+    return orjson.dumps(
+        {"run_id": run_id, "user_id": user_id, "objection_ids": list(objection_ids), "purged_at": format_rfc3339(purged_at_us), "purge_version": purge_version}
+    )
+
+
+def run_user_key(run_id: str, user_id: str) -> bytes:
+    """Compaction keeps one record per (run, user); a line feed is in no canonical id."""
+    return f"{run_id}\n{user_id}".encode()

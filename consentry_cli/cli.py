@@ -472,6 +472,26 @@ def tail(
     console.print(f"{shown:,} records")
 
 
+@app.command()
+def snapshot(run_id: Annotated[str, typer.Argument(help="The training run's id (a canonical identifier).")]) -> None:
+    """Pin the training store's latest version for a training run, record it on the lineage
+    topic, and print JSON (version, rows, the Parquet files to read): the reader API for
+    trainers in other languages. Read exactly those files; nothing else of the table."""
+    import orjson
+
+    from consentry.training import LineageNotRecorded, open_snapshot
+
+    try:
+        opened = open_snapshot(run_id)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    except LineageNotRecorded as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    typer.echo(orjson.dumps(opened.describe(), option=orjson.OPT_INDENT_2).decode())
+
+
 @app.command("log-ref")
 def log_ref(user: Annotated[str, typer.Argument(help="The user_id.")]) -> None:
     """The pseudonym that stands for a user in every service's log lines (`user=`): logs never

@@ -60,6 +60,7 @@ from consentry.domain.model import (
     OBJECT,
     PURGED,
     REASONS_KEPT,
+    TRAINED_ON_IDS_KEPT,
     WITHDRAW,
     AwaitingObjection,
     Channel,
@@ -199,7 +200,8 @@ def fold(folded: Folded | None, entry: HistoryEntry, now_us: int) -> Folded:
 
 
 def _rebuild(
-    user_id: str, history: list[HistoryEntry], now_us: int, notices: tuple[NoticeEntry, ...] = (), folded: Folded | None = None
+    user_id: str, history: list[HistoryEntry], now_us: int, notices: tuple[NoticeEntry, ...] = (), folded: Folded | None = None,
+    trained_on: tuple[int, tuple[str, ...]] = (0, ()),
 ) -> ConsentState:
     history.sort(key=_sort_key)
     excess = len(history) - HISTORY_KEPT
@@ -219,6 +221,7 @@ def _rebuild(
         now_us,
         notices,
         folded,
+        *trained_on,
     )
 
 
@@ -264,7 +267,7 @@ def apply_objection(state: ConsentState | None, event: ObjectionEvent, now_us: i
     history.append(entry)
     if state is None:
         return _rebuild(event.user_id, history, now_us)
-    return _rebuild(event.user_id, history, now_us, state.notices, state.folded)
+    return _rebuild(event.user_id, history, now_us, state.notices, state.folded, _trained_on(state))
 
 
 def apply_notice(state: ConsentState | None, notice: Notice, now_us: int) -> ConsentState:
@@ -273,7 +276,9 @@ def apply_notice(state: ConsentState | None, notice: Notice, now_us: int) -> Con
         return state
     entry = NoticeEntry(notice.notice_id, notice.notice_version, notice.channel, notice.sent_at_us, notice.country)
     notices = tuple(sorted((*(state.notices if state is not None else ()), entry), key=lambda n: (n.sent_at_us, n.notice_id)))
-    return _rebuild(notice.user_id, list(state.history) if state is not None else [], now_us, notices, state.folded if state is not None else None)
+    if state is None:
+        return _rebuild(notice.user_id, [], now_us, notices)
+    return _rebuild(notice.user_id, list(state.history), now_us, notices, state.folded, _trained_on(state))
 
 
 def apply_receipt(state: ConsentState | None, receipt: Receipt, now_us: int) -> ConsentState | None:
@@ -307,7 +312,30 @@ def apply_receipt(state: ConsentState | None, receipt: Receipt, now_us: int) -> 
         changed |= folded != state.folded
     if not changed:
         return state
-    return _rebuild(state.user_id, history, now_us, state.notices, folded)
+    trained_on = _trained_on(state)
+    if receipt.kind == PURGED and receipt.trained_on_runs:
+        trained_on = counted_runs(trained_on, receipt.trained_on_runs)
+    return _rebuild(state.user_id, history, now_us, state.notices, folded, trained_on)
+
+
+def _trained_on(state: ConsentState) -> tuple[int, tuple[str, ...]]:
+    return state.trained_on_by, state.trained_on_ids
+
+
+def counted_runs(trained_on: tuple[int, tuple[str, ...]], runs: tuple[str, ...]) -> tuple[int, tuple[str, ...]]:
+    """The row's count of training runs that read the user's rows, with a purge's runs: a run
+    already counted (its digest among the newest TRAINED_ON_IDS_KEPT) is not counted again. Two
+    purges of one user name the same run only where the lineage rule over-counts (a run that read
+    just before the second purge's first row), so the newest digests are enough to keep it exact."""
+    count, digests = trained_on
+    known = set(digests)
+    added = []
+    for run_id in runs:
+        digest = id_digest(run_id)
+        if digest not in known:
+            known.add(digest)
+            added.append(digest)
+    return count + len(added), (*digests, *added)[-TRAINED_ON_IDS_KEPT:]
 
 
 def _stamped(awaiting: tuple[AwaitingObjection, ...], receipt: Receipt, ids: set[str]) -> tuple[AwaitingObjection, ...]:
@@ -347,7 +375,7 @@ def user_status(user_id: str, state: ConsentState | None, now_us: int) -> UserSt
     every notice the user was sent."""
     if state is None:
         return UserStatus(user_id, False, Status.NONE)
-    return UserStatus(user_id, is_active(state.intervals, now_us), status_of(state), state.history, state.notices)
+    return UserStatus(user_id, is_active(state.intervals, now_us), status_of(state), state.history, state.notices, state.trained_on_by)
 
 
 def with_acknowledged(

@@ -28,6 +28,7 @@ REASONS_KEPT = 8  # of those, the newest whose free-text reason is kept
 FOLDED_INTERVALS_KEPT = 64  # exact objection intervals of the folded events; older ones merge (erring closed)
 FOLDED_IDS_KEPT = 1024  # digests of the newest folded objection ids: their re-deliveries change nothing
 FOLDED_AWAITING_KEPT = 16  # folded objections still awaiting their `enforced` or `purged` receipt
+TRAINED_ON_IDS_KEPT = 256  # digests of the newest training runs counted in a row's `trained_on_by` (none is counted twice)
 MAX_ROW_BYTES = 512 * 1024  # what a row's encoding stays under (tests/unit/test_bounded_rows.py); Kafka's default limit is 1 MB
 
 
@@ -226,6 +227,9 @@ class Receipt:
     at_us: int
     rows_purged: int | None = None
     enforced_at_us: int | None = None  # on `purged`: when ingest marked it (the marker's time)
+    # On `purged`: the training runs that read a table version still holding the purged rows
+    # (consentry.domain.lineage); None: not known (a purge re-confirmed after a replay).
+    trained_on_runs: tuple[str, ...] | None = None
 
 
 # ----------------------------------------------------------------- consent state
@@ -316,6 +320,8 @@ class ConsentState:
     updated_at_us: int = 0
     notices: tuple[NoticeEntry, ...] = ()  # every notice received, sorted by sent_at
     folded: Folded | None = None  # the events folded out of `history`, once there are more than HISTORY_KEPT
+    trained_on_by: int = 0  # training runs that read the user's rows before a purge removed them
+    trained_on_ids: tuple[str, ...] = ()  # digests of the newest TRAINED_ON_IDS_KEPT of those runs
 
 
 class EnforcementView(NamedTuple):
@@ -336,3 +342,4 @@ class UserStatus:
     status: Status
     history: tuple[HistoryEntry, ...] = ()
     notices: tuple[NoticeEntry, ...] = ()
+    trained_on_by: int = 0  # how many training runs read the user's posts before they were purged

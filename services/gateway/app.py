@@ -18,7 +18,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from consentry.group_lag import GroupLagReader
 from services.gateway import health, metrics
-from services.gateway.api import admin, audit, objections
+from services.gateway.api import admin, audit, objections, runs
 from services.gateway.auth import verifier_for
 from services.gateway.bodylimit import BodyLimitMiddleware
 from services.gateway.consent_client import ConsentClient
@@ -132,6 +132,7 @@ def create_app(settings: GatewaySettings | None = None, publisher: ObjectionPubl
     app.include_router(pages.router)
     app.include_router(admin.router)
     app.include_router(audit.router)
+    app.include_router(runs.router)
     app.include_router(health.router)
     app.include_router(console.router)
 

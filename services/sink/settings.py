@@ -38,6 +38,11 @@ class SinkSettings(CommonSettings):
         ge=0,
         description="Rows stored this close to an objection's end are never taken for a leak (clocks, withdrawals on their way).",
     )
+    lineage_margin_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Clock allowance between ingest and the sink when naming the training runs that read a purged user's rows (over-counts within it).",
+    )
 
     @property
     def store_uri(self) -> str:

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from consentry.fencing import LEASE
 from consentry.partitioning import bucket_of
-from consentry.timeutil import format_rfc3339, now_us
+from consentry.timeutil import format_rfc3339, now_us, parse_rfc3339
 from services.sink import metrics
 from services.sink import reconcile_record
 from services.sink.reconcile_record import ReconcileRecord
@@ -81,6 +81,15 @@ T = TypeVar("T")
 class VacuumResult:
     files_removed: int
     version: int
+
+
+@dataclass(frozen=True)
+class Purged:
+    """What one purge commit did (`TrainingStore.purge_detailed`)."""
+
+    removed: dict[str, list[str]]  # the post_ids removed, per user
+    version: int | None  # the delete's Delta version; None: nothing found, no commit
+    first_ingested_us: dict[str, int]  # per user, the earliest `ingested_at` of the rows removed (lineage)
 
 
 @dataclass(frozen=True)
@@ -150,10 +159,14 @@ class TrainingStore(ABC):
         """Those of these rows' post_ids the table already holds: only the files of the rows'
         buckets (and created_at ranges) are read, whatever the table's size."""
 
-    @abstractmethod
     def purge(self, user_ids: Collection[str], positions: Positions | None = None) -> dict[str, list[str]]:
         """Delete every row of these users in one commit; return the post_ids removed, per user.
         No rows, no commit. `positions` (see `applied_position`) are recorded in that commit."""
+        return self.purge_detailed(user_ids, positions).removed
+
+    @abstractmethod
+    def purge_detailed(self, user_ids: Collection[str], positions: Positions | None = None) -> Purged:
+        """`purge`, with the delete's version and when the removed rows were first ingested."""
 
     @abstractmethod
     def append(self, rows: list[dict[str, Any]], positions: Positions | None = None) -> None:
@@ -243,16 +256,19 @@ class MemoryTrainingStore(TrainingStore):
     def write_reconcile_record(self, record: ReconcileRecord) -> None:
         self._reconciles = record
 
-    def purge(self, user_ids: Collection[str], positions: Positions | None = None) -> dict[str, list[str]]:
+    def purge_detailed(self, user_ids: Collection[str], positions: Positions | None = None) -> Purged:
         users = set(user_ids)
         removed: dict[str, list[str]] = {}
+        first: dict[str, int] = {}
         for post_id, row in list(self._rows.items()):
             if row["user_id"] in users:
                 removed.setdefault(row["user_id"], []).append(post_id)
+                at = parse_rfc3339(row["ingested_at"]) or 0
+                first[row["user_id"]] = min(first.get(row["user_id"], at), at)
                 del self._rows[post_id]
         if removed:
             self.record_positions(positions or {})
-        return removed
+        return Purged(removed, self._version if removed else None, first)
 
     def append(self, rows: list[dict[str, Any]], positions: Positions | None = None) -> None:
         if rows:
@@ -369,29 +385,32 @@ class DeltaTrainingStore(TrainingStore):
                 time.sleep(min(2.0, 0.02 * 2**n) * random.uniform(0.5, 1.0))
         raise AssertionError("unreachable")
 
-    def purge(self, user_ids: Collection[str], positions: Positions | None = None) -> dict[str, list[str]]:
+    def purge_detailed(self, user_ids: Collection[str], positions: Positions | None = None) -> Purged:
         users = sorted(set(user_ids))
         if not users:
-            return {}
+            return Purged({}, None, {})
         return self._retrying("purge", lambda: self._purge(users, positions))
 
-    def _purge(self, users: list[str], positions: Positions | None) -> dict[str, list[str]]:
+    def _purge(self, users: list[str], positions: Positions | None) -> Purged:
         from deltalake import QueryBuilder
 
         table = self._fresh()
         # DataFusion scan (pyarrow's dataset filter trips on delta-rs' string_view columns).
         # The users' buckets first: only their files are read, and rewritten.
         where = f"bucket IN ({', '.join(str(b) for b in sorted({bucket_of(u, self.buckets) for u in users}))}) AND user_id IN ({_sql_list(users)})"
-        reader = QueryBuilder().register("training", table).execute(f"SELECT post_id, user_id FROM training WHERE {where}")
+        reader = QueryBuilder().register("training", table).execute(f"SELECT post_id, user_id, ingested_at FROM training WHERE {where}")
         hits = pa.table(reader.read_all())
         if hits.num_rows == 0:
-            return {}  # nothing stored: no commit at all
+            return Purged({}, None, {})  # nothing stored: no commit at all
         removed: dict[str, list[str]] = {}
-        for post_id, user_id in zip(hits.column("post_id").to_pylist(), hits.column("user_id").to_pylist(), strict=True):
+        first: dict[str, int] = {}
+        ingested = hits.column("ingested_at").cast(UTC_US).cast(pa.int64()).to_pylist()
+        for post_id, user_id, at in zip(hits.column("post_id").to_pylist(), hits.column("user_id").to_pylist(), ingested, strict=True):
             removed.setdefault(user_id, []).append(post_id)
+            first[user_id] = min(first.get(user_id, at), at)
         buckets = ", ".join(str(b) for b in sorted({bucket_of(u, self.buckets) for u in removed}))
         table.delete(f"bucket IN ({buckets}) AND user_id IN ({_sql_list(removed)})", commit_properties=_positions(positions))
-        return removed
+        return Purged(removed, table.version(), first)
 
     def append(self, rows: list[dict[str, Any]], positions: Positions | None = None) -> None:
         from deltalake import write_deltalake

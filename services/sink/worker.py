@@ -19,14 +19,16 @@ from opentelemetry.trace import SpanKind
 from consentry import failpoints, tracing
 from consentry.domain.model import PURGED, PurgeMarker, Receipt
 from consentry.logs import ids, user_ref
-from consentry.wire import encode_receipt, parse_training_message
+from consentry.wire import encode_receipt, encode_run_user, parse_training_message, run_user_key
 from consentry.kafka import BatchSender, client_options, producer_options
 from consentry.kafka_worker import Batch, Bounds, Flushed, KafkaWorker, group_consumer
 from consentry.partitioning import home_partition
 from consentry.timeutil import now_us
 from consentry.web import StatusServer
 from services.sink import metrics
+from consentry.domain.lineage import runs_that_read
 from consentry.domain.purge import plan_batch
+from services.sink.lineage import LineageFollower
 from services.sink.resume import Reason, Resume, resume_point
 from services.sink.settings import SinkSettings
 from services.sink.store import DeltaTrainingStore, TrainingStore
@@ -109,6 +111,8 @@ class SinkWorker(KafkaWorker):
         self.producer = AIOKafkaProducer(**producer_options(s), linger_ms=5)
         await self.producer.start()
         self.sender = BatchSender(self.producer)
+        self.lineage = LineageFollower(s, store.uri)  # read in full before the first purge is confirmed
+        await self.lineage.start()
         consumer = group_consumer(
             client_options(s),
             self.topics.group("sink"),
@@ -134,7 +138,7 @@ class SinkWorker(KafkaWorker):
             self._reconciler.cancel()
             await asyncio.gather(self._reconciler, return_exceptions=True)
         await self.stop_consuming()  # the pending batch is applied and committed, else re-read on restart
-        for closer in (self.consumer.stop, self.producer.stop, self.status.stop):
+        for closer in (self.consumer.stop, self.producer.stop, self.status.stop, self.lineage.stop):
             try:
                 await closer()
             except Exception:
@@ -288,6 +292,7 @@ class SinkWorker(KafkaWorker):
         if replayed:
             log.info("skipped %d messages already applied to the table; re-confirming %d purges", len(replayed), len(confirm))
         confirm += [(purge, applied.purged_rows.get(purge.user_id, 0)) for purge in plan.purges.values()]
+        trained_on = await self._runs_that_read(applied) if applied.purge_version is not None else {}
         if confirm:
             spans: list[Any] = []
             at = now_us()
@@ -297,8 +302,16 @@ class SinkWorker(KafkaWorker):
                 if rows is not None:
                     metrics.PURGES.inc()
                     metrics.ROWS_PURGED.inc(rows)
-                receipt = Receipt(PURGED, purge.user_id, purge.objection_ids, at, rows, purge.marked_at_us)
+                runs = trained_on.get(purge.user_id, ()) if rows is not None else None
+                receipt = Receipt(PURGED, purge.user_id, purge.objection_ids, at, rows, purge.marked_at_us, runs)
                 partition = home_partition(purge.user_id, self.settings.partitions)
+                if runs:
+                    metrics.TRAINED_ON.inc()
+                for run_id in runs or ():  # GET /v1/admin/runs/{run_id}
+                    self.sender.append(
+                        self.topics.run_users, home_partition(run_id, self.settings.partitions), run_user_key(run_id, purge.user_id),
+                        encode_run_user(run_id, purge.user_id, purge.objection_ids, at, applied.purge_version or 0),
+                    )
                 headers = self._purge_traced(purge.user_id, purge.objection_ids, rows, partition, started_ns, spans)
                 self.sender.append(self.topics.receipts, partition, purge.user_id.encode(), encode_receipt(receipt), headers)
             try:
@@ -310,6 +323,28 @@ class SinkWorker(KafkaWorker):
                 log.info("purged %d users (%d rows)", len(plan.purges), sum(applied.purged_rows.values()))
         metrics.TABLE_VERSION.set(await asyncio.to_thread(self.writer.store.version))
         return Flushed(offsets)  # committed at once: the store has it (failpoint sink.before_commit)
+
+    async def _runs_that_read(self, applied: Any) -> dict[str, tuple[str, ...]]:
+        """Per purged user, the training runs that read a version still holding their rows, from
+        every lineage record published before the delete's commit (read now, after it)."""
+        delay = 0.5
+        while True:
+            try:
+                await self.lineage.catch_up()
+                break
+            except Exception:
+                metrics.ERRORS.labels("lineage").inc()
+                if self._stopping.is_set():
+                    raise  # the batch is read again after restart (its purges re-confirmed)
+                log.warning("could not read consentry.lineage to its end: the purge receipts wait (retrying in %.1fs)", delay, exc_info=True)
+                await self._sleep(delay)
+                delay = min(delay * 2, 10.0)
+        margin_us = int(self.settings.lineage_margin_s * 1_000_000)
+        reads = self.lineage.reads
+        return {
+            user: runs_that_read(reads, applied.purge_version, first, margin_us)
+            for user, first in applied.first_ingested_us.items()
+        }
 
     def _purge_traced(self, user: str, objection_ids: tuple[str, ...], rows: int | None, partition: int, started_ns: int, spans: list[Any]) -> Any:
         """Log one user's purge; with a traced marker, a sink.purge span (from the store's commit to

@@ -13,7 +13,7 @@ therefore records the positions it applied in the same Delta commit (see
 `TrainingStore.applied_position`); the worker never re-applies what a commit recorded.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from consentry.domain.purge import Plan
 from services.sink.store import Positions, TrainingStore
@@ -24,6 +24,8 @@ class Applied:
     appended: int
     duplicates: int
     purged_rows: dict[str, int]
+    purge_version: int | None = None  # the purges' Delta delete (None: no row found)
+    first_ingested_us: dict[str, int] = field(default_factory=dict)  # per purged user (consentry.domain.lineage)
 
 
 class IdempotentWriter:
@@ -33,7 +35,8 @@ class IdempotentWriter:
     def apply(self, plan: Plan, positions: Positions | None = None) -> Applied:
         """Purge, then append; `positions` go into the batch's last commit."""
         appending = bool(plan.appends)
-        removed = self.store.purge(plan.purges.keys(), None if appending else positions)
+        purged = self.store.purge_detailed(plan.purges.keys(), None if appending else positions)
+        removed = purged.removed
         stored = self.store.stored_post_ids(plan.appends)  # after the purge: what it removed may come back
         fresh = [row for row in plan.appends if row["post_id"] not in stored]
         self.store.append(fresh, positions)
@@ -47,4 +50,6 @@ class IdempotentWriter:
             appended=len(fresh),
             duplicates=len(plan.appends) - len(fresh),
             purged_rows={user: len(removed.get(user, ())) for user in plan.purges},
+            purge_version=purged.version,
+            first_ingested_us=purged.first_ingested_us,
         )

@@ -24,7 +24,9 @@ from consentry.domain.consent import apply_notice, apply_objection, apply_receip
 from consentry.domain.model import ENFORCED, PURGED, ConsentState, Invalid, Notice, ObjectionEvent, Post, PurgeMarker, Receipt
 from consentry.wire import encode_drop_count, parse_drop_count
 from consentry.wire import decode_consent_state, encode_consent_state, encode_notice, encode_objection, encode_purge_marker, encode_receipt, encode_rejection, encode_training_post, parse_notice, parse_objection, parse_post, parse_receipt, parse_training_message
+from consentry.domain.lineage import RunRead
 from consentry.importer import parse_import_line, parse_notice_line
+from consentry.wire import encode_run_read, encode_run_user, parse_run_read
 from consentry.settings import CommonSettings
 from consentry.timeutil import parse_rfc3339
 from consentry.topics import Topics
@@ -158,9 +160,14 @@ def consent_states() -> dict[str, ConsentState]:
         event = ObjectionEvent(f"o-{n}", "u-42", "object" if n % 2 == 0 else "withdraw", ts("2025-07-01T00:00:00Z") + n * 1_000_000, "api", "why")
         folded = apply_objection(folded, event, event.received_at_us)
     assert folded.folded is not None and folded.folded.awaiting
+    read_by_runs = apply_receipt(
+        enforced, Receipt(PURGED, "u-42", (OBJECTION.objection_id,), ts("2025-05-27T10:00:03.1Z"), 12, None, ("run-1", "run-2")), ts("2025-05-27T10:00:03.2Z")
+    )
+    assert read_by_runs is not None and read_by_runs.trained_on_by == 2
     return {
         "received": received, "enforced": enforced, "purged": purged, "withdrawn": withdrawn,
         "notified": notified, "notified then objected": notified_then_objected, "folded": folded,
+        "purged after training runs read the posts": read_by_runs,
     }
 
 
@@ -190,6 +197,9 @@ def written_messages() -> list[tuple[str, str, bytes]]:
         ("withdrawal", "ObjectionEvent", encode_objection(WITHDRAWAL)),
         ("enforced receipt", "EnforcedReceipt", encode_receipt(Receipt(ENFORCED, "u-42", (OBJECTION.objection_id,), now))),
         ("purged receipt", "PurgedReceipt", encode_receipt(Receipt(PURGED, "u-42", (OBJECTION.objection_id,), now, 0, now))),
+        ("purged receipt naming training runs", "PurgedReceipt", encode_receipt(Receipt(PURGED, "u-42", (OBJECTION.objection_id,), now, 3, now, ("run-1", "run-2")))),
+        ("lineage record", "RunRead", encode_run_read(RunRead("run-1", 118, now - 2_000_000, now, 1250, "/var/training"))),
+        ("run user", "RunUser", encode_run_user("run-1", "u-42", (OBJECTION.objection_id,), now, 121)),
     ]
     imported = parse_import_line(b'{"objection_id": "imp-1", "user_id": "u-9", "kind": "object", "received_at": "2019-03-01T12:00:00+01:00", "channel": "import", "notice_version": "v3"}', now)
     assert type(imported) is ObjectionEvent
@@ -284,6 +294,8 @@ def test_posts_the_code_rejects_are_outside_the_documented_schema(payload, code:
         ("accepted post", {"ingested_at": "2025-05-27 10:00:00"}),  # not how the code writes times
         ("purge marker", {"objection_ids": []}),
         ("purged receipt", {"rows_purged": None}),
+        ("purged receipt naming training runs", {"trained_on_runs": []}),
+        ("lineage record", {"version": "118"}),
         ("consent state, purged", {"pending": None}),
         ("rejection: invalid_json", {"reason_code": "unheard_of"}),
     ],
@@ -309,6 +321,7 @@ READERS = {
     "Notice": lambda value, _key: type(parse_notice(value)) is Notice,
     "DeferredPost": lambda value, _key: type(parse_deferred(value)) is Post,
     "DropCount": lambda value, _key: type(parse_drop_count(value)) is tuple,
+    "RunRead": lambda value, _key: type(parse_run_read(value)) is RunRead,
 }
 
 

@@ -61,4 +61,4 @@ def test_a_person_objects_from_the_notice_link_and_sees_the_purge(system: System
     assert (entry["objection_id"], entry["channel"], entry["rows_purged"]) == (objection_id, "email", 2)
     assert sorted(row["post_id"] for row in system.training_rows()) == ["sam-1"]
     # A person sees only their own state.
-    assert system.status("sam") == {"user_id": "sam", "objected": False, "status": "none", "history": [], "notices": []}
+    assert system.status("sam") == {"user_id": "sam", "objected": False, "status": "none", "history": [], "notices": [], "trained_on_by": 0}

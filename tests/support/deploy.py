@@ -18,6 +18,7 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from consentry.settings import CommonSettings
+from consentry.training import ReaderSettings
 from consentry_cli.cli import app
 from services.consent.settings import ConsentSettings
 from services.gateway.settings import GatewaySettings
@@ -45,6 +46,7 @@ SETTINGS_OF_COMMAND: dict[str, type[BaseSettings]] = {
     "audit-writer": AuditSettings,
     "audit": AuditSettings,
     "report": AuditSettings,
+    "snapshot": ReaderSettings,
 }
 SERVICE_COMMANDS = ("consent", "ingest", "sink", "gateway", "audit-writer")
 
@@ -70,6 +72,8 @@ METRICS: dict[str, str] = {
     "consentry_sink_duplicates_total": "counter",
     "consentry_sink_purges_total": "counter",
     "consentry_sink_rows_purged_total": "counter",
+    "consentry_sink_lineage_reads": "gauge",
+    "consentry_sink_purges_trained_on_total": "counter",
     "consentry_sink_batches_total": "counter",
     "consentry_sink_commit_seconds": "histogram",
     "consentry_sink_table_version": "gauge",

@@ -42,7 +42,7 @@ def sink_settings(bootstrap: str, flavor: str, root: Path, partitions: int = 2, 
 
 async def create_sink_topics(settings: SinkSettings) -> None:
     topics = settings.topics
-    await ensure_topics(settings, [s for s in topics.specs() if s.name in (topics.training_posts, topics.receipts, topics.consent_state)])
+    await ensure_topics(settings, [s for s in topics.specs() if s.name in (topics.training_posts, topics.receipts, topics.consent_state, topics.lineage, topics.run_users)])
 
 
 def user_in(partition: int, partitions: int, stem: str) -> str:

@@ -120,7 +120,7 @@ def test_status_document_shows_each_step_reached() -> None:
     assert doc["objected"] is True and doc["status"] == "enforced"
     assert doc["history"][0]["enforced_at"] == "2023-11-14T22:13:21Z"
     assert doc["history"][0]["purged_at"] is None
-    assert status_document_of("nobody", None, T) == {"user_id": "nobody", "objected": False, "status": "none", "history": [], "notices": []}
+    assert status_document_of("nobody", None, T) == {"user_id": "nobody", "objected": False, "status": "none", "history": [], "notices": [], "trained_on_by": 0}
 
 
 # ------------------------------------------------------- order of a user's events (issue 12)

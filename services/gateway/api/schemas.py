@@ -93,6 +93,10 @@ class ObjectionStatus(BaseModel):
     notices: list[NoticeItem] = Field(
         default_factory=list, description="Every notice you were sent about the use of your posts for AI training, oldest first."
     )
+    trained_on_by: int = Field(
+        default=0,
+        description="How many AI training runs read your posts before they were purged (their models learned from them).",
+    )
 
 
 class Conflict(BaseModel):
