@@ -93,7 +93,7 @@ class SinkWorker(KafkaWorker):
 
     async def start(self) -> None:
         s = self.settings
-        store = self._store or await asyncio.to_thread(DeltaTrainingStore, s.store_uri)
+        store = self._store or await asyncio.to_thread(DeltaTrainingStore, s.store_uri, s.storage_options)
         # What a crashed predecessor wrote but never committed (maybe posts since purged).
         orphans = await asyncio.to_thread(store.remove_orphans)
         if orphans:
