@@ -70,6 +70,13 @@ class VacuumResult:
 
 
 @dataclass(frozen=True)
+class CompactResult:
+    files_removed: int  # small files rewritten (removed from the table; the next vacuum deletes them)
+    files_added: int
+    version: int
+
+
+@dataclass(frozen=True)
 class TableStats:
     version: int
     live_bytes: int  # sum of the live files' sizes (the table's add actions)
@@ -159,6 +166,10 @@ class TrainingStore(ABC):
     @abstractmethod
     def vacuum(self) -> VacuumResult:
         """Physically remove what purges deleted."""
+
+    def compact(self, target_bytes: int = 128 << 20) -> CompactResult:
+        """Rewrite small files into larger ones in one commit (a store without files: nothing)."""
+        return CompactResult(0, 0, self.version())
 
     @abstractmethod
     def remove_orphans(self) -> int:
@@ -406,6 +417,20 @@ class DeltaTrainingStore(TrainingStore):
         from deltalake._internal import DeltaFileSystemHandler
 
         return DeltaFileSystemHandler(self.uri, self._options)
+
+    def compact(self, target_bytes: int = 128 << 20) -> CompactResult:
+        """Rewrite small files into files of about `target_bytes` (bin-packing), in one commit.
+        The new files get statistics only on TABLE_CONFIGURATION's columns, like every write,
+        so no user id enters the log; the files it replaces are tombstoned and go with the next
+        vacuum. A purge committed meanwhile makes this commit fail (it removes the same files):
+        it is done again on the new version, never over the purge."""
+
+        def attempt() -> CompactResult:
+            table = self._fresh()
+            figures = table.optimize.compact(target_size=target_bytes)
+            return CompactResult(int(figures.get("numFilesRemoved") or 0), int(figures.get("numFilesAdded") or 0), table.version())
+
+        return self._retrying("compact", attempt)
 
     def remove_orphans(self) -> int:
         """Files no commit references, whatever their age: call only where no write can be in
