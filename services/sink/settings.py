@@ -12,7 +12,7 @@ class SinkSettings(CommonSettings):
         description="The Delta table; default $CONSENTRY_DATA_DIR/training.",
     )
     store_options: dict[str, str] = Field(
-        default_factory=dict,
+        default={},
         description="CONSENTRY_STORE_OPTIONS: delta-rs storage options of the table, a JSON object (for S3: "
         '{"conditional_put": "etag"}, an endpoint...); keys are better left to AWS_* variables or the pod\'s role.',
     )
