@@ -50,23 +50,27 @@ class Housekeeping:
         s = self.settings
         while not self.stopping.is_set():
             if not self.owner():
-                await self.sleep(min(5.0, self._shortest()))
+                await self.sleep(5.0)
                 continue
+            waits = [30.0]  # re-read the vacuum record at least this often: `consentry vacuum` may run
             async with self.chores:
-                if s.compact_interval_s > 0 and time.time() >= self.next_compaction:
-                    await self._compact()
-                if s.vacuum_interval_s > 0 and time.time() >= await self._vacuum_due():
-                    await self._vacuum()
-            await self.sleep(min(30.0, self._shortest(), max(self.next_compaction - time.time(), 0.05)))
-
-    def _shortest(self) -> float:
-        return min(i for i in (self.settings.compact_interval_s, self.settings.vacuum_interval_s, 30.0) if i > 0)
+                if s.compact_interval_s > 0:
+                    if time.time() >= self.next_compaction:
+                        await self._compact()
+                    waits.append(self.next_compaction - time.time())
+                if s.vacuum_interval_s > 0:
+                    if time.time() >= await self._vacuum_due():
+                        await self._vacuum()
+                    waits.append(await self._vacuum_due() - time.time())
+            await self.sleep(max(min(waits), 0.05))
 
     async def _vacuum_due(self) -> float:
         try:
             record = await asyncio.to_thread(self.store.vacuum_record)
         except Exception:
-            record = None  # unreadable: as if never vacuumed (the vacuum writes a new one)
+            metrics.ERRORS.labels("housekeeping").inc()
+            log.warning("could not read the vacuum record of %s: vacuuming on this sink's own schedule", self.store.uri, exc_info=True)
+            record = None  # as if never vacuumed: the vacuum writes a new one
         last = record.last_ended_at_us / 1e6 if record is not None else 0.0
         return max(last + self.settings.vacuum_interval_s, self.vacuum_retry_at)
 
@@ -97,6 +101,8 @@ class Housekeeping:
             log.exception("vacuum of %s failed; trying again in %.0fs", self.store.uri, min(interval, RETRY_S))
             self.vacuum_retry_at = time.time() + min(interval, RETRY_S)
             return
+        # Also without a record (its write can fail after the vacuum): not again before the interval.
+        self.vacuum_retry_at = time.time() + interval
         metrics.HOUSEKEEPING_SECONDS.labels("vacuum").observe(time.monotonic() - started)
         metrics.VACUUM_FILES.inc(result.files_removed)
         record = await asyncio.to_thread(self.store.vacuum_record)
