@@ -50,7 +50,7 @@ RENDERED = {
             "sasl": {"mechanism": "SCRAM-SHA-512"},
             "secret": "consentry-kafka",
         },
-        "storage": {"uri": "s3://bucket/training", "credentialsSecret": "consentry-store-credentials"},
+        "storage": {"uri": "s3://bucket/training", "credentialsSecret": "consentry-store-credentials", "options": {"conditional_put": "etag"}},
         "consent": {"replicas": 3, "standbyReplicas": 1},
         "ingest": {"replicas": 6},
         "sink": {"replicas": 4},
@@ -282,6 +282,7 @@ def test_production_values_wire_kafka_security_storage_replicas_and_schedules() 
         if comp in ("sink", "vacuum", "reconcile"):
             env = env_of(container, resources)
             assert env["TRAINING_STORE_URI"] == "s3://bucket/training", comp
+            assert json.loads(env["CONSENTRY_STORE_OPTIONS"]) == {"conditional_put": "etag"}, comp
             assert {"secretRef": {"name": "consentry-store-credentials"}} in container["envFrom"], comp
             assert not any("persistentVolumeClaim" in v for v in spec["volumes"]), comp
     assert not [r for r in resources if r["kind"] == "PersistentVolumeClaim"]
