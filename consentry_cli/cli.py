@@ -285,7 +285,7 @@ def vacuum() -> None:
     from services.sink.store import DeltaTrainingStore
 
     settings = SinkSettings()
-    result = DeltaTrainingStore(settings.store_uri).vacuum()
+    result = DeltaTrainingStore(settings.store_uri, settings.storage_options).vacuum()
     console.print(f"vacuumed {settings.store_uri}: {result.files_removed} files removed, table at version {result.version}")
 
 
@@ -316,7 +316,7 @@ def reconcile(
 
     settings = SinkSettings()
     configure("reconcile", settings.log_level)
-    store = DeltaTrainingStore(settings.store_uri)
+    store = DeltaTrainingStore(settings.store_uri, settings.storage_options)
     result = asyncio.run(run_pass(settings, store, dry_run=dry_run))
     figures = result.figures
     console.print(

@@ -13,6 +13,7 @@ import pytest
 from consentry_cli.broker import EmbeddedBroker
 from tests.support import ledger
 from tests.support.ports import free_port
+from tests.support.s3 import S3Server, s3_server
 from tests.support.system import System
 from tests.support.sasl import SaslTerminator, sasl_ssl_broker
 from tests.support.tls import SecuredBroker, tls_broker
@@ -36,6 +37,13 @@ def broker() -> Iterator[tuple[str, str]]:
         yield embedded.bootstrap, "tansu"
     finally:
         embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """A real S3 API server (moto's server mode, its own process), started on first use."""
+    with s3_server(log_path=OUTPUT / f"s3-{os.getpid()}.log") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -95,3 +95,15 @@ class _Reconciliation(Collector):
 
 RECONCILIATION = _Reconciliation()
 REGISTRY.register(RECONCILIATION)
+
+# Housekeeping inside the sink (services/sink/housekeeping.py).
+LAST_COMPACTION = Gauge("consentry_sink_last_compaction_timestamp", "When this sink last finished a compaction (Unix seconds; 0: not since it started)")
+COMPACTED_FILES = Counter("consentry_sink_compaction_files_removed_total", "Small files compactions rewrote into larger ones")
+HOUSEKEEPING_SECONDS = Histogram(
+    "consentry_sink_housekeeping_seconds", "Duration of the sink's compactions and vacuums, by task", ["task"],
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
+)
+VACUUM_FILES = Counter("consentry_sink_vacuum_files_removed_total", "Files the sink's own vacuums removed")
+VACUUM_INTERVAL = Gauge(
+    "consentry_sink_vacuum_interval_seconds", "The sink's vacuum schedule (CONSENTRY_VACUUM_INTERVAL_S; 0: vacuum runs outside the sink)"
+)

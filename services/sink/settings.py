@@ -16,6 +16,17 @@ class SinkSettings(CommonSettings):
         ge=1,
         description="Buckets of a training store created now (a table keeps its own); a multiple of the partition count, so each sink writes only its own buckets.",
     )
+    store_options: dict[str, str] = Field(
+        default={},
+        description="CONSENTRY_STORE_OPTIONS: delta-rs storage options of the table, a JSON object (for S3: "
+        '{"conditional_put": "etag"}, an endpoint...); keys are better left to AWS_* variables or the pod\'s role.',
+    )
+    # Housekeeping inside the sink (services/sink/housekeeping.py); 0 turns a task off.
+    compact_interval_s: float = Field(default=3600.0, ge=0, description="Seconds between compactions of small files (0: none).")
+    compact_target_mib: int = Field(default=128, ge=1, description="Size of the files compaction writes.")
+    vacuum_interval_s: float = Field(
+        default=21600.0, ge=0, description="Seconds between the sink's vacuums (0: none, run `consentry vacuum` on a schedule instead)."
+    )
     sink_host: str = "127.0.0.1"
     sink_port: int = 9102
     # Large enough that a slow flush (a purge rewrites every file holding the user) is followed
@@ -47,3 +58,7 @@ class SinkSettings(CommonSettings):
     @property
     def store_uri(self) -> str:
         return self.training_store_uri or str((self.data_dir / "training").resolve())
+
+    @property
+    def storage_options(self) -> dict[str, str] | None:
+        return dict(self.store_options) or None

@@ -93,6 +93,13 @@ class Purged:
 
 
 @dataclass(frozen=True)
+class CompactResult:
+    files_removed: int  # small files rewritten (removed from the table; the next vacuum deletes them)
+    files_added: int
+    version: int
+
+
+@dataclass(frozen=True)
 class TableStats:
     version: int
     live_bytes: int  # sum of the live files' sizes (the table's add actions)
@@ -207,6 +214,10 @@ class TrainingStore(ABC):
     @abstractmethod
     def vacuum(self) -> VacuumResult:
         """Physically remove what purges deleted."""
+
+    def compact(self, target_bytes: int = 128 << 20) -> CompactResult:
+        """Rewrite small files into larger ones in one commit (a store without files: nothing)."""
+        return CompactResult(0, 0, self.version())
 
     @abstractmethod
     def remove_orphans(self) -> int:
@@ -484,9 +495,32 @@ class DeltaTrainingStore(TrainingStore):
             return []
         from pyarrow import fs
 
-        filesystem, root = fs.FileSystem.from_uri(self.uri)
-        infos = filesystem.get_file_info([f"{root.rstrip('/')}/{path}" for path in paths])
+        infos = self._files().get_file_info(paths)
         return [path for path, info in zip(paths, infos, strict=True) if info.type != fs.FileType.NotFound]
+
+    def _files(self):  # type: ignore[no-untyped-def]
+        """The table's storage (paths relative to its root) through delta-rs' own object store,
+        with the same storage options and environment as the table: pyarrow's filesystems
+        would take neither (an S3 endpoint, keys, region in the options). The handler itself,
+        not deltalake.fs.DeltaStorageHandler: that wrapper's output streams refuse the
+        pyarrow buffers they are given (deltalake 1.6.6)."""
+        from deltalake._internal import DeltaFileSystemHandler
+
+        return DeltaFileSystemHandler(self.uri, self._options)
+
+    def compact(self, target_bytes: int = 128 << 20) -> CompactResult:
+        """Rewrite small files into files of about `target_bytes` (bin-packing), in one commit.
+        The new files get statistics only on TABLE_CONFIGURATION's columns, like every write,
+        so no user id enters the log; the files it replaces are tombstoned and go with the next
+        vacuum. A purge committed meanwhile makes this commit fail (it removes the same files):
+        it is done again on the new version, never over the purge."""
+
+        def attempt() -> CompactResult:
+            table = self._fresh()
+            figures = table.optimize.compact(target_size=target_bytes)
+            return CompactResult(int(figures.get("numFilesRemoved") or 0), int(figures.get("numFilesAdded") or 0), table.version())
+
+        return self._retrying("compact", attempt)
 
     def remove_orphans(self) -> int:
         """Files no commit references and older than ORPHAN_GRACE_HOURS. Never younger ones:
@@ -504,28 +538,21 @@ class DeltaTrainingStore(TrainingStore):
         sizes = pa.table(table.get_add_actions(flatten=True)).column("size_bytes")
         return TableStats(table.version(), int(pc.sum(sizes).as_py() or 0), len(sizes))
 
-    # The vacuum record lives beside the table, through pyarrow's filesystems (local, s3, gcs...).
-    def _record_fs(self):  # type: ignore[no-untyped-def]
-        from pyarrow import fs
-
-        filesystem, root = fs.FileSystem.from_uri(self.uri)
-        return filesystem, f"{root.rstrip('/')}/{RECORD_DIR}"
-
+    # The records live beside the table, on its storage (local, s3, gcs...), ignored by Delta.
     def _read_file(self, name: str) -> bytes | None:
         try:
-            filesystem, folder = self._record_fs()
-            with filesystem.open_input_stream(f"{folder}/{name}") as stream:
-                return stream.read()
+            return bytes(self._files().open_input_file(f"{RECORD_DIR}/{name}").read())
         except (OSError, pa.ArrowInvalid):
             return None
 
     def _write_file(self, name: str, data: bytes) -> None:
-        filesystem, folder = self._record_fs()
-        filesystem.create_dir(folder, recursive=True)
-        temporary = f"{folder}/.{name}.tmp"
-        with filesystem.open_output_stream(temporary) as stream:
-            stream.write(data)
-        filesystem.move(temporary, f"{folder}/{name}")
+        files = self._files()
+        files.create_dir(RECORD_DIR, True)
+        temporary = f"{RECORD_DIR}/.{name}.tmp"
+        stream = files.open_output_stream(temporary)
+        stream.write(data)
+        stream.close()
+        files.move_file(temporary, f"{RECORD_DIR}/{name}")
 
     def vacuum_record(self) -> VacuumRecord | None:
         raw = self._read_file(RECORD_NAME)

@@ -91,11 +91,15 @@ class SinkWorker(KafkaWorker):
         self._offsets: dict[TopicPartition, int] = {}
         self._last_ts: dict[TopicPartition, int] = {}  # timestamp of the last record read, per partition
         self._reconciler: asyncio.Task[None] | None = None
+        self._housekeeper: asyncio.Task[None] | None = None
+        # One table chore at a time: a vacuum must not delete the files a compaction just
+        # replaced while the reconciliation pass is still scanning them.
+        self._chores = asyncio.Lock()
         self._traced: dict[str, Any] = {}  # user -> the trace context their purge marker carried
 
     async def start(self) -> None:
         s = self.settings
-        store = self._store or await asyncio.to_thread(DeltaTrainingStore, s.store_uri, None, s.training_store_buckets)
+        store = self._store or await asyncio.to_thread(DeltaTrainingStore, s.store_uri, s.storage_options, s.training_store_buckets)
         # What a crashed writer wrote but never committed (maybe posts since purged), once older
         # than any commit takes: a younger file may be another sink's write in flight.
         orphans = await asyncio.to_thread(store.remove_orphans)
@@ -127,6 +131,8 @@ class SinkWorker(KafkaWorker):
         self.status = StatusServer(s.sink_host, s.sink_port, self.readiness)
         await self.status.start()
         self._reconciler = asyncio.create_task(self._reconcile_forever()) if s.reconcile_interval_s > 0 else None
+        if s.compact_interval_s > 0 or s.vacuum_interval_s > 0:
+            self._housekeeper = asyncio.create_task(self._housekeeping_forever())
 
     def readiness(self) -> tuple[bool, str]:
         if not self.assigned:
@@ -134,9 +140,10 @@ class SinkWorker(KafkaWorker):
         return True, f"writing {len(self.assigned)} partitions"
 
     async def stop(self) -> None:
-        if self._reconciler is not None:
-            self._reconciler.cancel()
-            await asyncio.gather(self._reconciler, return_exceptions=True)
+        for chore in (self._reconciler, self._housekeeper):
+            if chore is not None:
+                chore.cancel()
+                await asyncio.gather(chore, return_exceptions=True)
         await self.stop_consuming()  # the pending batch is applied and committed, else re-read on restart
         for closer in (self.consumer.stop, self.producer.stop, self.status.stop, self.lineage.stop):
             try:
@@ -182,7 +189,8 @@ class SinkWorker(KafkaWorker):
                 await self._sleep(min(interval, 5.0))
                 continue
             try:
-                result = await run_pass(self.settings, store, lock=self._lock)
+                async with self._chores:
+                    result = await run_pass(self.settings, store, lock=self._lock)
             except Exception:
                 metrics.ERRORS.labels("reconcile").inc()
                 log.exception("reconciliation pass failed; trying again in %.0fs", min(interval, RECONCILE_RETRY_S))
@@ -190,6 +198,25 @@ class SinkWorker(KafkaWorker):
                 continue
             if result.record is not None:
                 metrics.RECONCILIATION.record = result.record
+
+    # ------------------------------------------------------------------ housekeeping
+
+    async def _housekeeping_forever(self) -> None:
+        """Compaction and vacuum on their schedules (services.sink.housekeeping), by the replica
+        that owns partition 0 of training.posts."""
+        from services.sink.housekeeping import Housekeeping
+
+        store = self.writer.store
+        if isinstance(store, DeltaTrainingStore):  # its own table object: its runs happen in another thread
+            store = await asyncio.to_thread(DeltaTrainingStore, store.uri, store._options)
+        owner = lambda: TopicPartition(self.topics.training_posts, 0) in self.assigned  # noqa: E731
+        try:
+            await Housekeeping(self.settings, store, owner, self._sleep, self._stopping, self._chores).run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never silently: ConsentryVacuumOverdue would be the only sign
+            metrics.ERRORS.labels("housekeeping").inc()
+            log.exception("the sink's housekeeping stopped; no compaction or vacuum runs until the sink restarts")
 
     async def _sleep(self, seconds: float) -> None:
         try:

@@ -37,7 +37,7 @@ KEYS = {"keys": {"existingSecret": "consentry-keys"}}
 
 RENDERED = {
     "default": KEYS,
-    "on-demand-jobs": {**KEYS, "reconcile": {"enabled": True}},
+    "on-demand-jobs": {**KEYS, "reconcile": {"enabled": True}, "vacuum": {"enabled": True}},
     "production": {
         **KEYS,
         "image": {"repository": "registry.example.com/consentry", "tag": "0.1.0"},
@@ -50,12 +50,13 @@ RENDERED = {
             "sasl": {"mechanism": "SCRAM-SHA-512"},
             "secret": "consentry-kafka",
         },
-        "storage": {"uri": "s3://bucket/training", "credentialsSecret": "consentry-store-credentials"},
+        "storage": {"uri": "s3://bucket/training", "credentialsSecret": "consentry-store-credentials", "options": {"conditional_put": "etag"}},
         "consent": {"replicas": 3, "standbyReplicas": 1},
         "ingest": {"replicas": 6},
         "sink": {"replicas": 4},
         "gateway": {"replicas": 3, "trustedProxies": "10.244.0.0/16"},
         "reconcile": {"enabled": True, "schedule": "5 * * * *"},
+        "vacuum": {"enabled": True, "schedule": "43 3 * * *"},
         "networkPolicy": {"ingressNamespace": "ingress-nginx"},
         "monitoring": {"prometheusOperator": True, "labels": {"release": "kube-prometheus-stack"}},
     },
@@ -208,7 +209,7 @@ def test_every_container_of_deploy_k8s_is_in_the_chart_with_the_same_command_env
     k8s = [r for _p, r in k8s_resources()]
     chart = [as_k8s(r) for r in rendered(case)]
     theirs, ours = k8s_containers(), containers_of(chart)
-    wanted = set(theirs) if case == "on-demand-jobs" else {key for key in theirs if key[0] != "reconcile"}
+    wanted = set(theirs) if case == "on-demand-jobs" else {key for key in theirs if key[0] not in ("reconcile", "vacuum")}
 
     assert wanted <= set(ours), f"missing from the chart: {wanted - set(ours)}"
     for key in wanted:
@@ -219,6 +220,8 @@ def test_every_container_of_deploy_k8s_is_in_the_chart_with_the_same_command_env
         if key == ("sink", "sink") and case == "on-demand-jobs":
             # deploy/k8s/reconcile-cronjob.yaml asks for this in sink.yaml; the chart does it.
             assert env.pop("CONSENTRY_RECONCILE_INTERVAL_S") == "0"
+            # and deploy/k8s/vacuum-cronjob.yaml this.
+            assert env.pop("CONSENTRY_VACUUM_INTERVAL_S") == "0"
         assert env == k8s_env, key
         assert {m["mountPath"] for m in container.get("volumeMounts", [])} == {m["mountPath"] for m in k8s_container.get("volumeMounts", [])}, key
         assert spec["securityContext"] == {**k8s_spec["securityContext"], "fsGroup": 10001}, key
@@ -279,6 +282,7 @@ def test_production_values_wire_kafka_security_storage_replicas_and_schedules() 
         if comp in ("sink", "vacuum", "reconcile"):
             env = env_of(container, resources)
             assert env["TRAINING_STORE_URI"] == "s3://bucket/training", comp
+            assert json.loads(env["CONSENTRY_STORE_OPTIONS"]) == {"conditional_put": "etag"}, comp
             assert {"secretRef": {"name": "consentry-store-credentials"}} in container["envFrom"], comp
             assert not any("persistentVolumeClaim" in v for v in spec["volumes"]), comp
     assert not [r for r in resources if r["kind"] == "PersistentVolumeClaim"]
@@ -290,6 +294,8 @@ def test_production_values_wire_kafka_security_storage_replicas_and_schedules() 
     assert workloads[("CronJob", "reconcile")]["spec"]["schedule"] == "5 * * * *"
     assert env_of(ours[("sink", "sink")][0], resources)["CONSENTRY_RECONCILE_INTERVAL_S"] == "0"
     assert workloads[("CronJob", "vacuum")]["spec"]["schedule"] == "43 3 * * *"
+    assert env_of(ours[("sink", "sink")][0], resources)["CONSENTRY_VACUUM_INTERVAL_S"] == "0"
+    assert "affinity" not in pod_spec(workloads[("CronJob", "vacuum")])  # object storage: any node will do
     assert env_of(ours[("gateway", "gateway")][0], resources)["CONSENTRY_TRUSTED_PROXIES"] == "10.244.0.0/16"
     topics = [c["command"] for (_comp, name), (c, _s, _r) in ours.items() if name == "topics"]
     assert topics == [["consentry", "topics", "--replication", "3"]] * 2
@@ -338,6 +344,18 @@ def test_the_operator_objects_follow_the_cluster_or_the_value() -> None:
     assert not {"ServiceMonitor", "PrometheusRule"} & kinds("public-ca-no-monitoring")
     assert {"ServiceMonitor", "PrometheusRule"} <= kinds("production")
     assert "Has \"monitoring.coreos.com/v1\"" in (CHART / "templates" / "_helpers.tpl").read_text()
+
+
+def test_table_cronjobs_on_the_local_volume_run_on_the_sinks_node() -> None:
+    """A ReadWriteOnce volume is mounted on one node: the vacuum and reconcile pods must join the sink's."""
+    resources = rendered("on-demand-jobs")
+    sink = next(r for r in resources if r["kind"] == "Deployment" and component(r) == "sink")
+    for job in ("vacuum", "reconcile"):
+        spec = pod_spec(next(r for r in resources if r["kind"] == "CronJob" and component(r) == job))
+        assert any("persistentVolumeClaim" in v for v in spec["volumes"]), job
+        (term,) = spec["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        assert term["labelSelector"]["matchLabels"] == sink["spec"]["selector"]["matchLabels"], job
 
 
 def test_network_policies_and_the_vacuum_can_be_left_out() -> None:

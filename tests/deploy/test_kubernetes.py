@@ -95,7 +95,7 @@ def test_kustomization_deploys_every_manifest_but_the_on_demand_ones() -> None:
 
     listed = set(kustomization["resources"])
 
-    assert listed == {p.name for p in k8s_manifest_files()} - {"keys-secret.example.yaml", "vacuum-job.yaml", "reconcile-cronjob.yaml"}
+    assert listed == {p.name for p in k8s_manifest_files()} - {"keys-secret.example.yaml", "vacuum-cronjob.yaml", "reconcile-cronjob.yaml"}
 
 
 def test_every_container_runs_a_real_consentry_command() -> None:
@@ -103,7 +103,7 @@ def test_every_container_runs_a_real_consentry_command() -> None:
 
     assert commands == {
         "Job/consentry-topics": ["topics"],
-        "Job/consentry-vacuum": ["vacuum"],
+        "CronJob/consentry-vacuum": ["vacuum"],
         "CronJob/consentry-reconcile": ["reconcile"],
         "StatefulSet/consent": ["topics", "consent"],
         "Deployment/ingest": ["ingest"],
@@ -345,3 +345,12 @@ def test_every_pod_is_isolated_by_a_default_deny_ingress_policy() -> None:
 )
 def test_network_policies_let_in_only_who_needs_each_port(component: str, port: int, source: tuple[dict[str, str], str], allowed: bool) -> None:
     assert ingress_allowed(component, port, source) is allowed
+
+
+def test_the_vacuum_cronjob_on_the_sinks_volume_runs_on_the_sinks_node() -> None:
+    """The sink's volume is ReadWriteOnce: mounted on one node, so the vacuum pod must join the sink's."""
+    _sink_container, sink = service_containers()["sink"]
+    _name, _resource, spec = next(w for w in workloads() if w[1]["metadata"]["name"] == "consentry-vacuum")
+    (term,) = spec["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"].items() <= sink["spec"]["template"]["metadata"]["labels"].items()

@@ -118,6 +118,14 @@ CONSENTRY_KAFKA_SASL_PASSWORD_FILE: {{ printf "%s/%s" $dir $k.sasl.passwordKey }
 {{- end -}}
 {{- end -}}
 
+{{/* The table's delta-rs storage options, as the env of the sink, vacuum and reconcile. */}}
+{{- define "consentry.storeOptions" -}}
+{{- with .Values.storage.options }}
+- name: CONSENTRY_STORE_OPTIONS
+  value: {{ toJson . | quote }}
+{{- end }}
+{{- end -}}
+
 {{/* A local table lives on the training-store volume. */}}
 {{- define "consentry.localStore" -}}
 {{- if not .Values.storage.uri -}}true{{- end -}}

@@ -1,0 +1,88 @@
+"""The sink's housekeeping (services/sink/housekeeping.py) on a real Delta table, with
+intervals of a fraction of a second: small files are compacted, purged files vacuumed, on
+their schedules, and neither undoes a purge nor touches a file being written."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from deltalake import DeltaTable
+from prometheus_client import REGISTRY
+
+from services.sink.housekeeping import Housekeeping
+from services.sink.settings import SinkSettings
+from services.sink.store import TABLE_CONFIGURATION, DeltaTrainingStore
+from tests.integration.test_store_concurrent_commits import commit_underneath
+from tests.support.residue import residue
+from tests.support.wait import eventually_async
+
+
+def rows(user: str, n: int, start: int = 0) -> list[dict]:
+    return [
+        {"post_id": f"{user}-post-{i}", "user_id": user, "created_at": "2025-05-27T10:00:00Z", "text": f"private words of {user} number {i}",
+         "lang": "fr", "country": "FR", "ingested_at": "2025-05-27T10:00:01Z"}
+        for i in range(start, start + n)
+    ]
+
+
+def sample(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+async def test_compaction_and_vacuum_run_on_their_schedules_and_keep_purges_physical(tmp_path: Path) -> None:
+    uri = str(tmp_path / "training")
+    store = DeltaTrainingStore(uri)
+    store.append(rows("bob-bbb", 2) + rows("alice-aaa", 3))
+    for n in range(1, 6):  # one-second flushes: one small file each
+        store.append(rows("bob-bbb", 2, start=2 * n))
+    store.purge(["alice-aaa"])  # rewrites her file: six small files
+    in_flight = tmp_path / "training" / "part-00000-in-flight-c000.snappy.parquet"  # a running write, not committed yet
+    in_flight.write_bytes(b"PAR1 not committed yet")
+    settings = SinkSettings(training_store_uri=uri, compact_interval_s=0.3, vacuum_interval_s=0.5, data_dir=tmp_path / "var")
+    compacted_before, removed_before = sample("consentry_sink_compaction_files_removed_total"), sample("consentry_sink_vacuum_files_removed_total")
+    stopping = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        try:
+            await asyncio.wait_for(stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    housekeeping = asyncio.create_task(Housekeeping(settings, DeltaTrainingStore(uri), lambda: True, sleep, stopping).run())
+    try:
+        async def vacuumed_twice() -> bool:
+            record = await asyncio.to_thread(store.vacuum_record)
+            return record is not None and record.runs >= 2
+
+        await eventually_async(vacuumed_twice, timeout=60, what="two scheduled vacuums")
+    finally:
+        stopping.set()
+        await asyncio.wait_for(housekeeping, 30)
+
+    assert store.stats().live_files == 1  # six small files compacted into one
+    assert sample("consentry_sink_compaction_files_removed_total") - compacted_before >= 6
+    assert sample("consentry_sink_vacuum_files_removed_total") - removed_before >= 6  # the purged and the compacted files
+    assert sample("consentry_sink_last_compaction_timestamp") > 0 and sample("consentry_sink_last_vacuum_timestamp") > 0
+    assert sample("consentry_sink_vacuum_interval_seconds") == 0.5
+    assert sorted(store.read(["post_id"]).column("post_id").to_pylist()) == sorted(f"bob-bbb-post-{i}" for i in range(12))
+    assert in_flight.exists()  # younger than the orphan grace: maybe a running write
+    in_flight.unlink()
+    assert residue(tmp_path / "training", {"alice-aaa"} | {f"alice-aaa-post-{i}" for i in range(3)}) == []
+    # Compaction writes statistics only where every write does: no id of anyone in the log.
+    assert residue(tmp_path / "training" / "_delta_log", {"bob-bbb", "bob-bbb-post-0", "alice-aaa"}) == []
+    assert DeltaTable(uri).metadata().configuration == TABLE_CONFIGURATION
+
+
+def test_a_compaction_overtaken_by_a_purge_is_done_again_and_does_not_bring_the_rows_back(tmp_path: Path) -> None:
+    uri = str(tmp_path / "training")
+    store = DeltaTrainingStore(uri)
+    for n in range(3):
+        store.append(rows("bob-bbb", 1, start=n) + rows("alice-aaa", 1, start=n))
+    before = sample("consentry_sink_commit_conflicts_total", {"operation": "compact"})
+    commit_underneath(store, lambda: DeltaTrainingStore(uri).purge(["alice-aaa"]))
+
+    store.compact()
+
+    assert sample("consentry_sink_commit_conflicts_total", {"operation": "compact"}) == before + 1
+    assert sorted(DeltaTrainingStore(uri).read(["post_id"]).column("post_id").to_pylist()) == [f"bob-bbb-post-{i}" for i in range(3)]
