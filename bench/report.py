@@ -126,6 +126,34 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def scale_table(scale: dict) -> str:
+    """The scale-out measurement (bench/scale.py): CPU per million posts / events per fleet size."""
+    lines = [
+        f"Scale-out on {scale.get('partitions', '?')} partitions, workers as processes (CPU-seconds: user + system of the fleet):", "",
+        "| fleet | handled | wall | CPU-seconds | CPU-s per million | relative to 1 worker |", "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for kind, unit, sizes in (("ingest", "posts", (1, 2, 4)), ("consent", "events", (1, 2))):
+        base = scale.get(f"{kind}1", {}).get("cpu_s_per_million")
+        for n in sizes:
+            r = scale.get(f"{kind}{n}")
+            if not r or "cpu_s_per_million" not in r:
+                lines.append(f"| {kind} x{n} | {r.get('error', 'not run') if r else 'not run'} | | | | |")
+                continue
+            ratio = f"{r['cpu_s_per_million'] / base:.2f}x" if base else "—"
+            lines.append(f"| {kind} x{n} | {r[unit]:,} {unit} | {r['seconds']:.1f} s ({r['rate']:,.0f}/s) | {r['cpu_seconds']:.1f} | "
+                         f"{r['cpu_s_per_million']:.1f} | {ratio} |")
+    rb = scale.get("rebalance")
+    if rb and "join_stall_s" in rb:
+        lines += ["", f"Rebalance under {rb['rate']:,} posts/s with 2 ingest workers: a third joins → longest stall {rb['join_stall_s']:.2f} s "
+                  f"(posts flowing again {rb['join_resumed_after_s']:.1f} s after its start; ready after {rb['joiner_ready_after_s']:.1f} s); "
+                  f"one leaves (SIGTERM) → longest stall {rb['leave_stall_s']:.2f} s (flowing again {rb['leave_resumed_after_s']:.1f} s after)."]
+    view = scale.get("view")
+    if view:
+        lines += ["", f"Ingest's consent view: {view['bytes_per_user']:.0f} bytes per user held ({view['users']:,} users, every one notified, "
+                  f"10 % objected; tracemalloc); the changelog: {view['changelog_bytes_per_user']:.0f} bytes per user (key + value)."]
+    return "\n".join(lines)
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)
