@@ -34,6 +34,7 @@ async def main(expected: int) -> dict:
     def timed(batch):  # type: ignore[no-untyped-def]
         if not first and batch:
             first.append(time.perf_counter())
+            first.append(time.process_time())
         return handle(batch)
 
     worker._handle_posts = timed  # type: ignore[method-assign]
@@ -48,7 +49,7 @@ async def main(expected: int) -> dict:
         # Everything handled; once the worker lets go of its lock, it is acknowledged and committed.
         async with worker._lock:
             await worker._flush_and_commit()
-        finished = time.perf_counter()
+        finished, cpu_finished = time.perf_counter(), time.process_time()
     finally:
         worker._stopping.set()
         await runner
@@ -61,6 +62,7 @@ async def main(expected: int) -> dict:
         "rejected": int(_total(metrics.REJECTED)),
         "seconds": seconds,
         "rate": expected / seconds,
+        "cpu_seconds": cpu_finished - first[1],
     }
 
 

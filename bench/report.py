@@ -61,6 +61,10 @@ def rows(results: dict) -> list[tuple[str, str, str, str]]:
         if peer:
             parts.append(f"{r['rate'] / peer:.1f}× the peer (≥ 1.5×)")
             verdicts.append(r["rate"] / peer >= 1.5)
+        cpu = _cpu_per_post(r)
+        limit_cpu = _cpu_per_post(results.get("limit", {}))
+        if cpu and limit_cpu:  # the process's own CPU: what a loaded machine distorts least
+            parts.append(f"by CPU per post {cpu:.1f} µs against the limit's {limit_cpu:.1f} µs = {limit_cpu / cpu:.0%} of the limit")
         out.append((
             "3. Consentry ingest (validate, consent, decide, forward)",
             f"{_f(r['rate'])} posts/s ({r['posts']:,} in {r['seconds']:.2f} s; {r['accepted']:,} forwarded, {r['dropped']:,} dropped){_runs(r)}",
@@ -124,6 +128,11 @@ def table(results: dict) -> str:
     if total is not None:
         lines.append(f"\nWhole run: {total / 60:.1f} min.")
     return "\n".join(lines)
+
+
+def _cpu_per_post(r: dict) -> float | None:
+    """µs of the measuring process's CPU per post (None when the run did not record it)."""
+    return r["cpu_seconds"] / r["posts"] * 1e6 if r.get("cpu_seconds") and r.get("posts") else None
 
 
 def scale_table(scale: dict) -> str:
