@@ -1,7 +1,7 @@
 """Scale-out (issue 16): the same workload on 32 partitions with 1, 2 and 4 ingest workers and
 1 and 2 consent workers, each a process (`python -m consentry_cli ingest|consent`).
 
-    python -m bench.scale [--posts 200000] [--events 20000] [--partitions 32] [--no-rebalance]
+    python -m bench.scale [--posts 200000] [--events 10000] [--partitions 32] [--no-rebalance]
     python -m bench --scale       (the same, after the steps of `--only`)
 
 For each fleet: the CPU-seconds its processes spent (user + system, from the first post or
