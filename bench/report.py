@@ -153,9 +153,12 @@ def scale_table(scale: dict) -> str:
                          f"{r['cpu_s_per_million']:.1f} | {ratio} |")
     rb = scale.get("rebalance")
     if rb and "join_stall_s" in rb:
+        def again(after: float) -> str:
+            return f"flowing again {after:.1f} s after it" if after != float("inf") else "not flowing again by the end of the window"
+
         lines += ["", f"Rebalance under {rb['rate']:,} posts/s with 2 ingest workers: a third joins → longest stall {rb['join_stall_s']:.2f} s "
-                  f"(posts flowing again {rb['join_resumed_after_s']:.1f} s after its start; ready after {rb['joiner_ready_after_s']:.1f} s); "
-                  f"one leaves (SIGTERM) → longest stall {rb['leave_stall_s']:.2f} s (flowing again {rb['leave_resumed_after_s']:.1f} s after)."]
+                  f"({again(rb['join_resumed_after_s'])}; the joiner ready {rb['joiner_ready_after_s']:.1f} s after its start); "
+                  f"one leaves (SIGTERM) → longest stall {rb['leave_stall_s']:.2f} s ({again(rb['leave_resumed_after_s'])})."]
     view = scale.get("view")
     if view:
         lines += ["", f"Ingest's consent view: {view['bytes_per_user']:.0f} bytes per user held ({view['users']:,} users, every one notified, "

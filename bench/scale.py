@@ -216,18 +216,20 @@ class FlowWatch(threading.Thread):
     def stall_after(self, event_at: float, window: float) -> tuple[float, float]:
         """(longest gap between two increases of the total within [event_at, event_at + window],
         seconds from the event until the increase that ended it)."""
-        changes = [t for (t, v), (_, before) in zip(self.samples[1:], self.samples) if v > before and event_at <= t <= event_at + window]
+        end = event_at + window
+        changes = [t for (t, v), (_, before) in zip(self.samples[1:], self.samples) if v > before and event_at <= t <= end]
         points = [event_at, *changes]
         gaps = [(b - a, b) for a, b in zip(points, points[1:])]
-        if not gaps:
-            return float("nan"), float("nan")
+        tail = min(end, self.samples[-1][0]) - points[-1]  # not flowing again by the end of the window
+        if not gaps or tail > max(gaps)[0]:
+            return tail, float("inf")
         gap, resumed = max(gaps)
         return gap, resumed - event_at
 
 
 def rebalance(bootstrap: str, work: Path, data, partitions: int, rate: int = 2_000) -> dict:  # type: ignore[no-untyped-def]
     fleet = Fleet(bootstrap, "scale-rb-", work / "rebalance", partitions)
-    window = 20.0
+    window = 45.0  # the joiner's start-up, the rebalance and the reload of the homes it takes
     try:
         fleet.create_topics()
         _seed_consent(fleet, data)
@@ -235,7 +237,7 @@ def rebalance(bootstrap: str, work: Path, data, partitions: int, rate: int = 2_0
         fleet.start("ingest")
         fleet.wait_ready()
         load = subprocess.Popen(
-            [sys.executable, "-m", "bench.loadgen", bootstrap, fleet.topics.posts, str(rate), "60", str(len(data.users)), str(partitions)],
+            [sys.executable, "-m", "bench.loadgen", bootstrap, fleet.topics.posts, str(rate), str(5 + 2 * window + 5), str(len(data.users)), str(partitions)],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(fleet.root / "loadgen.log", "ab"),
         )
         watch = FlowWatch(fleet)
@@ -303,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=10_000, help="objection events for the consent fleets")
     parser.add_argument("--partitions", type=int, default=PARTITIONS)
     parser.add_argument("--no-rebalance", action="store_true")
+    parser.add_argument("--rebalance-only", action="store_true")
     args = parser.parse_args(argv)
     from bench import report
     from consentry_cli.broker import EmbeddedBroker
@@ -311,7 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     broker = EmbeddedBroker(free_port(), log_path=work / "broker.log")
     broker.start()
     try:
-        result = run(broker.bootstrap, work, args.posts, args.users, args.events, args.partitions, not args.no_rebalance)
+        if args.rebalance_only:
+            data = make_dataset(args.posts, args.users)
+            result = {"partitions": args.partitions, "rebalance": rebalance(broker.bootstrap, work, data, args.partitions)}
+        else:
+            result = run(broker.bootstrap, work, args.posts, args.users, args.events, args.partitions, not args.no_rebalance)
     finally:
         broker.stop()
     print(report.scale_table(result))
