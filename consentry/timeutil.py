@@ -33,10 +33,10 @@ def parse_rfc3339(value: object) -> int | None:
     if (
         (n == 20 or (n == 27 and value[19] == "."))
         and value[-1] == "Z" and value[10] == "T" and value[4] == "-" and value[7] == "-" and value[13] == ":" and value[16] == ":"
-        and value.isascii()  # type: ignore[attr-defined]
+        and value.isascii()
     ):
         try:
-            return (_fromisoformat(value) - _EPOCH) // _US  # type: ignore[arg-type]
+            return (_fromisoformat(value) - _EPOCH) // _US
         except ValueError:
             return None
     if not _DATE_TIME.fullmatch(value):
