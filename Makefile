@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-e2e test-deploy test-reliability clean venv bench schemas lock chart
+.PHONY: run test test-unit test-e2e test-deploy test-reliability clean venv bench bench-scale schemas lock chart
 
 venv: $(STAMP)
 
@@ -51,6 +51,10 @@ $(PEER_VENV)/.installed: bench/requirements-peer.txt
 bench: $(BENCH_STAMP) $(PEER_VENV)/.installed
 	./scripts/ensure-wrk.sh
 	$(BIN)/python -m bench
+
+## Scale-out: 1, 2, 4 ingest and 1, 2 consent workers as processes on 32 partitions (a few minutes; bench/scale.py).
+bench-scale: $(BENCH_STAMP)
+	$(BIN)/python -m bench.scale
 
 ## The full reliability runs (races, kills, fuzz; see docs/reliability.md), with the tests that
 ## have one size only (failpoints, fail closed, broker outage, purge/vacuum, embedded-broker patches).

@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, help="record py-spy profiles of ingest and the gateway here")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument("--scale", action="store_true", help="also the scale-out measurement (bench/scale.py; --only '' for it alone)")
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(only) - set(STEPS)
@@ -66,6 +67,15 @@ def main(argv: list[str] | None = None) -> int:
                 results[step] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
             results[step]["wall_seconds"] = time.monotonic() - step_started
             print(f"    {results[step]}", flush=True)
+        if args.scale:
+            from bench import scale
+
+            print("--- scale", flush=True)
+            try:
+                results["scale"] = scale.run(broker.bootstrap, work / "scale")
+            except Exception as exc:  # as a step's
+                traceback.print_exc()
+                results["scale"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
     finally:
         broker.stop()
         if not args.keep:
@@ -73,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     results["total_seconds"] = {"seconds": time.monotonic() - started}
     results["load"]["end"] = os.getloadavg()[0]
     table = report.table(results)
+    if "scale" in results:
+        table += "\n\n" + report.scale_table(results["scale"])
     print()
     print(table)
     if not args.no_write:

@@ -28,6 +28,7 @@ async def main(bootstrap: str, source: str, sink: str, expected: int) -> dict:
     await consumer.start()
     seen = 0
     started = None
+    cpu_started = 0.0
     previous = None
     try:
         while seen < expected:
@@ -35,7 +36,7 @@ async def main(bootstrap: str, source: str, sink: str, expected: int) -> dict:
             if not batch:
                 continue
             if started is None:
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
             futures = []
             for tp, records in batch.items():
                 builder = producer.create_batch()
@@ -56,10 +57,11 @@ async def main(bootstrap: str, source: str, sink: str, expected: int) -> dict:
             await asyncio.gather(*previous[0])
             await consumer.commit(previous[1])
         seconds = time.perf_counter() - (started or time.perf_counter())
+        cpu_seconds = time.process_time() - cpu_started
     finally:
         await consumer.stop()
         await producer.stop()
-    return {"posts": seen, "seconds": seconds, "rate": seen / seconds}
+    return {"posts": seen, "seconds": seconds, "rate": seen / seconds, "cpu_seconds": cpu_seconds}
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """A steady post load: RATE posts per second for DURATION seconds, keyed by user, in its
 own process (as an upstream platform would publish them).
 
-    python -m bench.loadgen BOOTSTRAP TOPIC RATE DURATION USERS
+    python -m bench.loadgen BOOTSTRAP TOPIC RATE DURATION USERS [PARTITIONS]
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from consentry.timeutil import format_rfc3339, now_us
 TICK = 0.01
 
 
-async def main(bootstrap: str, topic: str, rate: float, duration: float, users: int) -> dict:
+async def main(bootstrap: str, topic: str, rate: float, duration: float, users: int, partitions: int = PARTITIONS) -> dict:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024)
     await producer.start()
     sender = BatchSender(producer)
     rng = random.Random(7)
     names = [f"user-{i:06d}" for i in range(users)]
-    homes = [home_partition(n, PARTITIONS) for n in names]
+    homes = [home_partition(n, partitions) for n in names]
     sent = 0
     started = time.monotonic()
     lagging = 0.0
@@ -56,4 +56,5 @@ async def main(bootstrap: str, topic: str, rate: float, duration: float, users: 
 
 if __name__ == "__main__":
     bootstrap, topic, rate, duration, users = sys.argv[1:6]
-    emit(asyncio.run(main(bootstrap, topic, float(rate), float(duration), int(users))))
+    partitions = int(sys.argv[6]) if len(sys.argv) > 6 else PARTITIONS
+    emit(asyncio.run(main(bootstrap, topic, float(rate), float(duration), int(users), partitions)))

@@ -61,6 +61,10 @@ def rows(results: dict) -> list[tuple[str, str, str, str]]:
         if peer:
             parts.append(f"{r['rate'] / peer:.1f}× the peer (≥ 1.5×)")
             verdicts.append(r["rate"] / peer >= 1.5)
+        cpu = _cpu_per_post(r)
+        limit_cpu = _cpu_per_post(results.get("limit", {}))
+        if cpu and limit_cpu:  # the process's own CPU: what a loaded machine distorts least
+            parts.append(f"by CPU per post {cpu:.1f} µs against the limit's {limit_cpu:.1f} µs = {limit_cpu / cpu:.0%} of the limit")
         out.append((
             "3. Consentry ingest (validate, consent, decide, forward)",
             f"{_f(r['rate'])} posts/s ({r['posts']:,} in {r['seconds']:.2f} s; {r['accepted']:,} forwarded, {r['dropped']:,} dropped){_runs(r)}",
@@ -154,6 +158,42 @@ def table(results: dict) -> str:
     total = results.get("total_seconds", {}).get("seconds")
     if total is not None:
         lines.append(f"\nWhole run: {total / 60:.1f} min.")
+    return "\n".join(lines)
+
+
+def _cpu_per_post(r: dict) -> float | None:
+    """µs of the measuring process's CPU per post (None when the run did not record it)."""
+    return r["cpu_seconds"] / r["posts"] * 1e6 if r.get("cpu_seconds") and r.get("posts") else None
+
+
+def scale_table(scale: dict) -> str:
+    """The scale-out measurement (bench/scale.py): CPU per million posts / events per fleet size."""
+    lines = [
+        f"Scale-out on {scale.get('partitions', '?')} partitions, workers as processes (CPU-seconds: user + system of the fleet):", "",
+        "| fleet | handled | wall | CPU-seconds | CPU-s per million | relative to 1 worker |", "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for kind, unit, sizes in (("ingest", "posts", (1, 2, 4)), ("consent", "events", (1, 2))):
+        base = scale.get(f"{kind}1", {}).get("cpu_s_per_million")
+        for n in sizes:
+            r = scale.get(f"{kind}{n}")
+            if not r or "cpu_s_per_million" not in r:
+                lines.append(f"| {kind} x{n} | {r.get('error', 'not run') if r else 'not run'} | | | | |")
+                continue
+            ratio = f"{r['cpu_s_per_million'] / base:.2f}x" if base else "—"
+            lines.append(f"| {kind} x{n} | {r[unit]:,} {unit} | {r['seconds']:.1f} s ({r['rate']:,.0f}/s) | {r['cpu_seconds']:.1f} | "
+                         f"{r['cpu_s_per_million']:.1f} | {ratio} |")
+    rb = scale.get("rebalance")
+    if rb and "join_stall_s" in rb:
+        def again(after: float) -> str:
+            return f"flowing again {after:.1f} s after it" if after != float("inf") else "not flowing again by the end of the window"
+
+        lines += ["", f"Rebalance under {rb['rate']:,} posts/s with 2 ingest workers: a third joins → longest stall {rb['join_stall_s']:.2f} s "
+                  f"({again(rb['join_resumed_after_s'])}; the joiner ready {rb['joiner_ready_after_s']:.1f} s after its start); "
+                  f"one leaves (SIGTERM) → longest stall {rb['leave_stall_s']:.2f} s ({again(rb['leave_resumed_after_s'])})."]
+    view = scale.get("view")
+    if view:
+        lines += ["", f"Ingest's consent view: {view['bytes_per_user']:.0f} bytes per user held ({view['users']:,} users, every one notified, "
+                  f"10 % objected; tracemalloc); the changelog: {view['changelog_bytes_per_user']:.0f} bytes per user (key + value)."]
     return "\n".join(lines)
 
 

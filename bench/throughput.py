@@ -23,7 +23,7 @@ def limit(bootstrap: str, data: Dataset, work: Path, run: int = 0) -> dict:
     asyncio.run(create_topics(bootstrap, [source, sink]))
     asyncio.run(produce(bootstrap, source, data.posts))
     result = run_child(["-m", "bench.limit", bootstrap, source, sink, str(len(data.posts))], log=work / "limit.log")
-    return {"posts": result["posts"], "seconds": result["seconds"], "rate": result["rate"]}
+    return {"posts": result["posts"], "seconds": result["seconds"], "rate": result["rate"], "cpu_seconds": result["cpu_seconds"]}
 
 
 def peer(bootstrap: str, data: Dataset, work: Path, run: int = 0) -> dict:

@@ -52,11 +52,10 @@ _POST, _OBJECTION, _NOTICE = Validator(POST), Validator(OBJECTION), Validator(NO
 
 
 def _is_canonical_utc(text: str) -> bool:
-    """True when `text` (a valid RFC 3339 date-time) is exactly what format_rfc3339 writes."""
+    """True when `text` (a valid RFC 3339 date-time) is exactly what format_rfc3339 writes: being
+    valid, with a "Z" and 20 or 27 characters, it can only be `…:SSZ` or `…:SS.ffffffZ`."""
     n = len(text)
-    if text[-1] != "Z" or text[10] != "T" or text[4] != "-" or text[7] != "-" or text[13] != ":" or text[16] != ":":
-        return False
-    return n == 20 or (n == 27 and text[19] == "." and text[20:26] != "000000")
+    return text[-1] == "Z" and text[10] == "T" and (n == 20 or (n == 27 and text[20:26] != "000000"))
 
 
 def parse_post(value: bytes | None, key: bytes | None) -> Post | Invalid:

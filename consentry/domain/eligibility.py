@@ -15,6 +15,12 @@ from consentry.domain.model import NO_NOTICES, Decision, Interval, NoticeFacts, 
 from consentry.domain.notices import NoticePolicy, requires_notice
 
 
+# The members the rule returns and compares, as module constants: an enum member read through
+# its class costs a descriptor call on Python 3.11 (~0.1 µs each, per post on ingest's hot path).
+_ACCEPT, _OBJECTED, _MINOR, _NOT_PUBLIC, _DEFERRED = Decision.ACCEPT, Decision.OBJECTED, Decision.MINOR, Decision.NOT_PUBLIC, Decision.DEFERRED
+_PUBLIC = Visibility.PUBLIC
+
+
 def objected_at(intervals: tuple[Interval, ...], at_us: int) -> bool:
     return any(start <= at_us and (end is None or at_us < end) for start, end in intervals)
 
@@ -30,18 +36,18 @@ def decide(
     if intervals:
         for start, end in intervals:
             if end is None or end > now_us:  # active now
-                return Decision.OBJECTED
+                return _OBJECTED
             if start <= post.created_at_us < end:  # active when the post was written
-                return Decision.OBJECTED
+                return _OBJECTED
     if post.author_is_minor:
-        return Decision.MINOR
-    if post.visibility != Visibility.PUBLIC:
-        return Decision.NOT_PUBLIC
+        return _MINOR
+    if post.visibility != _PUBLIC:
+        return _NOT_PUBLIC
     if policy is not None and requires_notice(post.country, notices, policy):
         first = notices.first_sent_us
         if first is None or first + policy.grace_us > now_us:
-            return Decision.DEFERRED
-    return Decision.ACCEPT
+            return _DEFERRED
+    return _ACCEPT
 
 
 def objected_since(intervals: tuple[Interval, ...], since_us: int, now_us: int) -> bool:

@@ -40,6 +40,11 @@ class ConsentView:
     def user_count(self) -> int:
         return sum(len(u) for u in self._users.values())
 
+    def entries(self, partition: int) -> dict[str, EnforcementView]:
+        """The users of `partition` with something held (intervals, pending, notice facts): one
+        look-up per post on ingest's hot path. Read it, never change it."""
+        return self._users[partition]
+
     def intervals(self, partition: int, user_id: str) -> tuple[Interval, ...]:
         entry = self._users[partition].get(user_id)
         return entry[0] if entry is not None else ()

@@ -31,7 +31,7 @@ from opentelemetry.trace import SpanKind
 
 from consentry import failpoints, tracing
 from consentry.domain.eligibility import decide
-from consentry.domain.model import ENFORCED, Decision, Invalid, PurgeMarker, Receipt
+from consentry.domain.model import ENFORCED, NO_NOTICES, Decision, Invalid, PurgeMarker, Receipt
 from consentry.wire import SCHEMA_REGISTRY, encode_drop_count, encode_purge_marker, encode_receipt, encode_rejection, encode_training_post, parse_post, unframe
 from consentry.kafka import BatchSender, client_options, producer_options, wait_partitions
 from consentry.logs import ids, user_ref
@@ -359,7 +359,7 @@ class IngestWorker(KafkaWorker):
         rejected: dict[str, int] = {}
         moved = 0
         # Hoisted out of the per-post loop (hot path: attribute and property look-ups show in profiles).
-        append, intervals, notices, direct = sender.append, view.intervals, view.notices, self.direct
+        append, entries, direct = sender.append, view.entries, self.direct
         training_posts, posts_by_user, accept, deferred = topics.training_posts, topics.posts_by_user, Decision.ACCEPT, Decision.DEFERRED
         schema_registry = self.posts_framing == SCHEMA_REGISTRY
         drops, day = self._drops, day_of(now)
@@ -390,7 +390,8 @@ class IngestWorker(KafkaWorker):
                     moved += 1
                     append(posts_by_user, home, record.key, value)
                     continue
-                decision = decide(post, intervals(home, post.user_id), now, notices(home, post.user_id), policy)
+                entry = entries(home).get(post.user_id)  # one look-up: (intervals, pending, withdrawals, notice facts)
+                decision = decide(post, (), now, NO_NOTICES, policy) if entry is None else decide(post, entry[0], now, entry[3], policy)
                 if decision is accept:
                     accepted += 1
                     append(training_posts, home, record.key, encode_training_post(post, now))
