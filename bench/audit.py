@@ -90,10 +90,18 @@ def run(bootstrap: str, data: Dataset, work: Path, repeat: int) -> dict:
         with_.append(_one(bootstrap, data, work, n, with_audit=True))
     best_without = max(without, key=lambda r: r["rate"])
     best_with = max(with_, key=lambda r: r["rate"])
+    # Ingest's own CPU per post: on a shared machine wall-clock rates swing with the neighbours' load.
+    cpu_without = min(r["cpu_seconds"] for r in without) / len(data.posts)
+    cpu_with = min(r["cpu_seconds"] for r in with_) / len(data.posts)
     return {
         "rate": best_with["rate"],
         "rate_without": best_without["rate"],
         "apart": 1 - best_with["rate"] / best_without["rate"],
+        "cpu_us_per_post_with": cpu_with * 1e6,
+        "cpu_us_per_post_without": cpu_without * 1e6,
+        "cpu_apart": cpu_with / cpu_without - 1,
+        "cpu_runs_with": [round(r["cpu_seconds"], 2) for r in with_],
+        "cpu_runs_without": [round(r["cpu_seconds"], 2) for r in without],
         "runs_without": [round(r["rate"]) for r in without],
         "runs_with": [round(r["rate"]) for r in with_],
         "drop_count_records": best_with["drop_count_records"],

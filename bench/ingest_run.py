@@ -72,7 +72,7 @@ async def main(expected: int) -> dict:
         "rejected": int(_total(metrics.REJECTED)),
         "seconds": seconds,
         "rate": expected / seconds,
-        "cpu_seconds": cpu_finished - first[1],
+        "cpu_seconds": cpu_finished - first[1],  # this process's CPU: what the machine's other load does not inflate
     }
 
 

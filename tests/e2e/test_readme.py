@@ -60,12 +60,12 @@ class Output:
 
 
 def test_consentry_up_demo_and_the_readme_session(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("broker", "gateway", "consent", "ingest", "sink")}
+    ports = {name: free_port() for name in ("broker", "gateway", "consent", "ingest", "sink", "audit")}
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     env.update(
         PYTHONUNBUFFERED="1", COLUMNS="200", CONSENTRY_DATA_DIR=str(tmp_path / "var"), CONSENTRY_BROKER_PORT=str(ports["broker"]),
         GATEWAY_PORT=str(ports["gateway"]), CONSENTRY_CONSENT_PORT=str(ports["consent"]), CONSENTRY_INGEST_PORT=str(ports["ingest"]),
-        CONSENTRY_SINK_PORT=str(ports["sink"]), CONSENTRY_CONSENT_URL=f"http://127.0.0.1:{ports['consent']}",
+        CONSENTRY_SINK_PORT=str(ports["sink"]), CONSENTRY_AUDIT_PORT=str(ports["audit"]), CONSENTRY_CONSENT_URL=f"http://127.0.0.1:{ports['consent']}",
         CONSENTRY_SESSION_TIMEOUT_MS="3000", CONSENTRY_HEARTBEAT_INTERVAL_MS="500",
     )
     up = subprocess.Popen(
@@ -93,6 +93,13 @@ def test_consentry_up_demo_and_the_readme_session(tmp_path: Path) -> None:
             return json_documents(again.stdout)[0]["status"] == "purged"
 
         eventually(alice_purged, timeout=60, what="alice purged")
+
+        # `consentry up` runs the audit writer: alice's evidence holds her objection's whole path.
+        def alice_chained() -> bool:
+            shown = subprocess.run([sys.executable, "-m", "consentry_cli", "audit", "alice"], cwd=ROOT, env=env, capture_output=True, text=True)
+            return shown.returncode == 0 and {"received", "enforced", "purged"} <= {s["fact"] for s in json.loads(shown.stdout)["steps"]}
+
+        eventually(alice_chained, timeout=60, what="alice's audit chain")
 
         # The demo's summary shows posts accepted, deferred (the notice rule is on), dropped and purged.
         def demo_flowing() -> bool:

@@ -53,7 +53,7 @@ def test_a_changed_last_record_is_caught_by_its_bytes_or_anchor() -> None:
 def test_a_removed_or_inserted_record_breaks_the_seq() -> None:
     raws = chain(4)
     assert verify(raws[:1] + raws[2:]).breaks[0].position == 1
-    assert "seq" in verify(raws[:2] + raws[1:]).breaks[0].reason
+    assert "seq" in verify(raws[:3] + [raws[1]] + raws[3:]).breaks[0].reason  # an old record replayed later
 
 
 def test_percentiles_are_nearest_rank() -> None:
@@ -85,3 +85,10 @@ def test_report_figures_from_records() -> None:
     assert f["posts_dropped_by_reason"] == {"objected": 4}
     # Without the sink's trained_on_runs, every run that read before an objection counts (the safe side).
     assert f["runs_with_users_who_objected_later"] == {"r-early": ["a", "b"]}
+
+
+def test_a_record_written_twice_by_a_retried_send_is_not_a_break() -> None:
+    raws = chain(3)
+    result = verify(raws[:2] + [raws[1]] + raws[2:])
+    assert result.ok and result.records == 3 and result.duplicates == 1
+    assert "written twice" in result.summary()
