@@ -582,7 +582,7 @@ async def _perform_seek(self: Any) -> None:
 
 def _resume_flow(self: Any) -> None:
     """`Consumer.resume_flow`, which faust calls right after `flow_control.resume()` cleared the
-    agents' queues: the partitions held by `_perform_seek` deliver again from here."""
+    agents' queues: the partitions held back since deliver from here."""
     _unpatched_resume_flow(self)
     held = self.__dict__.pop("_consentry_held", None)
     if held:
@@ -590,16 +590,40 @@ def _resume_flow(self: Any) -> None:
             held &= set(self.assignment())
         except Exception:  # the consumer is not started: nothing was assigned since
             return
-        self.resume_partitions(held)
+        _unpatched_resume_partitions(self, held)
+
+
+def _resume_partitions(self: Any, tps: Any) -> None:
+    """`Consumer.resume_partitions`, held back until `resume_flow` while a recovery completes."""
+    if getattr(self, "_consentry_completing_recovery", False):
+        from faust.transport.consumer import ensure_TPset
+
+        self._consentry_held = getattr(self, "_consentry_held", set()) | ensure_TPset(tps)
+        return
+    _unpatched_resume_partitions(self, tps)
+
+
+async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
+    """`Recovery.on_recovery_completed`, with the source partitions it resumes held back until
+    its `resume_flow`, after `flow_control.resume()` cleared the queues."""
+    consumer = self.app.consumer
+    consumer._consentry_completing_recovery = True
+    try:
+        await _unpatched_on_recovery_completed(self, generation_id)
+    finally:
+        consumer._consentry_completing_recovery = False
 
 
 _unpatched_resume_flow: Any = None
+_unpatched_resume_partitions: Any = None
+_unpatched_on_recovery_completed: Any = None
 
 
 @written_for(FAUST, embedded_broker_only=False)
 def install_faust_seek_read_offset_fix() -> None:
-    """faust-streaming 0.15.3 `Consumer.perform_seek` (faust/transport/consumer.py) lets a
-    worker commit past events it never applies. Unconditional: the defect is faust's, on
+    """faust-streaming 0.15.3 `Consumer.perform_seek` (faust/transport/consumer.py), as
+    `Recovery.on_recovery_completed` (faust/tables/recovery.py) calls it, lets a worker commit
+    past events it never applies. Unconditional: the defect is faust's, on
     Apache Kafka too.
 
     Once a worker's tables are recovered after an assignment, faust (faust/tables/recovery.py
@@ -615,19 +639,23 @@ def install_faust_seek_read_offset_fix() -> None:
     flight): neither this worker nor the next owner applies them. The plain hand-over's lost
     withdrawal (docs/reliability.md).
 
-    The fix: `perform_seek` pauses the source partitions until `resume_flow` (faust calls it
-    right after the clear, with no await between: nothing reaches a queue before the clear),
-    and forgets the read offsets of the partitions it sought (the next record is delivered as
-    it comes, neither a gap nor a duplicate dropped; at worst delivered again, which every
-    consumer here absorbs).
+    The fix: the source partitions `on_recovery_completed` resumes, and those active when
+    `perform_seek` starts (its other callers), deliver nothing until `resume_flow` (faust calls
+    it right after the clear, with no await between: nothing reaches a queue before the clear);
+    `perform_seek` forgets the read offsets of the partitions it sought (the next record is
+    delivered as it comes, neither a gap nor a duplicate dropped; at worst delivered again,
+    which every consumer here absorbs).
     """
-    global _unpatched_resume_flow
+    global _unpatched_resume_flow, _unpatched_resume_partitions, _unpatched_on_recovery_completed
     if "install_faust_seek_read_offset_fix" in _installed:
         return
+    from faust.tables.recovery import Recovery
     from faust.transport.consumer import Consumer
 
     _replace(Consumer, "perform_seek", _perform_seek)
     _unpatched_resume_flow = _replace(Consumer, "resume_flow", _resume_flow)
+    _unpatched_resume_partitions = _replace(Consumer, "resume_partitions", _resume_partitions)
+    _unpatched_on_recovery_completed = _replace(Recovery, "on_recovery_completed", _on_recovery_completed)
     _installed.add("install_faust_seek_read_offset_fix")
 
 

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import faust
 import pytest
 from faust.exceptions import ProducerSendError
+from faust.tables.recovery import Recovery
 from faust.topics import Topic
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
@@ -30,6 +31,8 @@ PATCHED = (
     (AIOKafkaConsumerThread, "_create_worker_consumer"),
     (Consumer, "perform_seek"),
     (Consumer, "resume_flow"),
+    (Consumer, "resume_partitions"),
+    (Recovery, "on_recovery_completed"),
 )
 
 
@@ -340,6 +343,19 @@ async def test_the_seek_holds_the_source_partitions_until_the_flow_resumes_and_f
     assert tp not in consumer._get_active_partitions() and consumer._read_offset[tp] is None
     consumer.resume_flow()  # faust's queues are cleared just before
     assert tp in consumer._get_active_partitions() and consumer.flow_active
+
+
+async def test_the_source_partitions_resumed_as_a_recovery_completes_wait_for_the_flow(undo_patches: None) -> None:
+    patches.install_faust_seek_read_offset_fix()
+    tp = TP("objections", 0)
+    consumer = seeking_consumer(tp, committed=3, last_read=None)
+    consumer.pause_partitions({tp})
+    consumer._consentry_completing_recovery = True  # as `Recovery.on_recovery_completed` sets it
+    consumer.resume_partitions({tp})
+    await consumer.perform_seek()
+    assert tp not in consumer._get_active_partitions()
+    consumer.resume_flow()
+    assert tp in consumer._get_active_partitions()
 
 
 def test_the_faust_internals_read_are_there() -> None:
