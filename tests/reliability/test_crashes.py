@@ -189,7 +189,9 @@ def user_rows_by_version(system: System, user: str, since: int) -> dict[int, int
     return {v: sum(1 for r in DeltaTable(uri, version=v).to_pyarrow_table().to_pylist() if r["user_id"] == user) for v in range(since, latest + 1)}
 
 
-@pytest.mark.parametrize("failpoint", ["sink.after_purge", "sink.before_commit"])
+# sink.before_commit runs in make test-reliability only (make test's 15 minutes): in make test,
+# tests/integration/test_sink_bounded.py kills a sink at that failpoint too.
+@pytest.mark.parametrize("failpoint", ["sink.after_purge", pytest.param("sink.before_commit", marks=pytest.mark.reliability)])
 def test_sink_crash_between_delta_commit_and_offset_commit(system: System, failpoint: str) -> None:
     """The batch holding alice's purge marker is committed to Delta, then the sink dies before
     its receipts (or its offset commit). Replayed: no duplicate, alice's posts never come back

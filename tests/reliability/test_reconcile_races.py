@@ -24,7 +24,7 @@ def races_while_reconciling(system: System, seed: int, users: int) -> None:
     ledger.record("no leak", **{"reconciliation passes": record.runs, "rows reconciliation deleted": record.rows_purged_total})
 
 
-@pytest.mark.quick
+@pytest.mark.reliability  # in make test-reliability only (make test's 15 minutes); tests/integration/test_reconcile.py stays in make test
 def test_races_quick_while_reconciling(system: System) -> None:
     races_while_reconciling(system, seed=3, users=60)
 
