@@ -278,6 +278,10 @@ PURGED_RECEIPT = Message(
             "trained_on_runs", ID_LIST, required=False,
             description="The training runs that read a table version still holding the purged rows (consentry.lineage); absent when none did.",
         ),
+        Field(
+            "version", INTEGER, required=False,
+            description="The Delta version of the delete (the audit trail's proof of the purge); absent when no row was found (a replay) or the commit is not known.",
+        ),
     ),
     unknown_fields=False,
 )

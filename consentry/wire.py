@@ -310,6 +310,8 @@ def encode_receipt(receipt: Receipt) -> bytes:
         out["enforced_at"] = format_rfc3339(receipt.enforced_at_us)
     if receipt.trained_on_runs:  # absent: no run read the purged rows (or not known)
         out["trained_on_runs"] = list(receipt.trained_on_runs)
+    if receipt.version is not None:
+        out["version"] = receipt.version
     return orjson.dumps(out)
 
 
@@ -330,6 +332,9 @@ def parse_receipt(value: bytes | None) -> Receipt | Invalid:
     runs = obj.get("trained_on_runs")
     if runs is not None and (type(runs) is not list or not all(type(r) is str for r in runs)):
         return Invalid("bad_value", "malformed receipt")
+    version = obj.get("version")
+    if version is not None and (type(version) is not int or version < 0):
+        return Invalid("bad_value", "malformed receipt")
     return Receipt(
         obj["type"],
         user_id,
@@ -338,6 +343,7 @@ def parse_receipt(value: bytes | None) -> Receipt | Invalid:
         rows if type(rows) is int else None,
         parse_rfc3339(enforced_at),
         tuple(runs) if runs is not None else None,
+        version,
     )
 
 

@@ -230,6 +230,9 @@ class Receipt:
     # On `purged`: the training runs that read a table version still holding the purged rows
     # (consentry.domain.lineage); None: not known (a purge re-confirmed after a replay).
     trained_on_runs: tuple[str, ...] | None = None
+    # On `purged`: the Delta version of the delete (the audit trail's proof); None: no commit
+    # (nothing was found: a replay) or not known.
+    version: int | None = None
 
 
 # ----------------------------------------------------------------- consent state

@@ -330,7 +330,8 @@ class SinkWorker(KafkaWorker):
                     metrics.PURGES.inc()
                     metrics.ROWS_PURGED.inc(rows)
                 runs = trained_on.get(purge.user_id, ()) if rows is not None else None
-                receipt = Receipt(PURGED, purge.user_id, purge.objection_ids, at, rows, purge.marked_at_us, runs)
+                version = applied.purge_version if rows else None  # this batch's delete held the user's rows
+                receipt = Receipt(PURGED, purge.user_id, purge.objection_ids, at, rows, purge.marked_at_us, runs, version)
                 partition = home_partition(purge.user_id, self.settings.partitions)
                 if runs:
                     metrics.TRAINED_ON.inc()

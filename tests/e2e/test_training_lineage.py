@@ -78,7 +78,13 @@ def test_a_run_that_read_before_a_purge_is_reported_for_that_user_and_one_that_r
     system.object("alice")
     alice = system.wait_status("alice", "purged")
     assert alice["trained_on_by"] == 1
-    assert parse_receipt(orjson.dumps(purged_receipt(system, "alice"))).trained_on_runs == ("team-a/run-before",)
+    receipt = parse_receipt(orjson.dumps(purged_receipt(system, "alice")))
+    assert receipt.trained_on_runs == ("team-a/run-before",)
+    # The receipt names the delete's Delta version (the audit trail's proof): Alice's rows are in
+    # the version before it and gone from it.
+    assert receipt.version is not None and receipt.version > before.version
+    holds_alice = lambda v: "alice" in DeltaTable(uri, version=v).to_pyarrow_table().column("user_id").to_pylist()  # noqa: E731
+    assert holds_alice(receipt.version - 1) and not holds_alice(receipt.version)
 
     # run-after reads once Alice's posts are gone (as another language would: the CLI's files).
     done = CliRunner().invoke(app, ["snapshot", "run-after"], env=trainer_env(system))
