@@ -56,6 +56,8 @@ READ_PAGE = """() => {
     overall: text('overall-text'),
     backlog: text('backlog-age'),
     waitingForNotice: text('notices-waiting_posts'),
+    leaked: text('proof-reconcile-rows'),
+    snapshots: text('proof-lineage-snapshots'),
     health,
     rejects: [...document.querySelectorAll('#rejects .code')].map((el) => el.textContent),
   };
@@ -101,6 +103,9 @@ def test_the_dashboard_shows_the_promise_kept_live(system: System, browser: Brow
         assert shown["backlog"] == "none", shown  # bob's objection is purged: nothing waits
         assert shown["waitingForNotice"] == "0", shown  # the notice rule is off in this story
         assert "invalid_json" in shown["rejects"], shown
+        # The proof section: no training run opened a snapshot; a reconciliation pass, if one
+        # ran yet, deleted nothing (no leak in this story).
+        assert shown["snapshots"] == "0" and shown["leaked"] in ("—", "0 last pass, 0 in all"), shown
         return shown
 
     eventually(live, timeout=30, interval=0.5, what="the dashboard showing the live pipeline")

@@ -82,6 +82,20 @@ consentry_sink_table_bytes 2048
 consentry_sink_last_vacuum_timestamp 1799999940
 # TYPE consentry_vacuum_runs_total counter
 consentry_vacuum_runs_total 2
+# TYPE consentry_reconcile_runs_total counter
+consentry_reconcile_runs_total 4
+# TYPE consentry_reconcile_rows_purged_total counter
+consentry_reconcile_rows_purged_total 0
+# TYPE consentry_reconcile_last_run_timestamp_seconds gauge
+consentry_reconcile_last_run_timestamp_seconds 1799999700
+# TYPE consentry_reconcile_last_rows_purged gauge
+consentry_reconcile_last_rows_purged 0
+# TYPE consentry_reconcile_last_users gauge
+consentry_reconcile_last_users 1200
+# TYPE consentry_sink_lineage_reads gauge
+consentry_sink_lineage_reads 3
+# TYPE consentry_sink_purges_trained_on_total counter
+consentry_sink_purges_trained_on_total 5
 """
 )
 
@@ -166,6 +180,18 @@ def test_the_store_shows_its_size_and_last_vacuum() -> None:
     assert store["bytes"] == 2048
     assert store["vacuum_runs"] == 2
     assert store["last_vacuum_ago_s"] == 60
+
+
+def test_the_proof_shows_the_last_reconciliation_and_the_training_runs() -> None:
+    proof = build_view(two_scrapes(), HEALTHY, [], NOW_US)["proof"]
+    assert proof["reconcile"] == {"runs": 4, "last_ago_s": 300, "last_users": 1200, "last_rows_purged": 0, "rows_purged_total": 0, "level": OK}
+    assert proof["lineage"] == {"snapshots": 3, "purged_users_trained_on": 5}
+    # A pass that deleted rows caught a leak: the page says so, and the overall level with it.
+    scrapes = two_scrapes()
+    leaky = parse_metrics("# TYPE consentry_reconcile_last_rows_purged gauge\nconsentry_reconcile_last_rows_purged 7\n")
+    scrapes[-1].services["sink"] = {**SINK, **leaky}
+    view = build_view(scrapes, HEALTHY, [], NOW_US)
+    assert view["proof"]["reconcile"]["level"] == BAD and view["overall"] == BAD
 
 
 def test_a_reject_summary_never_carries_the_post_text() -> None:

@@ -229,6 +229,31 @@ def _history(snapshots: Sequence[Snapshot]) -> dict[str, list[Any]]:
     return points
 
 
+def _proof(sink: Metrics, now_us: int) -> dict[str, Any]:
+    """The safety net and the lineage: the last reconciliation pass (rows it deleted are leaks
+    it caught: must be 0) and the training runs recorded and found to have read purged users."""
+
+    def v(name: str) -> float | None:
+        return value(sink, name) if sink else None
+
+    last_run = v("consentry_reconcile_last_run_timestamp_seconds")
+    last_rows = v("consentry_reconcile_last_rows_purged")
+    return {
+        "reconcile": {
+            "runs": v("consentry_reconcile_runs_total"),
+            "last_ago_s": (now_us / 1e6 - last_run) if last_run else None,
+            "last_users": v("consentry_reconcile_last_users"),
+            "last_rows_purged": last_rows,
+            "rows_purged_total": v("consentry_reconcile_rows_purged_total"),
+            "level": BAD if last_rows else OK,
+        },
+        "lineage": {
+            "snapshots": v("consentry_sink_lineage_reads"),
+            "purged_users_trained_on": v("consentry_sink_purges_trained_on_total"),
+        },
+    }
+
+
 def build_view(snapshots: Sequence[Snapshot], health: Sequence[Health], rejects: Sequence[dict[str, Any]], now_us: int) -> dict[str, Any]:
     latest = snapshots[-1]
     ingest = latest.services.get("ingest", {})
@@ -263,8 +288,9 @@ def build_view(snapshots: Sequence[Snapshot], health: Sequence[Health], rejects:
     }
     lag = _lag(latest)
     notices = _notices(ingest)
+    proof = _proof(sink, now_us)
     services = [{"service": h.service, "state": h.state, "detail": h.detail, "level": level_health(h.state)} for h in health]
-    overall = worst([s["level"] for s in services] + [backlog["level"], notices["level"]] + [entry["level"] for entry in lag])
+    overall = worst([s["level"] for s in services] + [backlog["level"], notices["level"], proof["reconcile"]["level"]] + [entry["level"] for entry in lag])
     return {
         "generated_at_us": now_us,
         "overall": overall,
@@ -279,6 +305,7 @@ def build_view(snapshots: Sequence[Snapshot], health: Sequence[Health], rejects:
         "notices": notices,
         "lag": lag,
         "store": store,
+        "proof": proof,
         "history": _history(snapshots),
         "rejects": latest_rejects(rejects, len(rejects)),
     }

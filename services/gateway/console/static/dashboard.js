@@ -203,6 +203,19 @@ function renderStore(d) {
   setText(byId("total-consent_users"), count(d.totals.consent_users));
 }
 
+function renderProof(d) {
+  const r = d.proof.reconcile;
+  const l = d.proof.lineage;
+  setText(byId("proof-reconcile-last"), r.last_ago_s === null ? "none yet" : ago(r.last_ago_s));
+  setText(byId("proof-reconcile-users"), count(r.last_users));
+  const rows = byId("proof-reconcile-rows");
+  setText(rows, r.last_rows_purged === null ? "—" : `${count(r.last_rows_purged)} last pass, ${count(r.rows_purged_total)} in all`);
+  setLevel(rows, r.level);
+  setText(byId("proof-reconcile-runs"), count(r.runs));
+  setText(byId("proof-lineage-snapshots"), count(l.snapshots));
+  setText(byId("proof-lineage-trained"), count(l.purged_users_trained_on));
+}
+
 function renderRejects(rejects) {
   const body = byId("rejects");
   if (!rejects.length) {
@@ -253,6 +266,7 @@ function render(d) {
   renderObjections(d);
   renderLag(d.lag);
   renderStore(d);
+  renderProof(d);
   renderRejects(d.rejects);
   setText(byId("updated"), `updated ${new Date(d.generated_at_us / 1000).toLocaleTimeString("en-GB")}`);
   document.body.dataset.loaded = "true";
