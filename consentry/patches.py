@@ -692,3 +692,29 @@ def table_recovery_completed(app: Any) -> bool:
     recovery service. Read for the consent worker's readiness.
     """
     return app.tables.recovery.completed.is_set()
+
+
+@written_for(FAUST, embedded_broker_only=False)
+def acting_for(event: Any) -> Any:
+    """faust-streaming 0.15.3: a context manager making `event` faust's current event (the
+    task-local `faust.streams._current_event`) inside the block, restoring the previous one after.
+
+    faust's table reads and writes find their partition (RocksDB store, changelog partition)
+    from the current event; the consent agent applies a batch of events after receiving them,
+    so it names, for each row it reads or writes, the event the row belongs to. Not a defect
+    fix: faust has no public way to set it.
+    """
+    import contextlib
+    import weakref
+
+    from faust.streams import _current_event
+
+    @contextlib.contextmanager
+    def current() -> Any:
+        token = _current_event.set(weakref.ref(event))
+        try:
+            yield event
+        finally:
+            _current_event.reset(token)
+
+    return current()
