@@ -202,7 +202,7 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
     @app.agent(source, name=f"{settings.app_id}-agent")
     async def consent_agent(stream):  # type: ignore[no-untyped-def]
         # Events are taken as they come (stream.events(), faust's fastest path) and applied in
-        # batches: whatever has arrived, up to BATCH_EVENTS. faust acknowledges an event when
+        # batches (services/consent/batching.py). faust acknowledges an event when
         # the loop moves on; here acks are off and the agent acknowledges a batch's events
         # itself, after their rows are written (so a commit, which flushes the changelog
         # first, never covers an event whose row is not in the producer).
