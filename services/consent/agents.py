@@ -15,7 +15,7 @@ from consentry.domain.model import ENFORCED, OBJECT, Channel, Invalid
 from consentry.wire import decode_consent_state, encode_consent_state, encode_rejection, parse_notice, parse_objection, parse_receipt
 from consentry.partitioning import home_partition
 from consentry.timeutil import now_us
-from services.consent import failclosed, metrics
+from services.consent import batching, failclosed, metrics
 from services.consent.backlog import ConsentWatch
 from services.consent.batching import Batcher, Row, Tally
 from services.consent.settings import ConsentSettings
@@ -207,7 +207,7 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
         # itself, after their rows are written (so a commit, which flushes the changelog
         # first, never covers an event whose row is not in the producer).
         stream.enable_acks = False
-        batcher = Batcher(stream, apply_batch)
+        batcher = Batcher(stream, apply_batch, batching.BATCH_EVENTS, batching.BATCH_WINDOW_SECONDS)
         async with batcher.running():
             async for event in stream.events():
                 await batcher.add(event)
