@@ -108,6 +108,14 @@ def rows(results: dict) -> list[tuple[str, str, str, str]]:
             f"ingest worker {r['ingest_rss_mib']:,.0f} MiB RSS (loaded in {r['ingest_ready_seconds']:.0f} s)",
             "consent < 1 GiB", _ok(r["consent_rss_mib"] < 1024),
         ))
+    if "consent" in results and not failed("consent"):
+        r = results["consent"]
+        out.append((
+            f"8. Consent service vs a do-nothing faust agent ({r['events']:,} events: notices, objections, receipts)",
+            f"consent {_f(r['rate'])} events/s ({r['seconds']:.1f} s; {r['events'] / max(r.get('batches') or 1, 1):.0f} events per batch; runs {r['runs']}); "
+            f"do-nothing agent {_f(r['limit_rate'])} events/s ({r['limit_seconds']:.1f} s; runs {r['limit_runs']})",
+            f"{r['ratio']:.0%} of the agent (≥ 60 %)", _ok(r["ratio"] >= 0.6),
+        ))
     if "import" in results and not failed("import"):
         r = results["import"]
         text = " ".join(r.get("output", "").splitlines())
