@@ -704,17 +704,24 @@ def acting_for(event: Any) -> Any:
     so it names, for each row it reads or writes, the event the row belongs to. Not a defect
     fix: faust has no public way to set it.
     """
-    import contextlib
     import weakref
 
     from faust.streams import _current_event
 
-    @contextlib.contextmanager
-    def current() -> Any:
-        token = _current_event.set(weakref.ref(event))
-        try:
-            yield event
-        finally:
-            _current_event.reset(token)
+    return _Acting(_current_event, weakref.ref(event))
 
-    return current()
+
+class _Acting:
+    """`acting_for`'s context manager (a class: it is entered twice per row, per batch)."""
+
+    __slots__ = ("_var", "_ref", "_token")
+
+    def __init__(self, var: Any, ref: Any) -> None:
+        self._var = var
+        self._ref = ref
+
+    def __enter__(self) -> None:
+        self._token = self._var.set(self._ref)
+
+    def __exit__(self, *exc: object) -> None:
+        self._var.reset(self._token)
