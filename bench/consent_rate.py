@@ -54,10 +54,10 @@ def events(users: int) -> dict[str, list[tuple[bytes, bytes]]]:
     return out
 
 
-def measure(bootstrap: str, work: Path, users: int, repeat: int = 2) -> dict:
+def measure(bootstrap: str, work: Path, users: int, repeat: int = 2, per_event: bool = False) -> dict:
     data = events(users)
     total = sum(len(v) for v in data.values())
-    limit_runs, consent_runs = [], []
+    limit_runs, consent_runs, per_event_runs = [], [], []
     for attempt in range(repeat):
         prefix = f"rate{attempt}-{uuid.uuid4().hex[:6]}-"
         with Services(bootstrap, prefix, work / f"rate{attempt}") as services:
@@ -70,6 +70,15 @@ def measure(bootstrap: str, work: Path, users: int, repeat: int = 2) -> dict:
             log = services.log_dir / "rate.log"
             limit_runs.append(run_child(["-m", "bench.consent_rate", "--worker", "limit", "--events", str(total)], env, log=log))
             consent_runs.append(run_child(["-m", "bench.consent_rate", "--worker", "consent", "--events", str(total)], env, log=log))
+        if per_event:  # the old path, for comparison (on topics of its own): every event applied and written on its own
+            with Services(bootstrap, f"rate-pe{attempt}-{uuid.uuid4().hex[:6]}-", work / f"rate-pe{attempt}") as services:
+                services.create_topics()
+                for kind, messages in data.items():
+                    run(produce(bootstrap, getattr(services.topics, kind), messages))
+                env = {k: v for k, v in services.env.items() if k.startswith(("CONSENTRY_", "KAFKA_"))}
+                env.update({"CONSENTRY_LOG_LEVEL": "WARNING", "BENCH_BATCH_WINDOW": "0"})
+                per_event_runs.append(run_child(["-m", "bench.consent_rate", "--worker", "consent", "--events", str(total)], env,
+                                                log=services.log_dir / "rate.log"))
     limit = max(limit_runs, key=lambda r: r["rate"])
     consent = max(consent_runs, key=lambda r: r["rate"])
     return {
@@ -78,6 +87,11 @@ def measure(bootstrap: str, work: Path, users: int, repeat: int = 2) -> dict:
         "rate": consent["rate"], "seconds": consent["seconds"], "runs": [round(r["rate"]) for r in consent_runs],
         "batches": consent.get("batches"),
         "ratio": consent["rate"] / limit["rate"],
+        # CPU per event: less sensitive to other work on the machine than the rates
+        "limit_cpu_us": limit["cpu_us_per_event"], "cpu_us": consent["cpu_us_per_event"],
+        "cpu_ratio": limit["cpu_us_per_event"] / consent["cpu_us_per_event"],
+        **({"per_event_rate": max(r["rate"] for r in per_event_runs), "per_event_cpu_us": min(r["cpu_us_per_event"] for r in per_event_runs)}
+           if per_event_runs else {}),
     }
 
 
@@ -96,11 +110,13 @@ class Clock:
     def taken(self) -> None:
         if self.first is None:
             self.first = time.perf_counter()
+            self.first_cpu = time.process_time()
 
     def finished(self, n: int) -> None:
         self.count += n
         if self.count >= self.expected and self.last is None:
             self.last = time.perf_counter()
+            self.cpu = time.process_time() - self.first_cpu
             self.done.set()
 
 
@@ -167,7 +183,8 @@ def worker(mode: str, expected: int) -> None:
             profiler.disable()
             profiler.dump_stats(f"{profile_path}.{mode}")
         seconds = (clock.last or 0) - (clock.first or 0)
-        result = {"mode": mode, "events": clock.count, "seconds": seconds, "rate": clock.count / seconds, "batches": clock.batches}
+        result = {"mode": mode, "events": clock.count, "seconds": seconds, "rate": clock.count / seconds, "batches": clock.batches,
+                  "cpu_us_per_event": clock.cpu / clock.count * 1e6}
         os.write(1, orjson.dumps(result) + b"\n")  # faust redirects sys.stdout to its log
         os._exit(0)
 
@@ -181,6 +198,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=0)
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--per-event", action="store_true", help="also the consent app with batches of one event (the old path)")
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.events)
@@ -194,7 +212,7 @@ def main() -> None:
     broker = EmbeddedBroker(free_port(), log_path=work / "broker.log")
     broker.start()
     try:
-        print(measure(broker.bootstrap, work, args.users, args.repeat), flush=True)
+        print(measure(broker.bootstrap, work, args.users, args.repeat, args.per_event), flush=True)
     finally:
         broker.stop()
 
