@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -50,7 +49,7 @@ async def test_held_events_are_applied_when_the_window_ends_with_no_event_after_
     await batcher.add("e1")
     await batcher.add("e2")
     assert log == []
-    await eventually_async(lambda: asyncio.sleep(0, log == [("apply", ("e1", "e2")), ("ack", "e1"), ("ack", "e2")]) , timeout=10, interval=0.01)
+    await eventually_async(lambda: asyncio.sleep(0, log == [("apply", ("e1", "e2")), ("ack", "e1"), ("ack", "e2")]), timeout=10, interval=0.01)
     await batcher.add("e3")  # the next batch starts its own window
     await eventually_async(lambda: asyncio.sleep(0, log[-2:] == [("apply", ("e3",)), ("ack", "e3")]), timeout=10, interval=0.01)
 
