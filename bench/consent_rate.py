@@ -54,10 +54,10 @@ def events(users: int) -> dict[str, list[tuple[bytes, bytes]]]:
     return out
 
 
-def measure(bootstrap: str, work: Path, users: int, repeat: int = 2, per_event: bool = False) -> dict:
+def measure(bootstrap: str, work: Path, users: int, repeat: int = 2) -> dict:
     data = events(users)
     total = sum(len(v) for v in data.values())
-    limit_runs, consent_runs, per_event_runs = [], [], []
+    limit_runs, consent_runs = [], []
     for attempt in range(repeat):
         prefix = f"rate{attempt}-{uuid.uuid4().hex[:6]}-"
         with Services(bootstrap, prefix, work / f"rate{attempt}") as services:
@@ -70,28 +70,16 @@ def measure(bootstrap: str, work: Path, users: int, repeat: int = 2, per_event: 
             log = services.log_dir / "rate.log"
             limit_runs.append(run_child(["-m", "bench.consent_rate", "--worker", "limit", "--events", str(total)], env, log=log))
             consent_runs.append(run_child(["-m", "bench.consent_rate", "--worker", "consent", "--events", str(total)], env, log=log))
-        if per_event:  # the old path, for comparison (on topics of its own): every event applied and written on its own
-            with Services(bootstrap, f"rate-pe{attempt}-{uuid.uuid4().hex[:6]}-", work / f"rate-pe{attempt}") as services:
-                services.create_topics()
-                for kind, messages in data.items():
-                    run(produce(bootstrap, getattr(services.topics, kind), messages))
-                env = {k: v for k, v in services.env.items() if k.startswith(("CONSENTRY_", "KAFKA_"))}
-                env.update({"CONSENTRY_LOG_LEVEL": "WARNING", "BENCH_BATCH_WINDOW": "0"})
-                per_event_runs.append(run_child(["-m", "bench.consent_rate", "--worker", "consent", "--events", str(total)], env,
-                                                log=services.log_dir / "rate.log"))
     limit = max(limit_runs, key=lambda r: r["rate"])
     consent = max(consent_runs, key=lambda r: r["rate"])
     return {
         "events": total, "users": users,
         "limit_rate": limit["rate"], "limit_seconds": limit["seconds"], "limit_runs": [round(r["rate"]) for r in limit_runs],
         "rate": consent["rate"], "seconds": consent["seconds"], "runs": [round(r["rate"]) for r in consent_runs],
-        "batches": consent.get("batches"),
         "ratio": consent["rate"] / limit["rate"],
         # CPU per event: less sensitive to other work on the machine than the rates
         "limit_cpu_us": limit["cpu_us_per_event"], "cpu_us": consent["cpu_us_per_event"],
         "cpu_ratio": limit["cpu_us_per_event"] / consent["cpu_us_per_event"],
-        **({"per_event_rate": max(r["rate"] for r in per_event_runs), "per_event_cpu_us": min(r["cpu_us_per_event"] for r in per_event_runs)}
-           if per_event_runs else {}),
     }
 
 
@@ -102,7 +90,6 @@ class Clock:
     def __init__(self, expected: int) -> None:
         self.expected = expected
         self.count = 0
-        self.batches = 0
         self.first: float | None = None
         self.last: float | None = None
         self.done = asyncio.Event()
@@ -124,7 +111,6 @@ def worker(mode: str, expected: int) -> None:
     import faust
 
     from consentry import patches
-    from services.consent import batching
     from services.consent.settings import ConsentSettings
 
     settings = ConsentSettings()
@@ -149,24 +135,22 @@ def worker(mode: str, expected: int) -> None:
     else:
         from services.consent.app import create_app
 
-        settings.consent_port = int(os.environ.get("CONSENTRY_CONSENT_PORT", "0")) or settings.consent_port
-        add, flush = batching.Batcher.add, batching.Batcher.flush
-
-        async def timed_add(self, event):  # type: ignore[no-untyped-def]
-            clock.taken()
-            await add(self, event)
-
-        async def timed_flush(self):  # type: ignore[no-untyped-def]
-            n = len(self._held)  # noqa: SLF001
-            await flush(self)
-            if n:
-                clock.batches += 1
-                clock.finished(n)
-
-        batching.Batcher.add, batching.Batcher.flush = timed_add, timed_flush  # type: ignore[method-assign]
-        if os.environ.get("BENCH_BATCH_WINDOW"):  # to try other windows: the default is what counts
-            batching.Batcher.__init__.__defaults__ = (batching.BATCH_EVENTS, float(os.environ["BENCH_BATCH_WINDOW"]))
         app = create_app(settings)
+        # Counted by faust's own sensor calls: an event in, and an event out (acknowledged,
+        # after the agent applied it and wrote its row).
+        monitor = app.monitor
+        event_in, event_out = monitor.on_stream_event_in, monitor.on_stream_event_out
+
+        def counted_in(*args, **kwargs):  # type: ignore[no-untyped-def]
+            clock.taken()
+            return event_in(*args, **kwargs)
+
+        def counted_out(*args, **kwargs):  # type: ignore[no-untyped-def]
+            result = event_out(*args, **kwargs)
+            clock.finished(1)
+            return result
+
+        monitor.on_stream_event_in, monitor.on_stream_event_out = counted_in, counted_out
 
     profile_path = os.environ.get("BENCH_CPROFILE")
     profiler = None
@@ -183,7 +167,7 @@ def worker(mode: str, expected: int) -> None:
             profiler.disable()
             profiler.dump_stats(f"{profile_path}.{mode}")
         seconds = (clock.last or 0) - (clock.first or 0)
-        result = {"mode": mode, "events": clock.count, "seconds": seconds, "rate": clock.count / seconds, "batches": clock.batches,
+        result = {"mode": mode, "events": clock.count, "seconds": seconds, "rate": clock.count / seconds,
                   "cpu_us_per_event": clock.cpu / clock.count * 1e6}
         os.write(1, orjson.dumps(result) + b"\n")  # faust redirects sys.stdout to its log
         os._exit(0)
@@ -198,7 +182,6 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=0)
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--per-event", action="store_true", help="also the consent app with batches of one event (the old path)")
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.events)
@@ -212,7 +195,7 @@ def main() -> None:
     broker = EmbeddedBroker(free_port(), log_path=work / "broker.log")
     broker.start()
     try:
-        print(measure(broker.bootstrap, work, args.users, args.repeat, args.per_event), flush=True)
+        print(measure(broker.bootstrap, work, args.users, args.repeat), flush=True)
     finally:
         broker.stop()
 

@@ -692,36 +692,3 @@ def table_recovery_completed(app: Any) -> bool:
     recovery service. Read for the consent worker's readiness.
     """
     return app.tables.recovery.completed.is_set()
-
-
-@written_for(FAUST, embedded_broker_only=False)
-def acting_for(event: Any) -> Any:
-    """faust-streaming 0.15.3: a context manager making `event` faust's current event (the
-    task-local `faust.streams._current_event`) inside the block, restoring the previous one after.
-
-    faust's table reads and writes find their partition (RocksDB store, changelog partition)
-    from the current event; the consent agent applies a batch of events after receiving them,
-    so it names, for each row it reads or writes, the event the row belongs to. Not a defect
-    fix: faust has no public way to set it.
-    """
-    import weakref
-
-    from faust.streams import _current_event
-
-    return _Acting(_current_event, weakref.ref(event))
-
-
-class _Acting:
-    """`acting_for`'s context manager (a class: it is entered twice per row, per batch)."""
-
-    __slots__ = ("_var", "_ref", "_token")
-
-    def __init__(self, var: Any, ref: Any) -> None:
-        self._var = var
-        self._ref = ref
-
-    def __enter__(self) -> None:
-        self._token = self._var.set(self._ref)
-
-    def __exit__(self, *exc: object) -> None:
-        self._var.reset(self._token)
