@@ -20,7 +20,7 @@ from bench import report
 from bench.common import ROOT, free_port, make_dataset
 from consentry_cli.broker import EmbeddedBroker
 
-STEPS = ("limit", "peer", "ingest", "full", "latency", "gateway", "purge", "memory", "import", "audit")
+STEPS = ("limit", "peer", "ingest", "full", "latency", "gateway", "purge", "memory", "consent", "import", "audit")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--purge-rows", default="5000000,50000000", help="training table sizes, comma-separated (a sink's RSS on each, then a purge)")
     parser.add_argument("--purge-users", type=int, default=1_000)
     parser.add_argument("--memory-users", type=int, default=1_000_000)
+    parser.add_argument("--consent-users", type=int, default=50_000, help="users of the consent rate step (1.3 events each)")
     parser.add_argument("--profile", type=Path, help="record py-spy profiles of ingest and the gateway here")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
@@ -123,6 +124,10 @@ def run_step(step: str, bootstrap: str, data, work: Path, args, results: dict) -
         from bench import memory
 
         return memory.run_memory(bootstrap, work, args.memory_users)
+    if step == "consent":
+        from bench import consent_rate
+
+        return consent_rate.measure(bootstrap, work, args.consent_users, args.repeat)
     if step == "import":
         return import_bench(bootstrap, work)
     if step == "audit":

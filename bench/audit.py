@@ -1,4 +1,4 @@
-"""8. The audit trail's cost: ingest's throughput with and without it, and the Delta audit
+"""10. The audit trail's cost: ingest's throughput with and without it, and the Delta audit
 table's size per million posts.
 
 Without: ingest over the backlog, its drop counts never emitted (the per-drop counter still

@@ -128,6 +128,15 @@ def rows(results: dict) -> list[tuple[str, str, str, str]]:
             f"ingest worker {r['ingest_rss_mib']:,.0f} MiB RSS (loaded in {r['ingest_ready_seconds']:.0f} s)",
             "consent < 1 GiB", _ok(r["consent_rss_mib"] < 1024),
         ))
+    if "consent" in results and not failed("consent"):
+        r = results["consent"]
+        out.append((
+            f"8. Consent service vs a do-nothing faust agent ({r['events']:,} events: notices, objections, receipts)",
+            f"consent {_f(r['rate'])} events/s ({r['seconds']:.1f} s; runs {r['runs']}); "
+            f"do-nothing agent {_f(r['limit_rate'])} events/s ({r['limit_seconds']:.1f} s; runs {r['limit_runs']}); "
+            f"CPU per event: consent {r['cpu_us']:.0f} µs, agent {r['limit_cpu_us']:.0f} µs ({r['cpu_ratio']:.0%})",
+            f"{r['ratio']:.0%} of the agent (≥ 60 %)", _ok(r["ratio"] >= 0.6),
+        ))
     if "import" in results and not failed("import"):
         r = results["import"]
         text = " ".join(r.get("output", "").splitlines())
@@ -136,14 +145,14 @@ def rows(results: dict) -> list[tuple[str, str, str, str]]:
     if "audit" in results and not failed("audit"):
         r = results["audit"]
         out.append((
-            "8. Ingest with and without the audit trail (bench/audit.py: drop counts emitted, the audit writer running; defaults)",
+            "10. Ingest with and without the audit trail (bench/audit.py: drop counts emitted, the audit writer running; defaults)",
             f"ingest CPU {r['cpu_us_per_post_with']:.2f} µs/post with, {r['cpu_us_per_post_without']:.2f} without ({r['cpu_apart']:+.1%}); "
             f"wall clock {r['rate']:,.0f} posts/s with, {r['rate_without']:,.0f} without ({r['apart']:+.1%} apart); runs with: "
             f"{', '.join(f'{x:,}' for x in r['runs_with'])}, without: {', '.join(f'{x:,}' for x in r['runs_without'])}",
             "≤ 5 % apart (ingest's CPU per post)", "met" if abs(r["cpu_apart"]) <= 0.05 else "**missed**",
         ))
         out.append((
-            "8b. Audit table size per million posts",
+            "10b. Audit table size per million posts",
             f"{r['audit_bytes_per_million_posts'] / 1e6:,.2f} MB per million posts ({r['audit_records']:,} records, {r['audit_bytes'] / 1e6:,.2f} MB "
             f"for {r['posts']:,} posts: {r['objections']:,} objections received; {r['dropped']:,} dropped posts in {r['drop_count_records']:,} counts from ingest, "
             f"{r['drop_records']:,} records once summed)",
