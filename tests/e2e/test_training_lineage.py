@@ -18,6 +18,7 @@ from consentry_cli.cli import app
 from consentry.timeutil import format_rfc3339, now_us
 from consentry.training import open_snapshot
 from consentry.wire import parse_receipt
+from tests.conftest import running_system
 from tests.support.system import System
 from tests.support.wait import eventually
 
@@ -57,6 +58,12 @@ def trainer_env(system: System) -> dict[str, str]:
     """What a trainer's environment says: where the broker and the table are."""
     names = ("KAFKA_BOOTSTRAP_SERVERS", "CONSENTRY_BROKER_FLAVOR", "CONSENTRY_TOPIC_PREFIX", "CONSENTRY_DATA_DIR")
     return {name: system.env[name] for name in names}
+
+
+@pytest.fixture
+def system(broker: tuple[str, str], tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """With the audit writer: a person's evidence names the runs that read their posts."""
+    yield from running_system(broker, tmp_path, request, audit=True)
 
 
 def test_a_run_that_read_before_a_purge_is_reported_for_that_user_and_one_that_read_after_is_not(
@@ -104,6 +111,20 @@ def test_a_run_that_read_before_a_purge_is_reported_for_that_user_and_one_that_r
     assert run_users(system, "team-a/run-before") == ["alice", "bob"]
     assert run_users(system, "run-after") == ["bob"]
     assert run_users(system, "run-never") == []
+
+    # Alice's evidence (the audit trail): her purge with the delete's Delta version as proof,
+    # and the run that had read her posts.
+    def alice_evidence() -> dict:
+        response = httpx.get(f"{system.gateway_url}/v1/admin/audit/alice", headers={"Authorization": f"Bearer {system.token('operator', admin=True)}"}, timeout=10)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert [s["fact"] for s in body["steps"]][:3] == ["received", "enforced", "purged"], body
+        return body
+
+    evidence = eventually(alice_evidence, timeout=60, what="alice's purge in the audit trail")
+    purged = evidence["steps"][2]
+    assert purged["proof"]["version"] == receipt.version and purged["proof"]["rows_purged"] == 2, purged
+    assert [run["run_id"] for run in evidence["trained_on_runs"]] == ["team-a/run-before"], evidence
 
     # The README's reader example, as a trainer runs it (its settings from the environment).
     for name, value in trainer_env(system).items():
