@@ -123,25 +123,6 @@ def rows_to_arrow(rows: list[dict[str, Any]], buckets: int = DEFAULT_BUCKETS) ->
     )
 
 
-def created_ranges(created_us: Iterable[int], gap_us: int = 3_600_000_000, most: int = 16) -> list[tuple[int, int]]:
-    """The created_at values of a batch as a few [low, high] ranges (microseconds): live posts
-    make one narrow range, a deferred post released a month late another, instead of one range
-    over the whole month. At most `most` ranges: the closest ones are merged."""
-    values = sorted(set(created_us))
-    if not values:
-        return []
-    ranges = [[values[0], values[0]]]
-    for value in values[1:]:
-        if value - ranges[-1][1] <= gap_us:
-            ranges[-1][1] = value
-        else:
-            ranges.append([value, value])
-    while len(ranges) > most:
-        i = min(range(len(ranges) - 1), key=lambda k: ranges[k + 1][0] - ranges[k][1])
-        ranges[i : i + 2] = [[ranges[i][0], ranges[i + 1][1]]]
-    return [(low, high) for low, high in ranges]
-
-
 Positions = Mapping[str, int]  # stream (topic and partition) -> next offset to apply
 
 
@@ -163,8 +144,8 @@ class TrainingStore(ABC):
 
     @abstractmethod
     def stored_post_ids(self, rows: list[dict[str, Any]]) -> set[str]:
-        """Those of these rows' post_ids the table already holds: only the files of the rows'
-        buckets (and created_at ranges) are read, whatever the table's size."""
+        """Those of these rows' post_ids the table already holds: only the post_ids of the files
+        of the rows' buckets are read (a post is its user's, a user's rows are in one bucket)."""
 
     def purge(self, user_ids: Collection[str], positions: Positions | None = None) -> dict[str, list[str]]:
         """Delete every row of these users in one commit; return the post_ids removed, per user.
@@ -349,29 +330,24 @@ class DeltaTrainingStore(TrainingStore):
         self._table.update_incremental()
         return self._table
 
-    def _dataset(self, buckets: Collection[int] | None = None, created: list[tuple[int, int]] | None = None):  # type: ignore[no-untyped-def]
-        """The live files of these buckets (exactly: a partition filter) whose created_at
-        statistics overlap one of these ranges (a superset: rows are filtered after reading)."""
+    def _dataset(self, buckets: Collection[int] | None = None):  # type: ignore[no-untyped-def]
+        """The live files of these buckets (exactly: a partition filter), or of the whole table."""
         table = self._fresh()
         if buckets is None:
             return table.to_pyarrow_dataset()
-        where: list[tuple[str, str, Any]] = [("bucket", "in", sorted(buckets))]
-        if not created:
-            return table.to_pyarrow_dataset(file_pruning_predicate=where)
-        from datetime import UTC, datetime
-
-        at = lambda us: datetime.fromtimestamp(us / 1e6, UTC)  # noqa: E731
-        return table.to_pyarrow_dataset(file_pruning_predicate=[[*where, ("created_at", ">=", at(low)), ("created_at", "<=", at(high))] for low, high in created])
+        return table.to_pyarrow_dataset(file_pruning_predicate=[("bucket", "in", sorted(buckets))])
 
     def stored_post_ids(self, rows: list[dict[str, Any]]) -> set[str]:
         if not rows:
             return set()
         data = rows_to_arrow(rows, self.buckets)
         wanted = pc.unique(data.column("post_id"))
-        created = created_ranges(data.column("created_at").cast(pa.int64()).to_pylist())
         found: set[str] = set()
-        # In batches: memory follows the buckets' post_ids in flight, not the table.
-        for batch in self._dataset(set(data.column("bucket").to_pylist()), created).to_batches(columns=["post_id"], batch_size=1 << 16):
+        # Every file of the batch's buckets, whatever its created_at: a re-delivery is the same
+        # post_id, and an upstream retry may carry a fresh created_at (narrowing the look-up to
+        # the batch's created_at ranges stored such a post twice). In batches: memory follows
+        # the post_ids in flight, not the table; the time, the buckets' sizes.
+        for batch in self._dataset(set(data.column("bucket").to_pylist())).to_batches(columns=["post_id"], batch_size=1 << 16):
             ids = batch.column(0).cast(pa.string())
             found.update(ids.filter(pc.is_in(ids, value_set=wanted)).to_pylist())
         return found

@@ -2,9 +2,9 @@
 
 No index of the table is kept (it grew with the table, and a sink restarting on hundreds of
 millions of posts ran out of memory rebuilding it). Re-deliveries (an upstream producer's,
-or ingest's after a crash) are looked up in the table itself, in the batch's buckets and
-created_at ranges only (`TrainingStore.stored_post_ids`): a re-delivered post is the same
-user's (same bucket) with the same created_at.
+or ingest's after a crash) are looked up in the table itself, in the batch's buckets only
+(`TrainingStore.stored_post_ids`): a re-delivered post is the same user's, so in the same
+bucket, whatever else the re-delivery changed.
 
 Replays of training.posts itself are not left to that look-up: a replayed batch could be cut
 differently, so a post that the first pass dropped because its user's purge marker came
