@@ -21,9 +21,11 @@ import httpx
 import jwt
 import pytest
 
+from tests.conftest import running_system
 from tests.support import ledger
 from tests.support.logcheck import assert_logs_clean
 from tests.support.system import System
+from tests.support.wait import eventually
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,6 +87,13 @@ def raw_request(system: System, head: bytes) -> bytes:
         return answer
 
 
+@pytest.fixture
+def system(broker: tuple[str, str], tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """The whole system as `consentry up` runs it, the audit writer included: the admin audit
+    route answers from its table."""
+    yield from running_system(broker, tmp_path, request, audit=True)
+
+
 def chunked(body: bytes):  # a body without Content-Length
     for i in range(0, len(body), 65536):
         yield body[i : i + 65536]
@@ -94,6 +103,8 @@ def chunked(body: bytes):  # a body without Content-Length
 def test_hostile_http_gets_clear_4xx_and_schemathesis_finds_no_5xx(system: System, examples: int) -> None:
     system.create_topics()
     system.start()
+    # The audit writer creates its table as it starts; until then the audit route answers 503.
+    eventually(lambda: (system.data_dir / "audit" / "_delta_log").is_dir(), timeout=60, what="the audit table created")
     checked = 0
     with httpx.Client(base_url=system.gateway_url, timeout=30) as client:
         for label, route, headers, body, status, words in hostile_requests(system):
