@@ -174,8 +174,10 @@ def verify_topic(records: Mapping[int, list[tuple[int, bytes]]]) -> Verification
 
 
 def evidence(records: list[dict[str, Any]], runs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """One person's evidence from their audit records (in chain order): each step with its time
-    and its proof, and the training runs that read their rows."""
+    """One person's evidence from their audit records: each step with its time and its proof,
+    in the order the facts happened (the chain's order breaks ties), and the training runs that
+    read their rows. The writer chains facts as it reads their topics, so an `enforced` receipt
+    read before the objection it confirms is chained first; the story is told by time."""
     steps = []
     trained_on: set[str] = set()
     for r in records:
@@ -187,6 +189,7 @@ def evidence(records: list[dict[str, Any]], runs: Mapping[str, Mapping[str, Any]
                 step[key] = r[key]
         trained_on.update(r.get("trained_on_runs", ()))
         steps.append(step)
+    steps.sort(key=lambda step: (step["at_us"], step["proof"]["audit"]["partition"], step["proof"]["audit"]["offset"]))
     return {
         "steps": steps,
         "trained_on_runs": [runs.get(run, {"run_id": run}) if runs else {"run_id": run} for run in sorted(trained_on)],
