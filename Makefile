@@ -30,11 +30,12 @@ run: $(STAMP)
 	$(BIN)/consentry up --demo
 
 ## Run the whole test suite (starts the embedded broker it needs; installs chromium for the browser
-## tests and stunnel, the TLS terminator of the Kafka security tests).
+## tests and stunnel, the TLS terminator of the Kafka security tests). Two pytest-xdist workers,
+## one test file each at a time, each with its own broker: alone, the suite keeps one core busy.
 test: $(STAMP)
 	./scripts/ensure-chromium.sh
 	./scripts/ensure-stunnel.sh
-	$(BIN)/python -m pytest --durations=15
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
 
 ## Measure throughput, latency, purge and memory; prints a table and writes docs/benchmarks.md (under 15 min).
 BENCH_STAMP := $(VENV)/.bench-installed

@@ -93,8 +93,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type
     return report
 
 
+def _worker_id(config) -> str | None:  # type: ignore[no-untyped-def]
+    """The pytest-xdist worker this process is (`make test` runs two), or None."""
+    return getattr(config, "workerinput", {}).get("workerid")
+
+
+def pytest_sessionstart(session) -> None:  # type: ignore[no-untyped-def]
+    if _worker_id(session.config) is None:
+        for stale in OUTPUT.glob("ledger-*.json"):
+            stale.unlink()
+
+
+def pytest_sessionfinish(session) -> None:  # type: ignore[no-untyped-def]
+    """A worker hands its figures to the controller, which prints the summary."""
+    worker = _worker_id(session.config)
+    if worker is not None and ledger.figures():
+        OUTPUT.mkdir(exist_ok=True)
+        (OUTPUT / f"ledger-{worker}.json").write_text(json.dumps(ledger.figures()))
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
-    """One line per guarantee with the figures the reliability tests measured."""
+    """One line per guarantee with the figures the reliability tests measured (every worker's)."""
+    for handed in sorted(OUTPUT.glob("ledger-*.json")):
+        ledger.merge(json.loads(handed.read_text()))
+        handed.unlink()
     figures = ledger.figures()
     if not figures:
         return

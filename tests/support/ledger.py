@@ -17,3 +17,9 @@ def record(guarantee: str, **counts: int) -> None:
 
 def figures() -> dict[str, dict[str, int]]:
     return {g: dict(_figures[g]) for g in GUARANTEES if g in _figures}
+
+
+def merge(more: dict[str, dict[str, int]]) -> None:
+    """Add another process's figures (a pytest-xdist worker's, see tests/conftest.py)."""
+    for guarantee, counts in more.items():
+        record(guarantee, **counts)
