@@ -114,6 +114,8 @@ def pytest_sessionfinish(session) -> None:  # type: ignore[no-untyped-def]
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
     """One line per guarantee with the figures the reliability tests measured (every worker's)."""
+    if _worker_id(config) is not None:
+        return  # the controller prints it, once every worker has handed its figures over
     for handed in sorted(OUTPUT.glob("ledger-*.json")):
         ledger.merge(json.loads(handed.read_text()))
         handed.unlink()
