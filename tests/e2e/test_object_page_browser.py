@@ -39,6 +39,13 @@ def test_a_person_objects_from_the_notice_link_and_sees_the_purge(system: System
 
         page.get_by_role("button", name="Je m’oppose à l’utilisation de mes publications").click()
         page.wait_for_url("**/object")
+        if page.get_by_role("heading", level=1).inner_text() == "Votre opposition n’a pas pu être enregistrée pour le moment":
+            # Failed closed: on a loaded machine the consent service can miss the gateway's
+            # look-up deadline (seen once with two test workers and another suite running).
+            # The page says so and offers to try again; a person does, once.
+            page.get_by_role("link", name="Réessayer").click()
+            page.get_by_role("button", name="Je m’oppose à l’utilisation de mes publications").click()
+            page.wait_for_url("**/object")
         assert page.get_by_role("heading", level=1).inner_text() == "Votre opposition est enregistrée"
         objection_id = page.locator("#objection-id").inner_text()
 
