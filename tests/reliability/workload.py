@@ -93,7 +93,12 @@ class World:
     async def __aenter__(self) -> World:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.system.bootstrap, acks="all", linger_ms=2, max_request_size=4 << 20)
         await self.producer.start()
-        self.http = httpx.AsyncClient(base_url=self.system.gateway_url, timeout=15, limits=httpx.Limits(max_connections=20))
+        # Idle connections are dropped well before uvicorn's 5 s keep-alive timeout: a request sent
+        # on a connection the server is closing at that instant fails with ReadError (no service
+        # logs it), and an unkeyed objection cannot be retried blindly.
+        self.http = httpx.AsyncClient(
+            base_url=self.system.gateway_url, timeout=15, limits=httpx.Limits(max_connections=20, keepalive_expiry=1.0)
+        )
         self.consent_http = httpx.AsyncClient(timeout=15, limits=httpx.Limits(max_connections=20))
         return self
 
