@@ -10,7 +10,6 @@ fact, user_id, at). Either can be verified on its own.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -150,17 +149,11 @@ async def read_topic(connection: Mapping[str, Any], topic: str, timeout: float =
         from consentry.patches import true_end_offsets
 
         ends = await true_end_offsets(connection, partitions)  # ListOffsets is wrong on Tansu 0.6.0
+        from consentry.kafka import records_until
+
         out: dict[int, list[tuple[int, bytes]]] = {tp.partition: [] for tp in partitions}
-        pending = {tp for tp in partitions if ends[tp] > 0}
-        deadline = time.monotonic() + timeout
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic} to its end within {timeout:.0f}s")
-            batch = await consumer.getmany(*pending, timeout_ms=200)
-            for tp, records in batch.items():
-                out[tp.partition].extend((r.offset, r.value) for r in records if r.offset < ends[tp])
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    pending.discard(tp)
+        async for r in records_until(consumer, ends, timeout, topic):
+            out[r.partition].append((r.offset, r.value))
         return out
     finally:
         await consumer.stop()

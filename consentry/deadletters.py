@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from consentry.kafka import client_options
+from consentry.kafka import client_options, records_until
 from consentry.patches import true_end_offsets
 from consentry.settings import CommonSettings
 
@@ -50,16 +50,9 @@ async def read_dead_letters(settings: CommonSettings, timeout: float = 30.0) -> 
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         letters: list[DeadLetter] = []
-        deadline = time.monotonic() + timeout
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic} not read to its end within {timeout}s")
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                for record in records:
-                    body = orjson.loads(record.value)
-                    letters.append(
-                        DeadLetter(body["topic"], body["partition"], body["offset"], body["reason"], body["received_at"], record.key)
-                    )
+        async for record in records_until(consumer, ends, timeout, topic):
+            body = orjson.loads(record.value)
+            letters.append(DeadLetter(body["topic"], body["partition"], body["offset"], body["reason"], body["received_at"], record.key))
         return letters
     finally:
         await consumer.stop()

@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.structs import ConsumerRecord
 
 from consentry.settings import SYSTEM_TRUST, CommonSettings
 from consentry.topics import TopicSpec
@@ -169,6 +171,27 @@ async def assign_whole_topic(consumer: AIOKafkaConsumer, topic: str) -> list[Top
     assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
     consumer.assign(assigned)
     return assigned
+
+
+
+async def records_until(
+    consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int], timeout: float, what: str
+) -> AsyncIterator[ConsumerRecord]:
+    """Every record an assigned consumer reads from its positions up to `ends` (exclusive: the
+    end offsets taken before reading, by `consentry.patches.true_end_offsets`): how a reader
+    without a group reads a topic to the end it has now. Records appended meanwhile are left
+    out. TimeoutError, naming `what`, when not done within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    pending = {tp for tp, end in ends.items() if await consumer.position(tp) < end}
+    while pending:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not read to its end within {timeout:.0f}s (partitions {sorted(tp.partition for tp in pending)})")
+        batch = await consumer.getmany(*pending, timeout_ms=200)
+        for tp, records in batch.items():
+            for record in records:
+                if record.offset < ends[tp]:
+                    yield record
+        pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
 
 
 class BatchSender:

@@ -35,7 +35,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from consentry.audit import AuditTable, row_of
 from consentry.domain.audit import TABLE_KEY, ChainHead, digest
-from consentry.kafka import client_options, producer_options, wait_partitions
+from consentry.kafka import client_options, producer_options, records_until, wait_partitions
 from consentry.logs import ids
 from consentry.patches import true_end_offsets
 from consentry.web import StatusServer
@@ -326,17 +326,8 @@ class AuditWorker(KafkaWorker):
             for tp in pending:
                 reader.seek(tp, ends[tp] - 1)
             found: dict[int, bytes] = {}
-            deadline = time.monotonic() + timeout
-            while pending:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"could not read the last audit records of partitions {sorted(tp.partition for tp in pending)}")
-                batch = await reader.getmany(*pending, timeout_ms=200)
-                for tp, records in batch.items():
-                    for r in records:
-                        if r.offset < ends[tp]:
-                            found[tp.partition] = r.value
-                        if r.offset >= ends[tp] - 1:
-                            pending.discard(tp)
+            async for r in records_until(reader, {tp: ends[tp] for tp in pending}, timeout, f"the last records of {self.settings.topics.audit}"):
+                found[r.partition] = r.value
             return found
         finally:
             await reader.stop()
@@ -355,17 +346,8 @@ class AuditWorker(KafkaWorker):
             pending = {tp for tp in tps if ends[tp] > have.get(tp.partition, 0)}
             for tp in pending:
                 reader.seek(tp, have.get(tp.partition, 0))
-            deadline = time.monotonic() + timeout
-            while pending:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("could not read the audit topic to copy what the table misses")
-                batch = await reader.getmany(*pending, timeout_ms=200)
-                for tp, records in batch.items():
-                    for r in records:
-                        if r.offset < ends[tp]:
-                            rows.append(row_of(tp.partition, r.offset, orjson.loads(r.value), r.value))
-                    if records and records[-1].offset + 1 >= ends[tp]:
-                        pending.discard(tp)
+            async for r in records_until(reader, {tp: ends[tp] for tp in pending}, timeout, f"{topic} (what the audit table misses)"):
+                rows.append(row_of(r.partition, r.offset, orjson.loads(r.value), r.value))
         finally:
             await reader.stop()
         if rows:

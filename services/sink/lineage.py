@@ -10,13 +10,12 @@ acknowledged before the delete is never missed.
 from __future__ import annotations
 
 import logging
-import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consentry.domain.lineage import RunRead
 from consentry.domain.model import Invalid
-from consentry.kafka import client_options
+from consentry.kafka import client_options, records_until
 from consentry.patches import true_end_offsets
 from consentry.settings import CommonSettings
 from consentry.training import table_id
@@ -60,14 +59,8 @@ class LineageFollower:
         """Read every lineage record the topic holds now. Raises TimeoutError."""
         assert self._consumer is not None
         ends = await true_end_offsets(client_options(self.settings), self._partitions, timeout)
-        deadline = time.monotonic() + timeout
-        while await _behind(self._consumer, ends):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"lineage not read to its end within {timeout}s")
-            batch = await self._consumer.getmany(*self._partitions, timeout_ms=100)
-            for records in batch.values():
-                for record in records:
-                    self._add(record.value)
+        async for record in records_until(self._consumer, ends, timeout, self.settings.topics.lineage):
+            self._add(record.value)
 
     def _add(self, value: bytes | None) -> None:
         read = parse_run_read(value)
@@ -87,10 +80,3 @@ class LineageFollower:
         self.reads.append(read)
         metrics.LINEAGE_READS.set(len(self.reads))
 
-
-async def _behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
-    """Some partition is not read up to `ends` yet."""
-    for tp, end in ends.items():
-        if await consumer.position(tp) < end:
-            return True
-    return False

@@ -10,7 +10,6 @@ that read them); the audit table answers the same question at scale.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import orjson
@@ -19,7 +18,7 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 
 from consentry.domain.model import identifier_problem
-from consentry.kafka import client_options
+from consentry.kafka import client_options, records_until
 from consentry.patches import true_end_offsets
 from services.gateway.deps import AddressLimit, AdminUser, SettingsDep
 from services.gateway.problems import FORBIDDEN, RATE_LIMITED, UNAUTHORIZED, problem
@@ -67,15 +66,10 @@ async def run_users(settings: GatewaySettings, run_id: str) -> list[dict[str, An
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         found: dict[str, dict[str, Any]] = {}
-        deadline = time.monotonic() + READ_TIMEOUT_S
-        while await _behind(consumer, ends):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic} not read to its end within {READ_TIMEOUT_S}s")
-            for records in (await consumer.getmany(*partitions, timeout_ms=100)).values():
-                for record in records:
-                    if record.key is not None and record.key.startswith(prefix) and record.value:
-                        value = orjson.loads(record.value)
-                        found[value["user_id"]] = value  # compaction keeps the latest; so does this
+        async for record in records_until(consumer, ends, READ_TIMEOUT_S, topic):
+            if record.key is not None and record.key.startswith(prefix) and record.value:
+                value = orjson.loads(record.value)
+                found[value["user_id"]] = value  # compaction keeps the latest; so does this
         return sorted(found.values(), key=lambda v: (v["purged_at"], v["user_id"]))
     finally:
         await consumer.stop()
@@ -110,10 +104,3 @@ async def get_run(run_id: str, admin: AdminUser, settings: SettingsDep) -> RunUs
         ) from exc
     return RunUsers(run_id=run_id, users=[RunUser(**{k: u[k] for k in RunUser.model_fields}) for u in users])
 
-
-async def _behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
-    """Some partition is not read up to `ends` yet."""
-    for tp, end in ends.items():
-        if await consumer.position(tp) < end:
-            return True
-    return False
