@@ -71,8 +71,9 @@ TABLE_CONFIGURATION = {
 ORPHAN_GRACE_HOURS = 1
 
 # A commit overtaken by another writer's (a reconciliation pass, another sink replica) fails
-# with delta-rs' CommitFailedError; the operation is done again on a fresh snapshot, this many
-# times at most, with a growing, jittered pause.
+# with delta-rs' CommitFailedError, and a read overtaken by a vacuum finds a file of its snapshot
+# gone; the operation is done again on a fresh snapshot, this many times at most, with a
+# growing, jittered pause.
 COMMIT_ATTEMPTS = 12
 T = TypeVar("T")
 
@@ -298,6 +299,14 @@ class MemoryTrainingStore(TrainingStore):
         return self._vacuums
 
 
+def _file_vacuumed(exc: BaseException) -> bool:
+    """A file of the snapshot an operation read is gone: a newer commit removed it (a compaction,
+    a purge) and a vacuum deleted it at once, as it deletes every removed file (purged text must
+    go). pyarrow's datasets raise FileNotFoundError; DataFusion's scans a plain error naming it."""
+    text = str(exc)
+    return isinstance(exc, FileNotFoundError) or "not found" in text or "Failed to fetch metadata for file" in text
+
+
 class DeltaTrainingStore(TrainingStore):
     def __init__(self, uri: str, storage_options: dict[str, str] | None = None, buckets: int = DEFAULT_BUCKETS) -> None:
         """`buckets`: the bucket count of a table created here; an existing table keeps its own."""
@@ -342,15 +351,20 @@ class DeltaTrainingStore(TrainingStore):
             return set()
         data = rows_to_arrow(rows, self.buckets)
         wanted = pc.unique(data.column("post_id"))
-        found: set[str] = set()
-        # Every file of the batch's buckets, whatever its created_at: a re-delivery is the same
-        # post_id, and an upstream retry may carry a fresh created_at (narrowing the look-up to
-        # the batch's created_at ranges stored such a post twice). In batches: memory follows
-        # the post_ids in flight, not the table; the time, the buckets' sizes.
-        for batch in self._dataset(set(data.column("bucket").to_pylist())).to_batches(columns=["post_id"], batch_size=1 << 16):
-            ids = batch.column(0).cast(pa.string())
-            found.update(ids.filter(pc.is_in(ids, value_set=wanted)).to_pylist())
-        return found
+        buckets = set(data.column("bucket").to_pylist())
+
+        def attempt() -> set[str]:
+            found: set[str] = set()
+            # Every file of the batch's buckets, whatever its created_at: a re-delivery is the same
+            # post_id, and an upstream retry may carry a fresh created_at (narrowing the look-up to
+            # the batch's created_at ranges stored such a post twice). In batches: memory follows
+            # the post_ids in flight, not the table; the time, the buckets' sizes.
+            for batch in self._dataset(buckets).to_batches(columns=["post_id"], batch_size=1 << 16):
+                ids = batch.column(0).cast(pa.string())
+                found.update(ids.filter(pc.is_in(ids, value_set=wanted)).to_pylist())
+            return found
+
+        return self._retrying("dedupe", attempt)
 
     def _retrying(self, operation: str, attempt: Callable[[], T]) -> T:
         """Run `attempt` (which takes its own fresh snapshot) until its commit is not overtaken
@@ -363,12 +377,18 @@ class DeltaTrainingStore(TrainingStore):
             LEASE.check(f"a Delta {operation} on {self.uri}")
             try:
                 return attempt()
-            except CommitFailedError as exc:
+            except Exception as exc:
+                if isinstance(exc, CommitFailedError):
+                    overtaken = "another writer's commit"
+                elif _file_vacuumed(exc):
+                    overtaken = "a vacuum (a newer commit removed a file of its snapshot, and a vacuum deleted it)"
+                else:
+                    raise
                 metrics.CONFLICTS.labels(operation).inc()
                 if n == COMMIT_ATTEMPTS:
                     raise
-                log.warning("%s on %s overtaken by another writer's commit (attempt %d of %d): doing it again on the new "
-                            "version (%s)", operation, self.uri, n, COMMIT_ATTEMPTS, str(exc).splitlines()[0])
+                log.warning("%s on %s overtaken by %s (attempt %d of %d): doing it again on the new version (%s)",
+                            operation, self.uri, overtaken, n, COMMIT_ATTEMPTS, (str(exc).splitlines() or [""])[0][:300])
                 time.sleep(min(2.0, 0.02 * 2**n) * random.uniform(0.5, 1.0))
         raise AssertionError("unreachable")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from deltalake import DeltaTable
 from prometheus_client import REGISTRY
 
@@ -88,3 +89,41 @@ def test_a_compaction_overtaken_by_a_purge_is_done_again_and_does_not_bring_the_
 
     assert sample("consentry_sink_commit_conflicts_total", {"operation": "compact"}) == before + 1
     assert sorted(DeltaTrainingStore(uri).read(["post_id"]).column("post_id").to_pylist()) == [f"bob-bbb-post-{i}" for i in range(3)]
+
+
+
+class VacuumedWhileReading(DeltaTrainingStore):
+    """A sink's store whose snapshot is overtaken, once, right after it is taken, by another
+    replica's (or the housekeeping task's) compaction and vacuum: the files it lists are gone."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(uri)
+        self.overtaken = 0
+
+    def _fresh(self):  # type: ignore[no-untyped-def]
+        table = super()._fresh()
+        if not self.overtaken:
+            self.overtaken += 1
+            other = DeltaTrainingStore(self.uri)
+            other.compact()
+            other.vacuum()  # removes the compacted small files at once (a purge's must go at once)
+        return table
+
+
+@pytest.mark.parametrize("operation", ["de-duplication", "purge"])
+def test_a_flush_reading_while_a_vacuum_removes_compacted_files_reads_the_new_version(tmp_path: Path, operation: str) -> None:
+    """Found by test_hostile_posts_full: the sink's de-duplication read died on `FileNotFoundError`
+    for a small file that the housekeeping's compaction had replaced and its vacuum removed a
+    moment later, and the sink stopped (its batch is replayed after a restart, but in a loop)."""
+    uri = str(tmp_path / "training")
+    setup = DeltaTrainingStore(uri)
+    for n in range(4):  # one small file per flush
+        setup.append(rows("bob-bbb", 1, start=n) + rows("alice-aaa", 1, start=n))
+    store = VacuumedWhileReading(uri)
+
+    if operation == "purge":
+        assert sorted(store.purge(["alice-aaa"])["alice-aaa"]) == [f"alice-aaa-post-{i}" for i in range(4)]
+        assert sorted(DeltaTrainingStore(uri).read(["post_id"]).column("post_id").to_pylist()) == [f"bob-bbb-post-{i}" for i in range(4)]
+    else:
+        assert store.stored_post_ids(rows("bob-bbb", 2, start=3)) == {"bob-bbb-post-3"}  # one stored, one new
+    assert store.overtaken == 1
