@@ -1,0 +1,66 @@
+"""bench/two_sinks.py's rows in the results table (pure: results given as dicts)."""
+
+from __future__ import annotations
+
+from bench.two_sinks import rows, with_rows
+
+
+def run(sinks: int, rate: float) -> dict:
+    seconds = 100_000 / rate
+    return {
+        "sinks": sinks, "partitions": 8, "posts": 120_000, "rows": 100_000, "seconds": seconds, "rate": rate,
+        "produced_seconds": 1.0, "ingest_done_seconds": 2.0, "cores": 2, "commits": 4 * sinks, "mean_commit_seconds": 0.5, "conflicts": 0,
+        "cpu_seconds": {"ingest": 1.0, **{f"sink{n}": 1.0 for n in range(1, sinks + 1)}, "broker": 0.5, "producer": 0.5},
+    }
+
+
+def results(one: float, two: float) -> dict:
+    return {"sinks": {"best": {"1": run(1, one), "2": run(2, two)}, "runs": {"1": [round(one)], "2": [round(two)]}, "ratio": two / one}}
+
+
+REPORT_TABLE = "\n".join([
+    "| measurement | result | target / ratio | verdict |",
+    "| --- | --- | --- | --- |",
+    "| 3. Consentry ingest | x | y | met |",
+    "| 3b. Full path: ingest + sink into Delta | x | y | — |",
+    "| 4. Enforcement latency | x | y | met |",
+    "",
+    "Whole run: 6.5 min.",
+])
+
+
+def test_the_rows_follow_row_3b_and_the_verdict_follows_the_target() -> None:
+    lines = with_rows(REPORT_TABLE, results(10_000, 15_000)).split("\n")
+    assert [line.split(" | ")[0] for line in lines[3:7]] == [
+        "| 3b. Full path: ingest + sink into Delta",
+        "| 3c. Full path: ingest + 1 sink into one Delta table (8 partitions)",
+        "| 3c. Full path: ingest + 2 sinks into one Delta table (8 partitions)",
+        "| 3c. Full path, 2 sinks vs 1 (same run)",
+    ]
+    assert lines[6].endswith("| 1.50× by rows/s; sinks' CPU per row 10 µs with 1, 20 µs with 2 | ≥ 1.6× (or the profile of what bounds it) | **missed** |")
+    assert lines[7].startswith("| 4. "), "the rows after 3c keep their place"
+    assert rows(results(10_000, 16_000))[-1][3] == "met"
+
+
+def test_a_failed_step_is_one_row_and_without_row_3b_the_rows_end_the_table() -> None:
+    table = "| measurement | result | target / ratio | verdict |\n| --- | --- | --- | --- |\n\nWhole run: 1.0 min."
+    lines = with_rows(table, {"sinks": {"error": "TimeoutError: the sinks stored 1 of 2 rows"}}).split("\n")
+    assert lines[2] == "| 3c. Full path, 2 sinks vs 1 | TimeoutError: the sinks stored 1 of 2 rows |  | **failed** |"
+    assert lines[3:] == ["", "Whole run: 1.0 min."]
+    assert with_rows(table, {}) == table
+
+
+def test_a_sample_is_summed_over_its_labels_and_not_mistaken_for_a_longer_name() -> None:
+    from bench.two_sinks import sample_total
+
+    text = "\n".join([
+        "# HELP consentry_sink_commit_conflicts_total Delta commits overtaken",
+        'consentry_sink_commit_conflicts_total{operation="append"} 2.0',
+        'consentry_sink_commit_conflicts_total{operation="purge"} 1.0',
+        "consentry_sink_commit_conflicts_created 1.7e9",
+        "consentry_sink_rows_appended_total 342084.0",
+        "consentry_sink_rows_appended_totally_else 5.0",
+    ])
+    assert sample_total(text, "consentry_sink_commit_conflicts_total") == 3.0
+    assert sample_total(text, "consentry_sink_rows_appended_total") == 342084.0
+    assert sample_total(text, "consentry_sink_duplicates_total") == 0.0
