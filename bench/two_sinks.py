@@ -81,6 +81,7 @@ class FullPath:
         self.settings = CommonSettings(kafka_bootstrap_servers=self.bootstrap, topic_prefix=self.prefix, partitions=self.partitions, broker_flavor="tansu")
         self.topics = self.settings.topics
         self.table = self.root / "training"
+        self.http = httpx.Client(timeout=5)  # one connection per service: the polling's CPU is the machine's too
 
     def prepare(self, data: Dataset) -> None:
         """Topics, and the consent state as the consent service leaves it (bench/throughput.py's
@@ -139,14 +140,14 @@ class FullPath:
         """Partitions the sinks say they write (readyz: "writing N partitions")."""
         out = 0
         for m in self.sinks():
-            detail = httpx.get(f"http://127.0.0.1:{m.port}/readyz", timeout=5).json().get("detail", "")
+            detail = self.http.get(f"http://127.0.0.1:{m.port}/readyz").json().get("detail", "")
             out += int(detail.split()[1]) if detail.startswith("writing ") else 0
         return out
 
     def metric(self, member: Member, *names: str) -> list[float]:
         """Each sample `name` summed over its labels (a scan of the lines, not the Prometheus
         parser: this process polls while the path runs, and its CPU is the machine's too)."""
-        text = httpx.get(f"http://127.0.0.1:{member.port}/metrics", timeout=5).text
+        text = self.http.get(f"http://127.0.0.1:{member.port}/metrics").text
         return [sample_total(text, name) for name in names]
 
     def check_alive(self) -> None:
@@ -155,6 +156,7 @@ class FullPath:
                 raise RuntimeError(f"{m.name} exited with {m.process.returncode}: {self.log(m)[-3000:]}")
 
     def stop(self, timeout: float = 30) -> None:
+        self.http.close()
         for m in self.members:
             if m.process.poll() is None:
                 os.killpg(m.process.pid, signal.SIGTERM)
