@@ -273,7 +273,7 @@ def one_run(bootstrap: str, data: Dataset, root: Path, prefix: str, sinks: int, 
         "sinks": sinks, "partitions": partitions, "posts": len(data.posts), "rows": rows, "seconds": seconds, "rate": rows / seconds,
         "produced_seconds": produced, "ingest_done_seconds": ingest_done, "cpu_seconds": cpu, "cores": os.cpu_count() or 1,
         "per_sink": per_sink, "commits": commits, "mean_commit_seconds": sum(s["commit_seconds"] for s in per_sink.values()) / max(commits, 1),
-        "conflicts": sum(s["conflicts"] for s in per_sink.values()), "sink_env": sink_env,
+        "conflicts": sum(s["conflicts"] for s in per_sink.values()), "sink_env": sink_env, "load": os.getloadavg()[0],
     }
 
 
@@ -314,7 +314,8 @@ def summary(r: dict) -> str:
     return (f"{r['rate']:,.0f} rows/s ({r['rows']:,} rows in {wall:.2f} s; posts produced in {r['produced_seconds']:.2f} s, {ingest_done}); "
             f"CPU-s ingest {cpu.get('ingest', 0):.1f}, sinks {sinks_cpu:.1f} ({', '.join(f'{cpu[k]:.1f}' for k in sorted(cpu) if k.startswith('sink'))}), "
             f"broker {cpu.get('broker', 0):.1f}, producer {cpu.get('producer', 0):.1f} = {busy:.0%} of {r['cores']} cores; "
-            f"sinks' CPU {sink_cpu_us(r):.0f} µs per row; {r['commits']} commits, mean {r['mean_commit_seconds']:.2f} s, {r['conflicts']} overtaken")
+            f"sinks' CPU {sink_cpu_us(r):.0f} µs per row; {r['commits']} commits, mean {r['mean_commit_seconds']:.2f} s, {r['conflicts']} overtaken"
+            + (f"; load average {r['load']:.1f}" if "load" in r else ""))
 
 
 def ceiling(r: dict) -> tuple[float, str]:
@@ -349,13 +350,17 @@ def rows(results: dict) -> list[tuple[str, str, str, str]]:
                     summary(best) + note, "", "—"))
     if "ratio" in r:
         one, two = r["best"]["1"], r["best"]["2"]
-        cpu = ""
+        cpu, allowed = "", None
         if "cpu_seconds" in one:
             (c1, b1), (c2, b2) = ceiling(one), ceiling(two)
             cpu = (f"; sinks' CPU per row {sink_cpu_us(one):.0f} µs with 1, {sink_cpu_us(two):.0f} µs with 2; by the CPU each run took, on {one['cores']} "
                    f"idle cores: 1 sink {c1:,.0f} rows/s (bound by {b1}), 2 sinks {c2:,.0f} rows/s (bound by {b2}) = {c2 / c1:.2f}×")
+            allowed = c2 / c1
+        # Met only if the CPU the runs took allows it too: on a machine busy with other work two
+        # processes get twice one's share of the cores, which flatters two sinks by wall clock.
+        met = r["ratio"] >= TARGET and (allowed is None or allowed >= TARGET)
         out.append(("3c. Full path, 2 sinks vs 1 (same run)", f"{r['ratio']:.2f}× by rows/s{cpu}", f"≥ {TARGET}× (or the profile of what bounds it)",
-                    "met" if r["ratio"] >= TARGET else "**missed**"))
+                    "met" if met else "**missed**"))
     return out
 
 
