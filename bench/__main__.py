@@ -20,7 +20,7 @@ from bench import report
 from bench.common import ROOT, free_port, make_dataset
 from consentry_cli.broker import EmbeddedBroker
 
-STEPS = ("limit", "peer", "ingest", "full", "latency", "gateway", "purge", "memory", "consent", "import", "audit")
+STEPS = ("limit", "peer", "ingest", "full", "sinks", "latency", "gateway", "purge", "memory", "consent", "import", "audit")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     results["total_seconds"] = {"seconds": time.monotonic() - started}
     results["load"]["end"] = os.getloadavg()[0]
     table = report.table(results)
+    if "sinks" in results:  # row 3c, after 3b (bench/two_sinks.py)
+        from bench import two_sinks
+
+        table = two_sinks.with_rows(table, results)
     if "scale" in results:
         table += "\n\n" + report.scale_table(results["scale"])
     print()
@@ -107,6 +111,10 @@ def run_step(step: str, bootstrap: str, data, work: Path, args, results: dict) -
         return best_of(args.repeat, lambda run: throughput.ingest(bootstrap, data, work, profile / f"ingest{run}.txt" if profile else None, run))
     if step == "full":
         return throughput.full_path(bootstrap, data, work, profile / "sink.txt" if profile else None)
+    if step == "sinks":
+        from bench import two_sinks
+
+        return two_sinks.run(bootstrap, data, work, args.repeat, profile=profile / "sinks" if profile else None)
     if step == "latency":
         from bench import latency
 

@@ -347,10 +347,15 @@ def test_network_policies_let_in_only_who_needs_each_port(component: str, port: 
     assert ingress_allowed(component, port, source) is allowed
 
 
-def test_the_vacuum_cronjob_on_the_sinks_volume_runs_on_the_sinks_node() -> None:
-    """The sink's volume is ReadWriteOnce: mounted on one node, so the vacuum pod must join the sink's."""
+@pytest.mark.parametrize("cronjob", ["consentry-vacuum", "consentry-reconcile"])
+def test_a_table_cronjob_on_the_sinks_volume_runs_on_the_sinks_node(cronjob: str) -> None:
+    """The sink's volume is ReadWriteOnce: mounted on one node, so a pod sharing it must join the sink's."""
     _sink_container, sink = service_containers()["sink"]
-    _name, _resource, spec = next(w for w in workloads() if w[1]["metadata"]["name"] == "consentry-vacuum")
+    _name, _resource, spec = next(w for w in workloads() if w[1]["metadata"]["name"] == cronjob)
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
+    sink_claims = {v["persistentVolumeClaim"]["claimName"] for v in sink["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v}
+    assert claims & sink_claims, f"{cronjob} no longer mounts the sink's volume: this test checks nothing"
+    assert "affinity" in spec, f"{cronjob} mounts the sink's ReadWriteOnce volume {sorted(claims)} with no podAffinity to the sink's node"
     (term,) = spec["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert term["topologyKey"] == "kubernetes.io/hostname"
     assert term["labelSelector"]["matchLabels"].items() <= sink["spec"]["template"]["metadata"]["labels"].items()
