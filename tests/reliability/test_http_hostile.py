@@ -99,7 +99,7 @@ def chunked(body: bytes):  # a body without Content-Length
         yield body[i : i + 65536]
 
 
-@pytest.mark.parametrize("examples", [pytest.param(40, id="quick", marks=pytest.mark.quick), pytest.param(400, id="full", marks=[pytest.mark.reliability, pytest.mark.timeout(900)])])
+@pytest.mark.parametrize("examples", [pytest.param(40, id="quick", marks=pytest.mark.quick), pytest.param(400, id="full", marks=[pytest.mark.reliability, pytest.mark.timeout(1500)])])
 def test_hostile_http_gets_clear_4xx_and_schemathesis_finds_no_5xx(system: System, examples: int) -> None:
     system.create_topics()
     system.start()
