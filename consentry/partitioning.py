@@ -17,6 +17,22 @@ def home_partition(user_id: str, partitions: int) -> int:
     return (murmur2(user_id.encode()) & 0x7FFFFFFF) % partitions
 
 
+def user_hash(user_id: str) -> int:
+    """The 31-bit murmur2 of the id that `home_partition`, `bucket_of` and `cluster_of` derive from."""
+    return murmur2(user_id.encode()) & 0x7FFFFFFF
+
+
+CLUSTERS = 1 << 16  # cluster_of's range
+
+
+def cluster_of(user_id: str) -> int:
+    """The training store's clustering value of a user: the high 16 bits of the same hash (the
+    bucket takes the low ones, % buckets), 0..65535. Rows are sorted by it inside a bucket and
+    files carry its min/max, so a purge reads only the files whose range holds its users. A
+    range of a hash, shared by every user of the same value: it reveals no id."""
+    return user_hash(user_id) >> 15
+
+
 def bucket_of(user_id: str, buckets: int) -> int:
     """The training store's bucket of a user (its partition column): the same murmur2 as
     `home_partition`, so with `buckets` a multiple of the partition count, bucket % partitions

@@ -291,14 +291,15 @@ def vacuum() -> None:
 
 @app.command("migrate-store")
 def migrate_store(buckets: Annotated[int | None, typer.Option(help="Bucket count (default: CONSENTRY_TRAINING_STORE_BUCKETS, 64).")] = None) -> None:
-    """Rewrite a training store written before the bucket layout into it (every sink stopped);
-    the next `consentry vacuum` removes the old files."""
+    """Rewrite a training store written before the bucket layout, or before its cluster column,
+    into it (every sink stopped); the next `consentry vacuum` removes the old files."""
     from services.sink.settings import SinkSettings
     from services.sink.store import migrate_to_buckets
 
     settings = SinkSettings()
-    rows = migrate_to_buckets(settings.store_uri, buckets=buckets or settings.training_store_buckets)
-    console.print(f"{settings.store_uri} is in the bucket layout: {rows} rows")
+    rows = migrate_to_buckets(settings.store_uri, settings.storage_options, buckets=buckets or settings.training_store_buckets,
+                              file_bytes=settings.training_store_file_kib << 10)
+    console.print(f"{settings.store_uri} is in the clustered bucket layout: {rows} rows")
 
 
 @app.command()

@@ -78,7 +78,7 @@ class Housekeeping:
         interval = self.settings.compact_interval_s
         started = time.monotonic()
         try:
-            result = await asyncio.to_thread(self.store.compact, self.settings.compact_target_mib << 20)
+            result = await asyncio.to_thread(self.store.compact)  # into files of the table's size
         except Exception:
             metrics.ERRORS.labels("compact").inc()
             log.exception("compaction of %s failed; trying again in %.0fs", self.store.uri, min(interval, RETRY_S))

@@ -16,6 +16,11 @@ class SinkSettings(CommonSettings):
         ge=1,
         description="Buckets of a training store created now (a table keeps its own); a multiple of the partition count, so each sink writes only its own buckets.",
     )
+    training_store_file_kib: int = Field(
+        default=1024,
+        ge=16,
+        description="Size of the files of a training store created now (a table keeps its own, delta.targetFileSize): a purge rewrites about one file per user.",
+    )
     store_options: dict[str, str] = Field(
         default={},
         description="CONSENTRY_STORE_OPTIONS: delta-rs storage options of the table, a JSON object (for S3: "
@@ -23,7 +28,6 @@ class SinkSettings(CommonSettings):
     )
     # Housekeeping inside the sink (services/sink/housekeeping.py); 0 turns a task off.
     compact_interval_s: float = Field(default=3600.0, ge=0, description="Seconds between compactions of small files (0: none).")
-    compact_target_mib: int = Field(default=128, ge=1, description="Size of the files compaction writes.")
     vacuum_interval_s: float = Field(
         default=21600.0, ge=0, description="Seconds between the sink's vacuums (0: none, run `consentry vacuum` on a schedule instead)."
     )

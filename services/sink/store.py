@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from consentry.fencing import LEASE
-from consentry.partitioning import bucket_of
+from consentry.partitioning import CLUSTERS, user_hash
 from consentry.timeutil import format_rfc3339, now_us, parse_rfc3339
 from services.sink import metrics
 from services.sink import reconcile_record
@@ -38,9 +38,14 @@ SCHEMA = pa.schema(
         # Derived from the user (consentry.partitioning.bucket_of), the table's partition column:
         # a purge, a de-duplication and a sink's commit touch only the buckets of their users.
         pa.field("bucket", pa.int32(), nullable=False),
+        # Derived from the user too (consentry.partitioning.cluster_of): rows are sorted by it
+        # inside a bucket and the files carry its min/max, so a purge reads and rewrites only
+        # the files whose range holds its users (a range of a hash, no id).
+        pa.field("cluster", pa.int32(), nullable=False),
     ]
 )
 PARTITION_BY = ["bucket"]
+CLUSTER = "cluster"
 # The bucket count is fixed when the table is created (a row's bucket never changes); it is
 # a table property, so every sink and command agrees with the table, whatever its settings.
 BUCKETS_PROPERTY = "consentry.bucketCount"
@@ -49,10 +54,19 @@ MIGRATE_COMMAND = "consentry migrate-store"
 
 
 class LayoutError(RuntimeError):
-    """The table is not in the bucket layout (written by a release before it)."""
+    """The table is not in the bucket layout, or lacks its cluster column (written by a release before it)."""
+
+
+# The size of the table's files (the table property delta.targetFileSize, fixed when the table
+# is created; delta-rs writes, deletes' rewrites and compactions follow it). A purge rewrites
+# the files holding its users: its cost per user is about one file, whatever the table's size.
+# Smaller files: cheaper purges, more files in the log and for readers to open.
+FILE_SIZE_PROPERTY = "delta.targetFileSize"
+DEFAULT_FILE_BYTES = 1 << 20
 
 # Table properties that make a purge physical once vacuumed:
-# - no column statistics on user_id or text, so neither is spelled into _delta_log;
+# - no column statistics on user_id or text, so neither is spelled into _delta_log (statistics
+#   only on the timestamps and `cluster`: the log holds ranges of a hash, never an id);
 # - no log retention: the next checkpoint drops the commits (and their delete predicates),
 #   so time travel cannot reach purged rows;
 # - checkpoints remember the files deletes removed (tombstones: paths only) for a week:
@@ -61,7 +75,7 @@ class LayoutError(RuntimeError):
 #   at once whatever this says, `retention_hours=0`);
 # - no change data feed (it would keep deleted rows).
 TABLE_CONFIGURATION = {
-    "delta.dataSkippingStatsColumns": "created_at,ingested_at",
+    "delta.dataSkippingStatsColumns": "created_at,ingested_at,cluster",
     "delta.logRetentionDuration": "interval 0 seconds",
     "delta.deletedFileRetentionDuration": "interval 1 hour",
     "delta.enableChangeDataFeed": "false",
@@ -69,6 +83,39 @@ TABLE_CONFIGURATION = {
 
 
 ORPHAN_GRACE_HOURS = 1
+
+# Memory a compaction's sort may take before it spills to disk (DataFusion's pool): the sink's
+# memory must not follow the size of a bucket.
+SORT_MEMORY_BYTES = 256 << 20
+# A bucket is sorted again once a purge of one of its users would read more than this share of
+# its rows (and more than two files' worth): the files the flushes wrote since its last sort.
+# Each sort rewrites the bucket, so a row is rewritten about once per 1/8 growth of its bucket.
+UNSORTED_SHARE = 1 / 8
+
+
+def unclustered_buckets(add_actions: pa.Table, file_bytes: int) -> list[int]:
+    """The buckets worth sorting again, from the live files' metadata (delta-rs'
+    get_add_actions(flatten=True)): in each, the rows a one-user purge reads are those of the
+    files whose [min, max] of `cluster` holds its value: for a uniform hash, a file's rows times
+    the share of the range it spans (a file without statistics spans all of it)."""
+    if add_actions.num_rows == 0:
+        return []
+    low = add_actions.column(f"min.{CLUSTER}").to_pylist() if f"min.{CLUSTER}" in add_actions.column_names else [None] * add_actions.num_rows
+    high = add_actions.column(f"max.{CLUSTER}").to_pylist() if f"max.{CLUSTER}" in add_actions.column_names else [None] * add_actions.num_rows
+    per_bucket: dict[int, list[float]] = {}  # bucket -> [rows, bytes, rows a one-user purge reads]
+    for bucket, rows, size, lo, hi in zip(add_actions.column("partition.bucket").to_pylist(), add_actions.column("num_records").to_pylist(),
+                                          add_actions.column("size_bytes").to_pylist(), low, high, strict=True):
+        span = CLUSTERS if lo is None or hi is None else hi - lo + 1
+        figures = per_bucket.setdefault(int(bucket), [0.0, 0.0, 0.0])
+        figures[0] += rows or 0
+        figures[1] += size or 0
+        figures[2] += (rows or 0) * span / CLUSTERS
+    chosen = []
+    for bucket, (rows, size, read) in sorted(per_bucket.items()):
+        file_rows = file_bytes * rows / size if size else rows
+        if read > max(2 * file_rows, rows * UNSORTED_SHARE):
+            chosen.append(bucket)
+    return chosen
 
 # A commit overtaken by another writer's (a reconciliation pass, another sink replica) fails
 # with delta-rs' CommitFailedError, and a read overtaken by a vacuum finds a file of its snapshot
@@ -109,6 +156,7 @@ class TableStats:
 
 def rows_to_arrow(rows: list[dict[str, Any]], buckets: int = DEFAULT_BUCKETS) -> pa.Table:
     """Training messages (timestamps as RFC 3339 strings) to the store's Arrow schema."""
+    hashes = [user_hash(r["user_id"]) for r in rows]  # bucket_of and cluster_of, the hash computed once
     return pa.table(
         {
             "post_id": pa.array([r["post_id"] for r in rows], pa.string()),
@@ -118,7 +166,8 @@ def rows_to_arrow(rows: list[dict[str, Any]], buckets: int = DEFAULT_BUCKETS) ->
             "lang": pa.array([r.get("lang") for r in rows], pa.string()),
             "country": pa.array([r.get("country") for r in rows], pa.string()),
             "ingested_at": pa.array([r["ingested_at"] for r in rows], pa.string()).cast(UTC_US),
-            "bucket": pa.array([bucket_of(r["user_id"], buckets) for r in rows], pa.int32()),
+            "bucket": pa.array([h % buckets for h in hashes], pa.int32()),
+            "cluster": pa.array([h >> 15 for h in hashes], pa.int32()),
         },
         schema=SCHEMA,
     )
@@ -129,6 +178,33 @@ Positions = Mapping[str, int]  # stream (topic and partition) -> next offset to 
 
 def _sql_list(values: Iterable[str]) -> str:
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+# DataFusion prunes files by min/max only through IN lists of fewer than 20 values (longer
+# ones are not rewritten into comparisons): a bucket's cluster values go in lists of 16.
+_IN_LIST = 16
+# A bucket with more cluster values than this is read whole: a predicate that long costs
+# more to evaluate against every file than the few files it would skip.
+_MAX_CLUSTERS = 256
+
+
+def placement_predicate(users: Iterable[str], buckets: int) -> str:
+    """SQL selecting the files that may hold these users' rows: their buckets (partitions, exact)
+    and, inside each, their cluster values (files whose min/max cannot hold one are skipped).
+    It names numbers only, never an id."""
+    by_bucket: dict[int, set[int]] = {}
+    for user in users:
+        h = user_hash(user)
+        by_bucket.setdefault(h % buckets, set()).add(h >> 15)
+    terms = []
+    for bucket, clusters in sorted(by_bucket.items()):
+        if len(clusters) > _MAX_CLUSTERS:
+            terms.append(f"bucket = {bucket}")
+            continue
+        values = sorted(clusters)
+        lists = " OR ".join(f"{CLUSTER} IN ({', '.join(map(str, values[i:i + _IN_LIST]))})" for i in range(0, len(values), _IN_LIST))
+        terms.append(f"(bucket = {bucket} AND ({lists}))")
+    return "(" + " OR ".join(terms) + ")"
 
 
 def _positions(positions: Positions | None):  # type: ignore[no-untyped-def]
@@ -197,8 +273,9 @@ class TrainingStore(ABC):
     def vacuum(self) -> VacuumResult:
         """Physically remove what purges deleted."""
 
-    def compact(self, target_bytes: int = 128 << 20) -> CompactResult:
-        """Rewrite small files into larger ones in one commit (a store without files: nothing)."""
+    def compact(self, target_bytes: int | None = None) -> CompactResult:
+        """Rewrite small files into larger ones, and re-sort the buckets whose files' cluster
+        ranges overlap (a store without files: nothing). `target_bytes`: the table's own by default."""
         return CompactResult(0, 0, self.version())
 
     @abstractmethod
@@ -308,15 +385,18 @@ def _file_vacuumed(exc: BaseException) -> bool:
 
 
 class DeltaTrainingStore(TrainingStore):
-    def __init__(self, uri: str, storage_options: dict[str, str] | None = None, buckets: int = DEFAULT_BUCKETS) -> None:
-        """`buckets`: the bucket count of a table created here; an existing table keeps its own."""
+    def __init__(self, uri: str, storage_options: dict[str, str] | None = None, buckets: int = DEFAULT_BUCKETS,
+                 file_bytes: int = DEFAULT_FILE_BYTES) -> None:
+        """`buckets`, `file_bytes`: the bucket count and file size of a table created here; an
+        existing table keeps its own."""
         from deltalake import DeltaTable
 
         self.uri = uri
         self._options = storage_options
         if not DeltaTable.is_deltatable(uri, storage_options=storage_options):
             try:
-                DeltaTable.create(uri, SCHEMA, mode="ignore", partition_by=PARTITION_BY, configuration={**TABLE_CONFIGURATION, BUCKETS_PROPERTY: str(buckets)},
+                DeltaTable.create(uri, SCHEMA, mode="ignore", partition_by=PARTITION_BY,
+                                  configuration={**TABLE_CONFIGURATION, BUCKETS_PROPERTY: str(buckets), FILE_SIZE_PROPERTY: str(file_bytes)},
                                   storage_options=storage_options, name="training", raise_if_key_not_exists=False)
             except Exception:
                 if not DeltaTable.is_deltatable(uri, storage_options=storage_options):
@@ -329,6 +409,11 @@ class DeltaTrainingStore(TrainingStore):
                 f"the training store at {uri} was written before the bucket layout (partitioned by {metadata.partition_columns or 'nothing'}): "
                 f"its purges would read every file. Stop the sinks and run `{MIGRATE_COMMAND}` once (it rewrites the table; docs/operations.md)"
             )
+        if CLUSTER not in self._table.schema().to_arrow().names:
+            raise LayoutError(
+                f"the training store at {uri} was written before the clustered layout (no `{CLUSTER}` column): its purges would "
+                f"read every file of their users' buckets. Stop the sinks and run `{MIGRATE_COMMAND}` once (it rewrites the table; docs/operations.md)"
+            )
         self.buckets = int(configured[BUCKETS_PROPERTY])
         stale = {k: v for k, v in TABLE_CONFIGURATION.items() if configured.get(k) != v}
         if stale:  # a table created by an earlier version: bring its properties up to date
@@ -339,9 +424,12 @@ class DeltaTrainingStore(TrainingStore):
         self._table.update_incremental()
         return self._table
 
-    def _dataset(self, buckets: Collection[int] | None = None):  # type: ignore[no-untyped-def]
-        """The live files of these buckets (exactly: a partition filter), or of the whole table."""
+    def _dataset(self, buckets: Collection[int] | None = None, predicate: str | None = None):  # type: ignore[no-untyped-def]
+        """The live files of these buckets (exactly: a partition filter), or those `predicate`
+        selects (by partition and statistics), or the whole table."""
         table = self._fresh()
+        if predicate is not None:
+            return table.to_pyarrow_dataset(file_pruning_predicate=predicate)
         if buckets is None:
             return table.to_pyarrow_dataset()
         return table.to_pyarrow_dataset(file_pruning_predicate=[("bucket", "in", sorted(buckets))])
@@ -349,17 +437,17 @@ class DeltaTrainingStore(TrainingStore):
     def stored_post_ids(self, rows: list[dict[str, Any]]) -> set[str]:
         if not rows:
             return set()
-        data = rows_to_arrow(rows, self.buckets)
-        wanted = pc.unique(data.column("post_id"))
-        buckets = set(data.column("bucket").to_pylist())
+        wanted = pa.array(sorted({row["post_id"] for row in rows}), pa.string())
+        # Every file that may hold the batch's users (their buckets, and there the files whose
+        # cluster range holds one), whatever its created_at: a re-delivery is the same post_id
+        # of the same user, and an upstream retry may carry a fresh created_at (narrowing the
+        # look-up to the batch's created_at ranges stored such a post twice). In batches: memory
+        # follows the post_ids in flight, not the table; the time, the files read.
+        predicate = placement_predicate({row["user_id"] for row in rows}, self.buckets)
 
         def attempt() -> set[str]:
             found: set[str] = set()
-            # Every file of the batch's buckets, whatever its created_at: a re-delivery is the same
-            # post_id, and an upstream retry may carry a fresh created_at (narrowing the look-up to
-            # the batch's created_at ranges stored such a post twice). In batches: memory follows
-            # the post_ids in flight, not the table; the time, the buckets' sizes.
-            for batch in self._dataset(buckets).to_batches(columns=["post_id"], batch_size=1 << 16):
+            for batch in self._dataset(predicate=predicate).to_batches(columns=["post_id"], batch_size=1 << 16):
                 ids = batch.column(0).cast(pa.string())
                 found.update(ids.filter(pc.is_in(ids, value_set=wanted)).to_pylist())
             return found
@@ -403,8 +491,9 @@ class DeltaTrainingStore(TrainingStore):
 
         table = self._fresh()
         # DataFusion scan (pyarrow's dataset filter trips on delta-rs' string_view columns).
-        # The users' buckets first: only their files are read, and rewritten.
-        where = f"bucket IN ({', '.join(str(b) for b in sorted({bucket_of(u, self.buckets) for u in users}))}) AND user_id IN ({_sql_list(users)})"
+        # The users' buckets and cluster values first: only the files whose statistics may hold
+        # one of them are read, and of those only the files holding one are rewritten.
+        where = f"{placement_predicate(users, self.buckets)} AND user_id IN ({_sql_list(users)})"
         reader = QueryBuilder().register("training", table).execute(f"SELECT post_id, user_id, ingested_at FROM training WHERE {where}")
         hits = pa.table(reader.read_all())
         if hits.num_rows == 0:
@@ -415,15 +504,16 @@ class DeltaTrainingStore(TrainingStore):
         for post_id, user_id, at in zip(hits.column("post_id").to_pylist(), hits.column("user_id").to_pylist(), ingested, strict=True):
             removed.setdefault(user_id, []).append(post_id)
             first[user_id] = min(first.get(user_id, at), at)
-        buckets = ", ".join(str(b) for b in sorted({bucket_of(u, self.buckets) for u in removed}))
-        table.delete(f"bucket IN ({buckets}) AND user_id IN ({_sql_list(removed)})", commit_properties=_positions(positions))
+        found = sorted(removed)
+        table.delete(f"{placement_predicate(found, self.buckets)} AND user_id IN ({_sql_list(found)})", commit_properties=_positions(positions))
         return Purged(removed, table.version(), first)
 
     def append(self, rows: list[dict[str, Any]], positions: Positions | None = None) -> None:
         from deltalake import write_deltalake
 
         if rows:
-            data = rows_to_arrow(rows, self.buckets)
+            # Sorted: each file a flush writes holds its bucket's rows in cluster order.
+            data = rows_to_arrow(rows, self.buckets).sort_by([("bucket", "ascending"), (CLUSTER, "ascending")])
             self._retrying("append", lambda: write_deltalake(self._fresh(), data, mode="append", commit_properties=_positions(positions)))
 
     def record_positions(self, positions: Positions) -> None:
@@ -504,19 +594,42 @@ class DeltaTrainingStore(TrainingStore):
 
         return DeltaFileSystemHandler(self.uri, self._options)
 
-    def compact(self, target_bytes: int = 128 << 20) -> CompactResult:
-        """Rewrite small files into files of about `target_bytes` (bin-packing), in one commit.
-        The new files get statistics only on TABLE_CONFIGURATION's columns, like every write,
-        so no user id enters the log; the files it replaces are tombstoned and go with the next
-        vacuum. A purge committed meanwhile makes this commit fail (it removes the same files):
-        it is done again on the new version, never over the purge."""
+    def compact(self, target_bytes: int | None = None) -> CompactResult:
+        """Two rewrites, one commit each, into files of about `target_bytes` (by default the
+        table's file size, FILE_SIZE_PROPERTY): the buckets whose files' cluster ranges overlap
+        (`unclustered_buckets`: the flushes' files each span the whole range) are sorted by
+        `cluster` again (delta-rs' z-order on one column: a sort), so their files hold disjoint
+        ranges; the other buckets' small files are bin-packed. The new files get statistics
+        only on TABLE_CONFIGURATION's columns, like every write, so no user id enters the log;
+        the files they replace are tombstoned and go with the next vacuum. A purge committed
+        meanwhile makes a commit fail (it removes the same files): it is done again on the new
+        version, never over the purge."""
+        sorted_buckets: list[int] = []
+        size = target_bytes or DEFAULT_FILE_BYTES
 
-        def attempt() -> CompactResult:
+        def recluster() -> tuple[int, int]:
+            nonlocal size
             table = self._fresh()
-            figures = table.optimize.compact(target_size=target_bytes)
+            # The table's current file size: an operator may have changed the property.
+            size = target_bytes or int(table.metadata().configuration.get(FILE_SIZE_PROPERTY) or DEFAULT_FILE_BYTES)
+            sorted_buckets[:] = unclustered_buckets(pa.table(table.get_add_actions(flatten=True)), size)
+            if not sorted_buckets:
+                return 0, 0
+            figures = table.optimize.z_order([CLUSTER], partition_filters=[("bucket", "in", [str(b) for b in sorted_buckets])],
+                                             target_size=size, max_spill_size=SORT_MEMORY_BYTES)
+            return int(figures.get("numFilesRemoved") or 0), int(figures.get("numFilesAdded") or 0)
+
+        def pack() -> CompactResult:
+            table = self._fresh()
+            rest = [("bucket", "not in", [str(b) for b in sorted_buckets])] if sorted_buckets else None
+            figures = table.optimize.compact(partition_filters=rest, target_size=size)
             return CompactResult(int(figures.get("numFilesRemoved") or 0), int(figures.get("numFilesAdded") or 0), table.version())
 
-        return self._retrying("compact", attempt)
+        removed, added = self._retrying("compact", recluster)
+        packed = self._retrying("compact", pack)
+        if sorted_buckets:
+            log.info("sorted %d buckets of %s by cluster again: %d files into %d", len(sorted_buckets), self.uri, removed, added)
+        return CompactResult(removed + packed.files_removed, added + packed.files_added, packed.version)
 
     def remove_orphans(self) -> int:
         """Files no commit references and older than ORPHAN_GRACE_HOURS. Never younger ones:
@@ -565,26 +678,37 @@ class DeltaTrainingStore(TrainingStore):
         self._write_file(reconcile_record.RECORD_NAME, reconcile_record.encode_record(record))
 
 
-def migrate_to_buckets(uri: str, storage_options: dict[str, str] | None = None, buckets: int = DEFAULT_BUCKETS) -> int:
-    """Rewrite a table written before the bucket layout into it, in one commit (an overwrite
-    that adds the bucket column and partitions by it); the recorded positions are kept. Run
-    with every sink stopped. Returns how many rows it holds. The old files are removed by the
-    next `consentry vacuum`."""
+def migrate_to_buckets(uri: str, storage_options: dict[str, str] | None = None, buckets: int = DEFAULT_BUCKETS,
+                       file_bytes: int = DEFAULT_FILE_BYTES) -> int:
+    """Rewrite a table written before the current layout (no `bucket` partition, or no `cluster`
+    column) into it: an overwrite that adds the derived columns and partitions by bucket (one
+    commit), then a sort of every bucket by cluster (a second); the recorded positions are kept.
+    A table in the bucket layout keeps its bucket count. Run with every sink stopped. Returns how
+    many rows it holds. The old files are removed by the next `consentry vacuum`."""
     from deltalake import DeltaTable, write_deltalake
 
     table = DeltaTable(uri, storage_options=storage_options)
-    if table.metadata().partition_columns == PARTITION_BY:
-        return table.to_pyarrow_dataset().count_rows()
+    metadata = table.metadata()
+    if metadata.partition_columns == PARTITION_BY and BUCKETS_PROPERTY in metadata.configuration:
+        if CLUSTER in table.schema().to_arrow().names:
+            return table.to_pyarrow_dataset().count_rows()
+        buckets = int(metadata.configuration[BUCKETS_PROPERTY])  # its rows stay in their buckets
+    file_bytes = int(metadata.configuration.get(FILE_SIZE_PROPERTY) or file_bytes)
     old = table.to_pyarrow_dataset()
     rows = old.count_rows()
 
     def batches() -> Iterator[pa.RecordBatch]:  # streamed: memory does not follow the table
         for batch in old.to_batches(batch_size=1 << 16):
-            users = batch.column("user_id").cast(pa.string()).to_pylist()
-            columns = [batch.column(f.name).cast(f.type) for f in SCHEMA if f.name != "bucket"]
-            yield pa.RecordBatch.from_arrays([*columns, pa.array([bucket_of(u, buckets) for u in users], pa.int32())], schema=SCHEMA)
+            hashes = [user_hash(u) for u in batch.column("user_id").cast(pa.string()).to_pylist()]
+            columns = [batch.column(f.name).cast(f.type) for f in SCHEMA if f.name not in ("bucket", CLUSTER)]
+            derived = [pa.array([h % buckets for h in hashes], pa.int32()), pa.array([h >> 15 for h in hashes], pa.int32())]
+            yield pa.RecordBatch.from_arrays([*columns, *derived], schema=SCHEMA)
 
     write_deltalake(table, pa.RecordBatchReader.from_batches(SCHEMA, batches()), mode="overwrite", schema_mode="overwrite", partition_by=PARTITION_BY)
     table = DeltaTable(uri, storage_options=storage_options)
-    table.alter.set_table_properties({**TABLE_CONFIGURATION, BUCKETS_PROPERTY: str(buckets)}, raise_if_not_exists=False)
+    table.alter.set_table_properties({**TABLE_CONFIGURATION, BUCKETS_PROPERTY: str(buckets), FILE_SIZE_PROPERTY: str(file_bytes)},
+                                     raise_if_not_exists=False)
+    # Every bucket sorted by cluster, files written with the statistics just configured.
+    table = DeltaTable(uri, storage_options=storage_options)
+    table.optimize.z_order([CLUSTER], target_size=file_bytes, max_spill_size=SORT_MEMORY_BYTES)
     return rows

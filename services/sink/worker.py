@@ -99,7 +99,8 @@ class SinkWorker(KafkaWorker):
 
     async def start(self) -> None:
         s = self.settings
-        store = self._store or await asyncio.to_thread(DeltaTrainingStore, s.store_uri, s.storage_options, s.training_store_buckets)
+        store = self._store or await asyncio.to_thread(DeltaTrainingStore, s.store_uri, s.storage_options, s.training_store_buckets,
+                                                          s.training_store_file_kib << 10)
         # What a crashed writer wrote but never committed (maybe posts since purged), once older
         # than any commit takes: a younger file may be another sink's write in flight.
         orphans = await asyncio.to_thread(store.remove_orphans)

@@ -35,7 +35,7 @@ def test_a_purge_of_one_user_rewrites_only_the_files_holding_that_user(tmp_path:
     uri = str(tmp_path / "training")
     store = DeltaTrainingStore(uri, buckets=1)  # one bucket: what matters is the layout inside a bucket
     DeltaTable(uri).alter.set_table_properties({"delta.targetFileSize": str(FILE_BYTES)})
-    users = [f"user-{i}" for i in range(USERS)]
+    users = [f"user-{i:05d}" for i in range(USERS)]  # no id inside another
     for flush in range(FLUSHES):  # the sink's flushes: every one holds users from all over the bucket
         store.append([row(f"{user}-{flush}", user) for user in users])
     store.compact()  # what the sink's housekeeping runs: the layout the table settles in

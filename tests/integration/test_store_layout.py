@@ -119,7 +119,7 @@ def test_an_unpartitioned_table_is_refused_until_migrated(tmp_path: Path) -> Non
     from services.sink.store import TABLE_CONFIGURATION
 
     uri = str(tmp_path / "training")
-    old = pa.schema([f for f in __import__("services.sink.store", fromlist=["SCHEMA"]).SCHEMA if f.name != "bucket"])
+    old = pa.schema([f for f in __import__("services.sink.store", fromlist=["SCHEMA"]).SCHEMA if f.name not in ("bucket", "cluster")])
     DeltaTable.create(uri, old, configuration=TABLE_CONFIGURATION)
     data = pa.table({"post_id": ["p1", "p2"], "user_id": ["alice", "bob"], "created_at": pa.array([1, 2], pa.timestamp("us", tz="UTC")),
                      "text": ["t1", "t2"], "lang": [None, None], "country": ["FR", "FR"],
