@@ -2,11 +2,12 @@
 build the table, start a sink on it and read its RSS once ready, then purge N users
 (DeltaTrainingStore.purge, as the sink does for purge markers) and vacuum.
 
-The table is written directly with deltalake (not through Kafka), in the bucket layout, each
-user's posts together in one file of their bucket (as a compaction that sorts by user leaves
-them), files of about FILE_ROWS rows per bucket: their count grows with the table, their size
-does not. The purge's cost is what it reads and rewrites: the files of its users' buckets
-(scanned for the users) and the files holding them (rewritten).
+The table is written directly with deltalake (not through Kafka) in the layout the sink's
+compaction leaves: partitioned by bucket, each bucket's rows sorted by cluster (a user's posts
+together) in files of the table's size (FILE_BYTES, delta.targetFileSize) holding disjoint
+cluster ranges. Their count grows with the table, their size does not. A purge reads and
+rewrites the files whose cluster range holds one of its users: about one file per user, so
+its cost follows the users, not the table.
 
     python -m bench.purge build DIR ROWS
     python -m bench.purge purge DIR ROWS USERS_TO_PURGE
@@ -24,11 +25,67 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bench.common import emit
-from consentry.partitioning import bucket_of
-from services.sink.store import DEFAULT_BUCKETS, SCHEMA, DeltaTrainingStore
+from services.sink.store import CLUSTER, DEFAULT_BUCKETS, SCHEMA, DeltaTrainingStore
 
 POSTS_PER_USER = 10
-CHUNK_ROWS = 1_000_000  # one write: one file per bucket, ~CHUNK_ROWS / buckets rows each
+CHUNK_USERS = 100_000  # one write: 1M rows, a bucket and a half of the sorted table
+# The table's file size: about 5,000 of these short rows a file. A purge of U users rewrites
+# about U files: 1,000 users rewrite ~4M rows of 5M (632 of 1,000 files hit) and ~5M of 50M
+# (952 of 10,000), whatever the table's size beyond.
+FILE_BYTES = 96 << 10
+_M = pa.scalar(0x5BD1E995, pa.uint32())
+
+
+def _u32(value: int) -> pa.Scalar:
+    return pa.scalar(value, pa.uint32())
+
+
+def murmur2_same_length(ids: pa.StringArray, length: int) -> pa.UInt32Array:
+    """Kafka's murmur2 of `length`-byte ASCII ids, & 0x7fffffff, vectorised (aiokafka's, in pure
+    Python, takes a minute for 5M users); the build checks it against aiokafka's."""
+    n = len(ids)
+    flat = pa.Array.from_buffers(pa.uint8(), n * length, [None, ids.buffers()[2]])
+    base = pc.multiply(pa.array(range(n), pa.int64()), length)
+
+    def byte(j: int) -> pa.Array:
+        return flat.take(pc.add(base, j)).cast(pa.uint32())
+
+    h = pa.nulls(n, pa.uint32()).fill_null(_u32(0x9747B28C ^ length))
+    for i in range(length // 4):
+        k = byte(4 * i)
+        for b in (1, 2, 3):
+            k = pc.bit_wise_or(k, pc.shift_left(byte(4 * i + b), _u32(8 * b)))
+        k = pc.multiply(k, _M)  # uint32: wraps, as the hash wants
+        k = pc.multiply(pc.bit_wise_xor(k, pc.shift_right(k, _u32(24))), _M)
+        h = pc.bit_wise_xor(pc.multiply(h, _M), k)
+    tail, extra = length & ~3, length % 4
+    if extra >= 3:
+        h = pc.bit_wise_xor(h, pc.shift_left(byte(tail + 2), _u32(16)))
+    if extra >= 2:
+        h = pc.bit_wise_xor(h, pc.shift_left(byte(tail + 1), _u32(8)))
+    if extra >= 1:
+        h = pc.multiply(pc.bit_wise_xor(h, byte(tail)), _M)
+    h = pc.bit_wise_xor(h, pc.shift_right(h, _u32(13)))
+    h = pc.multiply(h, _M)
+    h = pc.bit_wise_xor(h, pc.shift_right(h, _u32(15)))
+    return pc.bit_wise_and(h, _u32(0x7FFFFFFF))
+
+
+def user_hashes(users: int) -> pa.Array:
+    """murmur2 of "user-0" ... "user-{users-1}", in user order (grouped by id length)."""
+    from consentry.partitioning import user_hash
+
+    parts = []
+    low = 0
+    while low < users:
+        high = min(users, 10 ** len(str(low)))  # same number of digits: same length
+        ids = pc.binary_join_element_wise("user-", pa.array(range(low, high), pa.int64()).cast(pa.string()), "")
+        hashes = murmur2_same_length(ids, len(ids[0].as_py()))
+        sample = range(0, len(ids), max(1, len(ids) // 100))
+        assert [hashes[i].as_py() for i in sample] == [user_hash(ids[i].as_py()) for i in sample], "vectorised murmur2 differs"
+        parts.append(hashes)
+        low = high
+    return pa.concat_arrays(parts).cast(pa.int64())
 
 
 def build(store: DeltaTrainingStore, rows: int, seed: int = 6) -> int:
@@ -38,38 +95,45 @@ def build(store: DeltaTrainingStore, rows: int, seed: int = 6) -> int:
     words = ["le", "la", "les", "un", "une", "des", "et", "ou", "the", "a", "of", "to"]
     texts = pa.array([" ".join(rng.choices(words, k=12)) + f" #{i}" for i in range(5000)])
     base = 1_748_340_000_000_000
-    for start in range(0, rows, CHUNK_ROWS):
-        n = min(CHUNK_ROWS, rows - start)
-        first_user = start // POSTS_PER_USER
-        users = range(first_user, first_user + (n + POSTS_PER_USER - 1) // POSTS_PER_USER)
-        ids = pa.array(range(start, start + n), pa.int64())
-        nth_user = pc.divide(pa.array(range(n), pa.int64()), POSTS_PER_USER)  # integer division: a user's posts together
-        user_ids = pc.add(nth_user, first_user)
+    users = (rows + POSTS_PER_USER - 1) // POSTS_PER_USER
+    hashes = user_hashes(users)
+    bucket = pc.subtract(hashes, pc.multiply(pc.divide(hashes, store.buckets), store.buckets))  # hash % buckets
+    placed = pa.table({"user": pa.array(range(users), pa.int64()), "bucket": bucket, CLUSTER: pc.shift_right(hashes, 15)})
+    order = placed.sort_by([("bucket", "ascending"), (CLUSTER, "ascending"), ("user", "ascending")])  # what compaction's sort leaves
+    for start in range(0, users, CHUNK_USERS):
+        chunk = order.slice(start, CHUNK_USERS)
+        n_users = chunk.num_rows
+        nth = pc.divide(pa.array(range(n_users * POSTS_PER_USER), pa.int64()), POSTS_PER_USER)  # a user's posts together
+        user = chunk.column("user").combine_chunks().take(nth)
+        ids = pc.add(pc.multiply(user, POSTS_PER_USER), pc.subtract(pa.array(range(n_users * POSTS_PER_USER), pa.int64()), pc.multiply(nth, POSTS_PER_USER)))
+        keep = pc.less(ids, rows)  # the last user may have fewer posts
+        ids, user, nth = ids.filter(keep), user.filter(keep), nth.filter(keep)
         scrambled = pc.multiply(ids, 7919)
         spread = pc.subtract(scrambled, pc.multiply(pc.divide(scrambled, len(texts)), len(texts)))  # ids * 7919 mod len(texts)
-        buckets = pa.array([bucket_of(f"user-{u}", store.buckets) for u in users], pa.int32()).take(nth_user)
+        n = len(ids)
         table = pa.table(
             {
                 "post_id": pc.binary_join_element_wise("post-", ids.cast(pa.string()), ""),
-                "user_id": pc.binary_join_element_wise("user-", user_ids.cast(pa.string()), ""),
+                "user_id": pc.binary_join_element_wise("user-", user.cast(pa.string()), ""),
                 "created_at": pc.add(pc.multiply(ids, 1000), base).cast(pa.timestamp("us", tz="UTC")),
                 "text": texts.take(spread),
                 "lang": pa.array(["fr"] * n, pa.string()),
                 "country": pa.array(["FR"] * n, pa.string()),
                 "ingested_at": pc.add(pc.multiply(ids, 1000), base + 5_000_000).cast(pa.timestamp("us", tz="UTC")),
-                "bucket": buckets,
+                "bucket": chunk.column("bucket").combine_chunks().take(nth).cast(pa.int32()),
+                CLUSTER: chunk.column(CLUSTER).combine_chunks().take(nth).cast(pa.int32()),
             },
             schema=SCHEMA,
         )
-        write_deltalake(store._fresh(), table, mode="append")
+        write_deltalake(store._fresh(), table, mode="append")  # files of the table's size (delta.targetFileSize)
     return store.stats().live_files
 
 
 def build_main(directory: Path, rows: int) -> dict:
     started = time.perf_counter()
-    store = DeltaTrainingStore(str(directory / "training"), buckets=DEFAULT_BUCKETS)
+    store = DeltaTrainingStore(str(directory / "training"), buckets=DEFAULT_BUCKETS, file_bytes=FILE_BYTES)
     files = build(store, rows)
-    return {"table_rows": rows, "files": files, "buckets": store.buckets, "build_seconds": time.perf_counter() - started}
+    return {"table_rows": rows, "files": files, "buckets": store.buckets, "file_kib": FILE_BYTES >> 10, "build_seconds": time.perf_counter() - started}
 
 
 def purge_main(directory: Path, rows: int, purge_users: int) -> dict:

@@ -604,32 +604,23 @@ class DeltaTrainingStore(TrainingStore):
         the files they replace are tombstoned and go with the next vacuum. A purge committed
         meanwhile makes a commit fail (it removes the same files): it is done again on the new
         version, never over the purge."""
-        sorted_buckets: list[int] = []
-        size = target_bytes or DEFAULT_FILE_BYTES
 
-        def recluster() -> tuple[int, int]:
-            nonlocal size
+        def attempt() -> CompactResult:
             table = self._fresh()
             # The table's current file size: an operator may have changed the property.
             size = target_bytes or int(table.metadata().configuration.get(FILE_SIZE_PROPERTY) or DEFAULT_FILE_BYTES)
-            sorted_buckets[:] = unclustered_buckets(pa.table(table.get_add_actions(flatten=True)), size)
-            if not sorted_buckets:
-                return 0, 0
-            figures = table.optimize.z_order([CLUSTER], partition_filters=[("bucket", "in", [str(b) for b in sorted_buckets])],
-                                             target_size=size, max_spill_size=SORT_MEMORY_BYTES)
-            return int(figures.get("numFilesRemoved") or 0), int(figures.get("numFilesAdded") or 0)
-
-        def pack() -> CompactResult:
-            table = self._fresh()
-            rest = [("bucket", "not in", [str(b) for b in sorted_buckets])] if sorted_buckets else None
+            unsorted = unclustered_buckets(pa.table(table.get_add_actions(flatten=True)), size)
+            removed = added = 0
+            if unsorted:  # done again after a conflict, they would no longer be chosen
+                figures = table.optimize.z_order([CLUSTER], partition_filters=[("bucket", "in", [str(b) for b in unsorted])],
+                                                 target_size=size, max_spill_size=SORT_MEMORY_BYTES)
+                removed, added = int(figures.get("numFilesRemoved") or 0), int(figures.get("numFilesAdded") or 0)
+                log.info("sorted %d buckets of %s by cluster again: %d files into %d", len(unsorted), self.uri, removed, added)
+            rest = [("bucket", "not in", [str(b) for b in unsorted])] if unsorted else None
             figures = table.optimize.compact(partition_filters=rest, target_size=size)
-            return CompactResult(int(figures.get("numFilesRemoved") or 0), int(figures.get("numFilesAdded") or 0), table.version())
+            return CompactResult(removed + int(figures.get("numFilesRemoved") or 0), added + int(figures.get("numFilesAdded") or 0), table.version())
 
-        removed, added = self._retrying("compact", recluster)
-        packed = self._retrying("compact", pack)
-        if sorted_buckets:
-            log.info("sorted %d buckets of %s by cluster again: %d files into %d", len(sorted_buckets), self.uri, removed, added)
-        return CompactResult(removed + packed.files_removed, added + packed.files_added, packed.version)
+        return self._retrying("compact", attempt)
 
     def remove_orphans(self) -> int:
         """Files no commit references and older than ORPHAN_GRACE_HOURS. Never younger ones:

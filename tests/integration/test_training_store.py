@@ -32,8 +32,9 @@ def ids(store: TrainingStore) -> list[str]:
 def test_append_then_read_back_with_the_contract_columns(store: TrainingStore) -> None:
     store.append([row("p1", "alice"), row("p2", "bob")])
     table = store.read()
-    # The contract's columns, then the bucket derived from the user (the partition column).
-    assert table.column_names == ["post_id", "user_id", "created_at", "text", "lang", "country", "ingested_at", "bucket"]
+    # The contract's columns, then the bucket and cluster derived from the user (the partition
+    # column, and the one files are sorted by).
+    assert table.column_names == ["post_id", "user_id", "created_at", "text", "lang", "country", "ingested_at", "bucket", "cluster"]
     assert str(table.schema.field("created_at").type) == "timestamp[us, tz=UTC]"
     first = sorted(table.to_pylist(), key=lambda r: r["post_id"])[0]
     assert first["created_at"].isoformat() == "2025-05-27T10:00:00+00:00"
