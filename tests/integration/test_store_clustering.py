@@ -59,3 +59,38 @@ def test_a_purge_of_one_user_rewrites_only_the_files_holding_that_user(tmp_path:
     store.vacuum()  # physically complete: neither the user nor any post id in the log
     assert residue(tmp_path / "training" / "_delta_log", {victim, users[8], f"{users[8]}-0"}) == []
     assert residue(tmp_path / "training", {victim, f"{victim}-0"}) == []
+
+
+def test_a_bucket_layout_table_without_the_cluster_column_is_refused_until_migrated(tmp_path: Path) -> None:
+    """A table of the release before: partitioned by bucket, no `cluster`. The sink does not
+    start on it (its purges would read every file of their buckets) and names the command; the
+    migration keeps the rows, their buckets, the bucket count and the positions, and sorts."""
+    import pyarrow as pa
+    import pytest
+    from deltalake import CommitProperties, Transaction, write_deltalake
+
+    from consentry.partitioning import bucket_of, cluster_of
+    from services.sink.store import BUCKETS_PROPERTY, SCHEMA, TABLE_CONFIGURATION, LayoutError, migrate_to_buckets
+
+    uri = str(tmp_path / "training")
+    old = pa.schema([f for f in SCHEMA if f.name != "cluster"])
+    DeltaTable.create(uri, old, partition_by=["bucket"],
+                      configuration={**TABLE_CONFIGURATION, "delta.dataSkippingStatsColumns": "created_at,ingested_at", BUCKETS_PROPERTY: "8"}, raise_if_key_not_exists=False)
+    users = ["alice", "bob", "carol"]
+    data = pa.table({"post_id": [f"{u}-1" for u in users], "user_id": users, "created_at": pa.array([1, 2, 3], pa.timestamp("us", tz="UTC")),
+                     "text": ["t1", "t2", "t3"], "lang": [None] * 3, "country": ["FR"] * 3,
+                     "ingested_at": pa.array([4, 5, 6], pa.timestamp("us", tz="UTC")), "bucket": pa.array([bucket_of(u, 8) for u in users], pa.int32())},
+                    schema=old)
+    write_deltalake(uri, data, mode="append", commit_properties=CommitProperties(app_transactions=[Transaction("consentry-sink:training.posts:0", 7)]))
+    with pytest.raises(LayoutError, match=r"no `cluster` column.*consentry migrate-store"):
+        DeltaTrainingStore(uri)
+
+    assert migrate_to_buckets(uri, buckets=64) == 3
+
+    store = DeltaTrainingStore(uri)
+    assert store.buckets == 8  # the table's own count, not the command's default
+    assert sorted(store.read(["post_id", "bucket", "cluster"]).to_pylist(), key=lambda r: r["post_id"]) == [
+        {"post_id": f"{u}-1", "bucket": bucket_of(u, 8), "cluster": cluster_of(u)} for u in users]
+    assert store.applied_position("consentry-sink:training.posts:0") == 7
+    assert DeltaTable(uri).metadata().configuration["delta.dataSkippingStatsColumns"] == "created_at,ingested_at,cluster"
+    assert store.purge(["bob"]) == {"bob": ["bob-1"]}
