@@ -29,10 +29,12 @@ from services.sink.store import CLUSTER, DEFAULT_BUCKETS, SCHEMA, DeltaTrainingS
 
 POSTS_PER_USER = 10
 CHUNK_USERS = 100_000  # one write: 1M rows, a bucket and a half of the sorted table
-# The table's file size: about 5,000 of these short rows a file. A purge of U users rewrites
-# about U files: 1,000 users rewrite ~4M rows of 5M (632 of 1,000 files hit) and ~5M of 50M
-# (952 of 10,000), whatever the table's size beyond.
-FILE_BYTES = 96 << 10
+# The table's file size: 4,096 of these short rows a file (delta-rs cuts files at its 1,024-row
+# batches). A purge of U users from N files rewrites about N(1 - e^(-U/N)) of them, at most U:
+# 1,000 users rewrite ~683 of 1,221 files (2.8M rows) of 5M, ~960 of 12,207 (3.9M rows) of 50M,
+# whatever the table's size beyond. Smaller files rewrite less, but the sink's memory follows
+# the file count (its snapshot of the log): 2,048-row files made it 1.28x at 50M.
+FILE_BYTES = 288 << 10
 _M = pa.scalar(0x5BD1E995, pa.uint32())
 
 
