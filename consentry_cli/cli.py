@@ -299,7 +299,7 @@ def migrate_store(buckets: Annotated[int | None, typer.Option(help="Bucket count
     settings = SinkSettings()
     rows = migrate_to_buckets(settings.store_uri, settings.storage_options, buckets=buckets or settings.training_store_buckets,
                               file_bytes=settings.training_store_file_kib << 10)
-    console.print(f"{settings.store_uri} is in the clustered bucket layout: {rows} rows")
+    console.print(f"{settings.store_uri} is in the bucket layout: {rows} rows, sorted by cluster")
 
 
 @app.command()
