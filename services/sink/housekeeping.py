@@ -62,6 +62,7 @@ class Housekeeping:
                     if time.time() >= await self._vacuum_due():
                         await self._vacuum()
                     waits.append(await self._vacuum_due() - time.time())
+                self.store.release()  # no snapshot of the log kept between runs: memory does not follow the file count
             await self.sleep(max(min(waits), 0.05))
 
     async def _vacuum_due(self) -> float:

@@ -173,7 +173,9 @@ class SinkWorker(KafkaWorker):
         interval = self.settings.reconcile_interval_s
         store = self.writer.store
         if isinstance(store, DeltaTrainingStore):  # its own table object: the pass scans in another thread
-            store = await asyncio.to_thread(DeltaTrainingStore, store.uri, store._options)
+            # Loaded for each pass, released after it: the sink holds one snapshot of the log
+            # between passes (its memory follows the table's file count).
+            store = store.twin()
         not_before = time.time() + min(interval, RECONCILE_FIRST_DELAY_S)
         retry_at = 0.0
         while not self._stopping.is_set():
@@ -191,7 +193,10 @@ class SinkWorker(KafkaWorker):
                 continue
             try:
                 async with self._chores:
-                    result = await run_pass(self.settings, store, lock=self._lock)
+                    try:
+                        result = await run_pass(self.settings, store, lock=self._lock)
+                    finally:
+                        store.release()
             except Exception:
                 metrics.ERRORS.labels("reconcile").inc()
                 log.exception("reconciliation pass failed; trying again in %.0fs", min(interval, RECONCILE_RETRY_S))
@@ -209,7 +214,7 @@ class SinkWorker(KafkaWorker):
 
         store = self.writer.store
         if isinstance(store, DeltaTrainingStore):  # its own table object: its runs happen in another thread
-            store = await asyncio.to_thread(DeltaTrainingStore, store.uri, store._options)
+            store = store.twin()  # loaded for each run, released after it (as the reconciliation's)
         owner = lambda: TopicPartition(self.topics.training_posts, 0) in self.assigned  # noqa: E731
         try:
             await Housekeeping(self.settings, store, owner, self._sleep, self._stopping, self._chores).run()
