@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from services.sink import metrics
 from services.sink.settings import SinkSettings
-from services.sink.store import TrainingStore
+from services.sink.store import CompactResult, TrainingStore
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +29,20 @@ RETRY_S = 300.0  # after a failed run (sooner if the interval is shorter)
 
 class Housekeeping:
     """`await Housekeeping(...).run()` until `stopping` is set. `store` is the task's own store
-    object (its runs happen in a thread); `owner()` says whether this replica does it now;
-    `sleep(seconds)` returns early when the sink stops."""
+    object (its runs happen in a thread); `owner()` says whether this replica vacuums now;
+    `compaction_scope()` which buckets it compacts and whether nothing else writes into them
+    while it holds `writes` (the sink's own buckets, its flushes held: the files of a compaction
+    that a purge overtook are then deleted at once, see `TrainingStore.compact`); by default the
+    owner compacts every bucket. `sleep(seconds)` returns early when the sink stops."""
 
     def __init__(self, settings: SinkSettings, store: TrainingStore, owner: Callable[[], bool],
-                 sleep: Callable[[float], Awaitable[None]], stopping: asyncio.Event, chores: asyncio.Lock | None = None) -> None:
+                 sleep: Callable[[float], Awaitable[None]], stopping: asyncio.Event, chores: asyncio.Lock | None = None,
+                 compaction_scope: Callable[[], tuple[list[int] | None, bool]] | None = None, writes: asyncio.Lock | None = None) -> None:
         self.settings = settings
         self.store = store
         self.owner = owner
+        self.compaction_scope = compaction_scope or (lambda: (None, False) if owner() else ([], False))
+        self.writes = writes or asyncio.Lock()
         self.sleep = sleep
         self.stopping = stopping
         self.chores = chores or asyncio.Lock()  # shared with the reconciliation pass: one table chore at a time
@@ -49,16 +55,15 @@ class Housekeeping:
     async def run(self) -> None:
         s = self.settings
         while not self.stopping.is_set():
-            if not self.owner():
-                await self.sleep(5.0)
-                continue
             waits = [30.0]  # re-read the vacuum record at least this often: `consentry vacuum` may run
             async with self.chores:
                 if s.compact_interval_s > 0:
                     if time.time() >= self.next_compaction:
                         await self._compact()
                     waits.append(self.next_compaction - time.time())
-                if s.vacuum_interval_s > 0:
+                if not self.owner():
+                    waits.append(5.0)
+                elif s.vacuum_interval_s > 0:
                     if time.time() >= await self._vacuum_due():
                         await self._vacuum()
                     waits.append(await self._vacuum_due() - time.time())
@@ -78,8 +83,16 @@ class Housekeeping:
     async def _compact(self) -> None:
         interval = self.settings.compact_interval_s
         started = time.monotonic()
+        buckets, exclusive = self.compaction_scope()
         try:
-            result = await asyncio.to_thread(self.store.compact)  # into files of the table's size
+            if buckets is None:
+                result = await asyncio.to_thread(self.store.compact)  # into files of the table's size
+            else:  # one bucket at a time, the flushes held for each: a few seconds at most
+                result = CompactResult(0, 0, 0)
+                for bucket in buckets:
+                    async with self.writes:
+                        done = await asyncio.to_thread(self.store.compact, None, [bucket], exclusive)
+                    result = CompactResult(result.files_removed + done.files_removed, result.files_added + done.files_added, done.version)
         except Exception:
             metrics.ERRORS.labels("compact").inc()
             log.exception("compaction of %s failed; trying again in %.0fs", self.store.uri, min(interval, RETRY_S))

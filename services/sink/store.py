@@ -596,6 +596,24 @@ class DeltaTrainingStore(TrainingStore):
             log.warning("vacuum done, but its record at %s/%s could not be written", self.uri, RECORD_DIR, exc_info=True)
         return result
 
+    def _bucket_files(self, buckets: Collection[int]) -> set[str]:
+        """The data files under these buckets' directories (relative paths), committed or not."""
+        files = self._files()
+        return {info.path for b in buckets for info in files.get_file_info_selector(f"{PARTITION_BY[0]}={b}", True, True)
+                if info.path.endswith(".parquet")}
+
+    def _delete_uncommitted(self, buckets: Collection[int], before: set[str]) -> None:
+        """Delete the files that appeared in `buckets` since `before` and that no commit of the
+        latest version references: what a failed commit of this process wrote there."""
+        table = self._fresh()
+        referenced = set(pa.table(table.get_add_actions(flatten=True)).column("path").to_pylist())
+        written = sorted(self._bucket_files(buckets) - before - referenced)
+        files = self._files()
+        for path in written:
+            files.delete_file(path)
+        if written:
+            log.warning("deleted %d files a failed compaction wrote in %s (they may hold rows a purge removed meanwhile)", len(written), self.uri)
+
     def _present(self, paths: list[str]) -> list[str]:
         """Those of the table's files (relative paths) that are still on storage."""
         if not paths:
@@ -615,7 +633,7 @@ class DeltaTrainingStore(TrainingStore):
 
         return DeltaFileSystemHandler(self.uri, self._options)
 
-    def compact(self, target_bytes: int | None = None) -> CompactResult:
+    def compact(self, target_bytes: int | None = None, buckets: Collection[int] | None = None, exclusive: bool = False) -> CompactResult:
         """Two rewrites, one commit each, into files of about `target_bytes` (by default the
         table's file size, FILE_SIZE_PROPERTY): the buckets whose files' cluster ranges overlap
         (`unclustered_buckets`: the flushes' files each span the whole range) are sorted by
@@ -624,22 +642,42 @@ class DeltaTrainingStore(TrainingStore):
         only on TABLE_CONFIGURATION's columns, like every write, so no user id enters the log;
         the files they replace are tombstoned and go with the next vacuum. A purge committed
         meanwhile makes a commit fail (it removes the same files): it is done again on the new
-        version, never over the purge."""
+        version, never over the purge.
+
+        `buckets`: only these (all by default). `exclusive`: the caller guarantees that nothing
+        else writes files into them meanwhile (the sink's own buckets, its flushes held); then
+        the files an attempt wrote and could not commit are deleted at once, for they hold the
+        rows a purge has just removed (delta-rs does not name them: they are the new files of
+        those buckets that no commit references). Otherwise they stay for the orphan grace."""
+        scope = None if buckets is None else sorted(set(buckets))
 
         def attempt() -> CompactResult:
+            from deltalake.exceptions import CommitFailedError
+
             table = self._fresh()
             # The table's current file size: an operator may have changed the property.
             size = target_bytes or int(table.metadata().configuration.get(FILE_SIZE_PROPERTY) or DEFAULT_FILE_BYTES)
-            unsorted = unclustered_buckets(pa.table(table.get_add_actions(flatten=True)), size)
+            unsorted = [b for b in unclustered_buckets(pa.table(table.get_add_actions(flatten=True)), size) if scope is None or b in scope]
+            before = self._bucket_files(scope) if exclusive and scope else None
             removed = added = 0
-            if unsorted:  # done again after a conflict, they would no longer be chosen
-                figures = table.optimize.z_order([CLUSTER], partition_filters=[("bucket", "in", [str(b) for b in unsorted])],
-                                                 target_size=size, max_spill_size=SORT_MEMORY_BYTES)
-                removed, added = int(figures.get("numFilesRemoved") or 0), int(figures.get("numFilesAdded") or 0)
-                log.info("sorted %d buckets of %s by cluster again: %d files into %d", len(unsorted), self.uri, removed, added)
-            rest = [("bucket", "not in", [str(b) for b in unsorted])] if unsorted else None
-            figures = table.optimize.compact(partition_filters=rest, target_size=size)
-            return CompactResult(removed + int(figures.get("numFilesRemoved") or 0), added + int(figures.get("numFilesAdded") or 0), table.version())
+            try:
+                if unsorted:  # done again after a conflict, they would no longer be chosen
+                    figures = table.optimize.z_order([CLUSTER], partition_filters=[("bucket", "in", [str(b) for b in unsorted])],
+                                                     target_size=size, max_spill_size=SORT_MEMORY_BYTES)
+                    removed, added = int(figures.get("numFilesRemoved") or 0), int(figures.get("numFilesAdded") or 0)
+                    log.info("sorted %d buckets of %s by cluster again: %d files into %d", len(unsorted), self.uri, removed, added)
+                if scope is None:
+                    rest = [("bucket", "not in", [str(b) for b in unsorted])] if unsorted else None
+                else:
+                    rest = [("bucket", "in", [str(b) for b in scope if b not in unsorted])] if len(scope) > len(unsorted) else None
+                if scope is None or rest is not None:
+                    figures = table.optimize.compact(partition_filters=rest, target_size=size)
+                    removed, added = removed + int(figures.get("numFilesRemoved") or 0), added + int(figures.get("numFilesAdded") or 0)
+            except CommitFailedError:
+                if before is not None:
+                    self._delete_uncommitted(scope or [], before)
+                raise
+            return CompactResult(removed, added, table.version())
 
         return self._retrying("compact", attempt)
 

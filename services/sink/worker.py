@@ -217,12 +217,27 @@ class SinkWorker(KafkaWorker):
             store = store.twin()  # loaded for each run, released after it (as the reconciliation's)
         owner = lambda: TopicPartition(self.topics.training_posts, 0) in self.assigned  # noqa: E731
         try:
-            await Housekeeping(self.settings, store, owner, self._sleep, self._stopping, self._chores).run()
+            await Housekeeping(self.settings, store, owner, self._sleep, self._stopping, self._chores,
+                               compaction_scope=self._compaction_scope, writes=self._lock).run()
         except asyncio.CancelledError:
             raise
         except Exception:  # never silently: ConsentryVacuumOverdue would be the only sign
             metrics.ERRORS.labels("housekeeping").inc()
             log.exception("the sink's housekeeping stopped; no compaction or vacuum runs until the sink restarts")
+
+    def _compaction_scope(self) -> tuple[list[int] | None, bool]:
+        """The buckets this replica compacts, and whether it alone writes into them: with a bucket
+        count that is a multiple of training.posts' partitions, bucket % partitions is the home
+        partition, so each replica compacts the buckets of its own partitions (a rebalance waits
+        for the worker's lock, which each bucket's compaction holds). Otherwise every replica
+        writes every bucket: the owner of partition 0 compacts them all, and the files of a
+        compaction a purge overtook wait for the orphan grace."""
+        owned = {tp.partition for tp in self.assigned if tp.topic == self.topics.training_posts}
+        partitions = len(self.consumer.partitions_for_topic(self.topics.training_posts) or ())
+        buckets = self.writer.store.buckets
+        if partitions and buckets % partitions == 0:
+            return [b for b in range(buckets) if b % partitions in owned], True
+        return (None, False) if 0 in owned else ([], False)
 
     async def _sleep(self, seconds: float) -> None:
         try:
