@@ -372,6 +372,7 @@ class IngestWorker(KafkaWorker):
             framed = from_posts and schema_registry
             # In place: every post of this partition whose user's home it is (and is owned here).
             in_place = tp.partition if (not from_posts or direct) and tp.partition in owned else -1
+            in_place_users = entries(in_place) if in_place >= 0 else None
             for record in records:
                 key = record.key
                 # The framing is the upstream producers' (posts): what ingest writes (re-keyed,
@@ -404,7 +405,8 @@ class IngestWorker(KafkaWorker):
                         moved += 1
                         append(posts_by_user, home, key, value)
                         continue
-                entry = entries(home).get(user_id)  # one look-up: (intervals, pending, withdrawals, notice facts)
+                # One look-up: (intervals, pending, withdrawals, notice facts).
+                entry = (in_place_users if home == in_place else entries(home)).get(user_id)  # type: ignore[union-attr]
                 if entry is None:
                     decision = decide_values((), None, minor, visibility, country, now, NO_NOTICES, policy)
                 else:
