@@ -72,6 +72,22 @@ def posts(draw: st.DrawFn) -> tuple[bytes, bytes | None]:
     return value, key
 
 
+def test_every_field_with_every_odd_value_agrees() -> None:
+    """Each field of a valid post replaced by each odd value, or removed: the near misses one by one."""
+    answered = 0
+    for name in [*BASE, "other"]:
+        for odd in [*ODD, "removed"]:
+            post = {k: v for k, v in BASE.items() if not (odd == "removed" and k == name)}
+            if odd != "removed":
+                post[name] = odd
+            try:
+                value = orjson.dumps(post)
+            except TypeError:  # a lone surrogate: orjson refuses to write it
+                continue
+            answered += agrees(value, b"u-42")
+    assert answered > 50
+
+
 @st.composite
 def mutated(draw: st.DrawFn) -> tuple[bytes, bytes | None]:
     """A valid post's bytes with a few bytes replaced, inserted or deleted (duplicate keys,
