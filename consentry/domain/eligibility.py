@@ -33,17 +33,32 @@ def decide(
     policy: NoticePolicy | None = None,
 ) -> Decision:
     """The rule, first failing reason wins. `policy` None: the notice rule is off."""
+    return decide_values(intervals, post.created_at_us, post.author_is_minor, post.visibility, post.country, now_us, notices, policy)
+
+
+def decide_values(
+    intervals: tuple[Interval, ...],
+    created_at_us: int | None,
+    author_is_minor: bool,
+    visibility: str,
+    country: str | None,
+    now_us: int,
+    notices: NoticeFacts = NO_NOTICES,
+    policy: NoticePolicy | None = None,
+) -> Decision:
+    """`decide` on a post's values (ingest's hot path builds no Post). `created_at_us` is read
+    only when there are intervals: None is allowed without them."""
     if intervals:
         for start, end in intervals:
             if end is None or end > now_us:  # active now
                 return _OBJECTED
-            if start <= post.created_at_us < end:  # active when the post was written
+            if start <= created_at_us < end:  # type: ignore[operator]  # active when the post was written
                 return _OBJECTED
-    if post.author_is_minor:
+    if author_is_minor:
         return _MINOR
-    if post.visibility != _PUBLIC:
+    if visibility != _PUBLIC:
         return _NOT_PUBLIC
-    if policy is not None and requires_notice(post.country, notices, policy):
+    if policy is not None and requires_notice(country, notices, policy):
         first = notices.first_sent_us
         if first is None or first + policy.grace_us > now_us:
             return _DEFERRED

@@ -30,14 +30,16 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from opentelemetry.trace import SpanKind
 
 from consentry import failpoints, tracing
-from consentry.domain.eligibility import decide
+from consentry.domain.eligibility import decide_values
 from consentry.domain.model import ENFORCED, NO_NOTICES, Decision, Invalid, PurgeMarker, Receipt
-from consentry.wire import SCHEMA_REGISTRY, encode_drop_count, encode_purge_marker, encode_receipt, encode_rejection, encode_training_post, parse_post, unframe
+from consentry.wire import (
+    SCHEMA_REGISTRY, encode_drop_count, encode_purge_marker, encode_receipt, encode_rejection, encode_training_values, parse_common_post, parse_post, unframe,
+)
 from consentry.kafka import BatchSender, client_options, producer_options, wait_partitions
 from consentry.logs import ids, user_ref
 from consentry.kafka_worker import Batch, Bounds, Flushed, KafkaWorker, group_consumer
 from consentry.partitioning import home_partition
-from consentry.timeutil import now_us
+from consentry.timeutil import format_rfc3339, now_us, parse_rfc3339
 from consentry.domain.audit import day_of
 from consentry.web import StatusServer
 from services.ingest import metrics
@@ -363,43 +365,63 @@ class IngestWorker(KafkaWorker):
         training_posts, posts_by_user, accept, deferred = topics.training_posts, topics.posts_by_user, Decision.ACCEPT, Decision.DEFERRED
         schema_registry = self.posts_framing == SCHEMA_REGISTRY
         drops, day = self._drops, day_of(now)
+        hold = self.deferred.hold
         for tp, records in batch.items():
             from_posts = tp.topic == topics.posts
             metrics.POSTS_IN.labels("posts" if from_posts else "posts_by_user").inc(len(records))
             framed = from_posts and schema_registry
+            # In place: every post of this partition whose user's home it is (and is owned here).
+            in_place = tp.partition if (not from_posts or direct) and tp.partition in owned else -1
+            in_place_users = entries(in_place) if in_place >= 0 else None
             for record in records:
+                key = record.key
                 # The framing is the upstream producers' (posts): what ingest writes (re-keyed,
                 # deferred) is the post's plain JSON.
                 value = unframe(record.value) if framed else record.value
-                post = value if type(value) is Invalid else parse_post(value, record.key)
-                if type(post) is Invalid:
-                    rejected[post.code] = rejected.get(post.code, 0) + 1
-                    sender.append(
-                        topics.posts_rejected,
-                        record.partition % self.rejected_partitions,
-                        record.key,
-                        encode_rejection(post, tp.topic, tp.partition, record.offset, record.value, now),
+                # The common shape first (no Post built); anything else, and every rejection, is
+                # the generic validator's.
+                fields = None if type(value) is Invalid else parse_common_post(value, key)
+                if fields is not None:
+                    post_id, user_id, created_at, visibility, text, lang, country, minor = fields
+                    post = created_us = None
+                else:
+                    post = value if type(value) is Invalid else parse_post(value, key)
+                    if type(post) is Invalid:
+                        rejected[post.code] = rejected.get(post.code, 0) + 1
+                        sender.append(
+                            topics.posts_rejected,
+                            record.partition % self.rejected_partitions,
+                            key,
+                            encode_rejection(post, tp.topic, tp.partition, record.offset, record.value, now),
+                        )
+                        continue
+                    post_id, user_id, visibility, text, lang, country, minor = (
+                        post.post_id, post.user_id, post.visibility, post.text, post.lang, post.country, post.author_is_minor
                     )
-                    continue
-                home = home_partition(post.user_id, n)
-                if from_posts and not (direct and home == tp.partition and home in owned):
-                    moved += 1
-                    append(posts_by_user, home, record.key, value)
-                    continue
-                if home not in owned:  # cannot happen with range assignment; never decide blind
-                    moved += 1
-                    append(posts_by_user, home, record.key, value)
-                    continue
-                entry = entries(home).get(post.user_id)  # one look-up: (intervals, pending, withdrawals, notice facts)
-                decision = decide(post, (), now, NO_NOTICES, policy) if entry is None else decide(post, entry[0], now, entry[3], policy)
+                    created_at, created_us = post.created_at_text or format_rfc3339(post.created_at_us), post.created_at_us
+                home = home_partition(user_id, n)
+                if home != in_place:
+                    if from_posts or home not in owned:  # the latter cannot happen with range assignment; never decide blind
+                        moved += 1
+                        append(posts_by_user, home, key, value)
+                        continue
+                # One look-up: (intervals, pending, withdrawals, notice facts).
+                entry = (in_place_users if home == in_place else entries(home)).get(user_id)  # type: ignore[union-attr]
+                if entry is None:
+                    decision = decide_values((), None, minor, visibility, country, now, NO_NOTICES, policy)
+                else:
+                    intervals = entry[0]
+                    if intervals and created_us is None:
+                        created_us = parse_rfc3339(created_at)  # canonical: parse_common_post checked it parses
+                    decision = decide_values(intervals, created_us, minor, visibility, country, now, entry[3], policy)
                 if decision is accept:
                     accepted += 1
-                    append(training_posts, home, record.key, encode_training_post(post, now))
+                    append(training_posts, home, key, encode_training_values(post_id, user_id, created_at, text, lang, country, now))
                 elif decision is deferred:  # not a drop: held until the notice grace period ends
-                    self.deferred.hold(home, post, value)
+                    hold(home, post if post is not None else parse_post(value, key), value)
                 else:
                     dropped[decision] = dropped.get(decision, 0) + 1
-                    counted = (home, post.user_id, day, decision.value)
+                    counted = (home, user_id, day, decision.value)
                     drops[counted] = drops.get(counted, 0) + 1
             self._positions[tp] = records[-1].offset + 1
         if accepted:
