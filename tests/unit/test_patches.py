@@ -39,6 +39,7 @@ PATCHED = (
     (Recovery, "on_recovery_completed"),
     (Worker, "on_setup_root_logger"),
     (Collection, "_on_changelog_sent"),
+    (Topic, "_get_producer"),
 )
 
 
@@ -216,6 +217,38 @@ async def test_a_table_writes_each_acknowledged_offset_once_per_loop_turn_and_pa
 
     assert sorted(puts) == [(p0, 5), (p1, 7)], "the highest acknowledged offset of each partition, once"
     assert await acknowledge_in_one_turn([(p0, 9)]) == [(p0, 9)]
+
+
+# ------------------------------------------------------------------ the producer a record is published with
+
+
+def yields_before_the_producer(topic: Topic, get_producer) -> bool:  # type: ignore[no-untyped-def]
+    """Whether getting the (started) producer gives the event loop a turn first."""
+    call = get_producer(topic)
+    try:
+        call.send(None)
+    except StopIteration:
+        return False
+    call.close()
+    return True
+
+
+def topic_with_a_started_producer() -> Topic:
+    app = faust.App("test-patches-producer", broker="kafka://127.0.0.1:1")
+    app.producer._started.set()  # as after app.start(); nothing connects
+    return app.topic("consent-state")
+
+
+async def test_faust_takes_a_loop_turn_to_get_its_started_producer() -> None:
+    """The cost: a pass of the event loop for every record published."""
+    topic = topic_with_a_started_producer()
+    assert yields_before_the_producer(topic, patches.unpatched(Topic, "_get_producer")) is True
+
+
+async def test_a_record_is_published_with_the_started_producer_at_once(undo_patches: None) -> None:
+    patches.install_faust_patches(CommonSettings(kafka_bootstrap_servers="kafka:9092"))  # a consent worker's
+    topic = topic_with_a_started_producer()
+    assert yields_before_the_producer(topic, Topic._get_producer) is False, "a turn of the event loop before every record published"
 
 
 # ------------------------------------------------------------------ a record faust cannot send
