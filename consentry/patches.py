@@ -231,6 +231,108 @@ def install_faust_send_failure_stop(on_failure: SendFailed) -> None:
     _installed.add("install_faust_send_failure_stop")
 
 
+@written_for(FAUST, embedded_broker_only=False)
+def install_faust_spinner_fix() -> None:
+    """faust-streaming 0.15.3: a worker started at `--loglevel warn` (or error, crit) sets the root
+    logger to DEBUG. Unconditional: the defect is faust's, on Apache Kafka too.
+
+    Defect: `faust.worker.Worker._setup_spinner_handler` (called from `on_setup_root_logger` when
+    the level is WARN or above, for its terminal progress spinner) adds a DEBUG handler and sets
+    the root logger's level to DEBUG. Nothing more is printed (the stderr handler keeps the
+    chosen level), but every `log.debug` in faust, mode and aiokafka is then enabled: a record
+    built and handled per changelog record sent (`Topic.publish_message`), per produce request
+    and per response, about a tenth of the consent worker's time at CONSENTRY_LOG_LEVEL=WARNING.
+
+    Patch: no spinner (the services run headless, their stdout is a log, not a terminal); the
+    root logger keeps the level the service configured.
+    """
+    if "install_faust_spinner_fix" in _installed:
+        return
+    from faust.worker import Worker
+
+    def on_setup_root_logger(self: Any, logger: logging.Logger, level: int) -> None:
+        self.spinner = None
+
+    _replace(Worker, "on_setup_root_logger", on_setup_root_logger)
+    _installed.add("install_faust_spinner_fix")
+
+
+def _persist_changelog_offsets(table: Any) -> None:
+    pending, table._consentry_sent_offsets = table._consentry_sent_offsets, {}
+    for tp, offset in pending.items():
+        table.data.set_persisted_offset(tp, offset)
+
+
+@written_for(FAUST, embedded_broker_only=False)
+def install_faust_persisted_offset_coalescing() -> None:
+    """faust-streaming 0.15.3: a table's persisted changelog offset is written once per event-loop
+    turn and partition, not once per record. Unconditional; a cost, not a defect.
+
+    Cost: `Collection._on_changelog_sent` (faust/tables/base.py), outside transactions, writes
+    the offset of every acknowledged changelog record to the partition's RocksDB
+    (`set_persisted_offset`): a second RocksDB put for every row written. A produce response
+    acknowledges a whole batch of records, and their callbacks run in the same loop turn.
+
+    Patch: the callback keeps the highest acknowledged offset per partition, and one callback
+    scheduled for the next loop turn writes it. The offset only tells recovery where to start
+    reading the changelog, and each row is in RocksDB before its record is sent: an offset
+    written a loop turn later (or lost with the process) makes recovery re-read a few records,
+    never skip one. Transactions (exactly-once, not used here) keep faust's path.
+    """
+    if "install_faust_persisted_offset_coalescing" in _installed:
+        return
+    from faust.tables.base import Collection
+
+    on_changelog_sent = Collection._on_changelog_sent
+
+    def _on_changelog_sent(self: Any, fut: Any) -> None:
+        if self.app.in_transaction:
+            return on_changelog_sent(self, fut)
+        sent = fut.result()
+        pending = self.__dict__.get("_consentry_sent_offsets")
+        if not pending:
+            pending = self._consentry_sent_offsets = {}
+            asyncio.get_running_loop().call_soon(_persist_changelog_offsets, self)
+        tp = sent.topic_partition
+        if sent.offset > pending.get(tp, -1):
+            pending[tp] = sent.offset
+        return None
+
+    _replace(Collection, "_on_changelog_sent", _on_changelog_sent)
+    _installed.add("install_faust_persisted_offset_coalescing")
+
+
+@written_for(FAUST, embedded_broker_only=False)
+def install_faust_started_producer_fast_path() -> None:
+    """faust-streaming 0.15.3: publishing a record takes the started producer without a turn of
+    the event loop. Unconditional; a cost, not a defect.
+
+    Cost: `Topic.publish_message` (faust/topics.py) gets its producer from
+    `app.maybe_start_producer()`, a mode `stampede` whose call always begins with
+    `asyncio.sleep(0)`, even once the producer is started: one more pass of the event loop
+    (every ready callback, a poll of the selector) for every changelog record a table writes.
+
+    Patch: `Topic._get_producer` returns `app.producer` at once when it is started and no
+    transaction is open; otherwise faust's path (which starts it).
+    """
+    if "install_faust_started_producer_fast_path" in _installed:
+        return
+    from faust.topics import Topic
+
+    get_producer = Topic._get_producer
+
+    async def _get_producer(self: Any) -> Any:
+        app = self.app
+        if not app.in_transaction:
+            producer = app.producer
+            if producer.started:
+                return producer
+        return await get_producer(self)
+
+    _replace(Topic, "_get_producer", _get_producer)
+    _installed.add("install_faust_started_producer_fast_path")
+
+
 # ------------------------------------------------------------------ the embedded broker (Tansu)
 
 
@@ -375,6 +477,9 @@ def install_faust_patches(settings: CommonSettings, on_send_failure: SendFailed 
     install_faust_seek_read_offset_fix()  # records delivered while a seek ends are neither cleared unapplied nor committed
     install_faust_commit_failpoints()  # consent.before_changelog_flush, consent.before_commit (tests only)
     install_faust_stopping_handover_fix()  # a stopping worker finishes and flushes its events before its partitions move
+    install_faust_spinner_fix()  # the root logger keeps its level: faust's debug calls stay cheap
+    install_faust_persisted_offset_coalescing()  # one RocksDB put per partition and loop turn for the changelog offsets
+    install_faust_started_producer_fast_path()  # no loop turn per record to get the started producer
     if on_send_failure is not None:
         install_faust_send_failure_stop(on_send_failure)  # a record that cannot be sent stops the worker
     if settings.on_embedded_broker:

@@ -116,6 +116,8 @@ def span_dict(span: Any) -> dict[str, Any]:
 
 def headers() -> list[tuple[str, bytes]]:
     """The Kafka headers carrying the current span's context (empty when there is none)."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return []  # nothing to carry (no baggage is used): skips the propagators, per record sent
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return [(k, v.encode()) for k, v in carrier.items()]

@@ -39,6 +39,7 @@ def create_app(settings: ConsentSettings) -> faust.App:
         processing_guarantee="at_least_once",
         producer_acks=-1,
         producer_max_request_size=settings.consent_max_record_bytes,
+        producer_linger=settings.consent_producer_linger_ms / 1000,  # changelog records batched per request
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000,

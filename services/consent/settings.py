@@ -34,6 +34,14 @@ class ConsentSettings(CommonSettings):
         "most the broker's message.max.bytes and the changelog topic's max.message.bytes. A record over it stops the worker.",
     )
 
+    consent_producer_linger_ms: int = Field(
+        default=5,
+        ge=0,
+        description="How long the consent worker's producer waits to fill a batch (faust's producer_linger): changelog "
+        "records written meanwhile leave in one produce request instead of one each. Delays a change reaching ingest by "
+        "at most this much; offsets are committed only after the records are acknowledged either way.",
+    )
+
     @property
     def app_id(self) -> str:
         return self.topics.group("consent")

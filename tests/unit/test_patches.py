@@ -6,18 +6,22 @@ tests/integration/test_embedded_broker_patches.py."""
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 from importlib import metadata
 from types import SimpleNamespace
 
 import faust
 import pytest
 from faust.exceptions import ProducerSendError
+from faust.tables.base import Collection
 from faust.tables.recovery import Recovery
 from faust.topics import Topic
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP
+from faust.worker import Worker
 
 from consentry import patches
 from consentry.settings import CommonSettings
@@ -33,6 +37,9 @@ PATCHED = (
     (Consumer, "resume_flow"),
     (Consumer, "resume_partitions"),
     (Recovery, "on_recovery_completed"),
+    (Worker, "on_setup_root_logger"),
+    (Collection, "_on_changelog_sent"),
+    (Topic, "_get_producer"),
 )
 
 
@@ -146,6 +153,102 @@ async def test_faust_flush_returns_before_its_records_are_sent() -> None:
 async def test_flush_waits_for_every_buffered_record(undo_patches: None) -> None:
     patches.install_faust_flush_fix()
     assert await flush_three_records(ProducerBuffer.flush) == [0, 1, 2]
+
+
+# ------------------------------------------------------------------ faust's spinner and the root logger
+
+
+def root_level_after_worker_setup(on_setup_root_logger) -> int:  # type: ignore[no-untyped-def]
+    """The level of a root logger (set to WARNING) after a worker started with `--loglevel warn`,
+    as the consent worker at CONSENTRY_LOG_LEVEL=WARNING, set it up."""
+    app = faust.App("test-patches-spinner", broker="kafka://127.0.0.1:1")
+    worker = Worker(app, loglevel="warn", stdout=io.StringIO(), stderr=io.StringIO())
+    root = logging.Logger("root-of-the-test")  # not the process's root: the test configures nothing
+    root.setLevel(logging.WARNING)
+    root.addHandler(logging.NullHandler())
+    on_setup_root_logger(worker, root, logging.WARNING)
+    return root.level
+
+
+def test_faust_sets_the_root_logger_to_debug_for_its_spinner() -> None:
+    """The defect: every faust and aiokafka debug call then builds and handles a log record."""
+    assert root_level_after_worker_setup(patches.unpatched(Worker, "on_setup_root_logger")) == logging.DEBUG
+
+
+def test_the_root_logger_keeps_the_level_the_service_chose(undo_patches: None) -> None:
+    patches.install_faust_patches(CommonSettings(kafka_bootstrap_servers="kafka:9092"))  # a consent worker's
+    assert root_level_after_worker_setup(Worker.on_setup_root_logger) == logging.WARNING, (
+        "a worker at --loglevel warn set the root logger below WARNING"
+    )
+
+
+# ------------------------------------------------------------------ the table's persisted changelog offsets
+
+
+class OffsetStore:
+    def __init__(self) -> None:
+        self.puts: list[tuple[TP, int]] = []
+
+    def set_persisted_offset(self, tp: TP, offset: int) -> None:
+        self.puts.append((tp, offset))
+
+
+def acknowledged(tp: TP, offset: int) -> asyncio.Future:
+    """A changelog record's send, acknowledged at `offset`, as faust hands it to the table."""
+    sent = asyncio.get_running_loop().create_future()
+    sent.set_result(SimpleNamespace(topic_partition=tp, offset=offset))
+    return sent
+
+
+async def acknowledge_in_one_turn(offsets: list[tuple[TP, int]]) -> list[tuple[TP, int]]:
+    """The persisted offsets a table writes for records acknowledged by one produce response."""
+    table = SimpleNamespace(app=SimpleNamespace(in_transaction=False), data=OffsetStore())
+    for tp, offset in offsets:
+        Collection._on_changelog_sent(table, acknowledged(tp, offset))
+    await asyncio.sleep(0)  # the next loop turn
+    return table.data.puts
+
+
+async def test_a_table_writes_each_acknowledged_offset_once_per_loop_turn_and_partition(undo_patches: None) -> None:
+    patches.install_faust_patches(CommonSettings(kafka_bootstrap_servers="kafka:9092"))  # a consent worker's
+    p0, p1 = TP("consent-state", 0), TP("consent-state", 1)
+
+    puts = await acknowledge_in_one_turn([(p0, 3), (p1, 7), (p0, 5), (p0, 4)])
+
+    assert sorted(puts) == [(p0, 5), (p1, 7)], "the highest acknowledged offset of each partition, once"
+    assert await acknowledge_in_one_turn([(p0, 9)]) == [(p0, 9)]
+
+
+# ------------------------------------------------------------------ the producer a record is published with
+
+
+def yields_before_the_producer(topic: Topic, get_producer) -> bool:  # type: ignore[no-untyped-def]
+    """Whether getting the (started) producer gives the event loop a turn first."""
+    call = get_producer(topic)
+    try:
+        call.send(None)
+    except StopIteration:
+        return False
+    call.close()
+    return True
+
+
+def topic_with_a_started_producer() -> Topic:
+    app = faust.App("test-patches-producer", broker="kafka://127.0.0.1:1")
+    app.producer._started.set()  # as after app.start(); nothing connects
+    return app.topic("consent-state")
+
+
+async def test_faust_takes_a_loop_turn_to_get_its_started_producer() -> None:
+    """The cost: a pass of the event loop for every record published."""
+    topic = topic_with_a_started_producer()
+    assert yields_before_the_producer(topic, patches.unpatched(Topic, "_get_producer")) is True
+
+
+async def test_a_record_is_published_with_the_started_producer_at_once(undo_patches: None) -> None:
+    patches.install_faust_patches(CommonSettings(kafka_bootstrap_servers="kafka:9092"))  # a consent worker's
+    topic = topic_with_a_started_producer()
+    assert yields_before_the_producer(topic, Topic._get_producer) is False, "a turn of the event loop before every record published"
 
 
 # ------------------------------------------------------------------ a record faust cannot send
