@@ -129,7 +129,7 @@ def faults_under_load(system: System, seed: int, faults: list[tuple[str, str]], 
     world.wait_released(consent)
     figures = check_world(world, system.training_rows(), consent)
     assert_logs_clean(system, [t for u in world.users.values() for t in u.texts], [system.token(u) for u in list(world.users)[:30]])
-    print(f"seed {seed}: {kills} kills, {stalls} stalls, {load.retries} client retries, {unseen} events acknowledged to nobody; {figures}")
+    print(f"seed {seed}: {kills} kills, {stalls} stalls, {load.retries} client retries, {load.superseded} superseded (409), {unseen} events acknowledged to nobody; {figures}")
     ledger.record("no leak", kills=kills, stalls=stalls, **{"woken fenced": fenced}, leaks=figures["leaks"])
     ledger.record("nothing lost", kills=kills, stalls=stalls, posts=figures["posts"], required=figures["required"], lost=figures["lost"],
                   duplicates=figures["duplicates"], **{"202 objections": sum(v for k, v in world.counts.items() if k.endswith("via gateway"))})

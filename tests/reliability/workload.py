@@ -475,6 +475,7 @@ class Load:
         self._thread = threading.Thread(target=self._main, name="load", daemon=True)
         self.error: BaseException | None = None
         self.retries = 0
+        self.superseded = 0  # keyed retries answered 409: another client of the user was acknowledged after them
 
     @property
     def posts(self) -> int:
@@ -547,6 +548,13 @@ class Load:
                     response = await world.http.delete("/v1/objections/me", headers=headers)
                 if response.status_code == 202:
                     break
+                if response.status_code == 409:
+                    # Another client of the same user (these clients run concurrently) had a request
+                    # acknowledged after this one's first attempt, which the broker may have taken
+                    # with its answer lost: the contract's 409. That event, if any, is in the consent
+                    # table, and adopt_consent_history judges by the table.
+                    self.superseded += 1
+                    return
                 assert response.status_code in (429, 503), response.text
             except httpx.TransportError:
                 response = None  # the gateway is down: retry with the same key
