@@ -8,6 +8,7 @@ from pathlib import Path
 
 from consentry.scrape import scrape, total
 from tests.support.system import System
+from tests.support.wait import eventually
 
 OBJECTIONS = 12
 
@@ -17,7 +18,10 @@ def test_two_workers_report_the_same_sums_and_a_dead_groups_lag_shows(system: Sy
     # The gateway only: no consent worker, so the consent group has no live member at all.
     system.start("gateway", env={"GATEWAY_WORKERS": "2", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "multiproc")})
     for n in range(OBJECTIONS):
-        system.object(f"user-{n}")  # a new connection each: the kernel spreads them over both workers
+        # A new connection each: the kernel spreads them over both workers. Each worker's publisher
+        # connects on its own after start (readiness saw one of them): until then it answers 503,
+        # and a client retries.
+        eventually(lambda n=n: system.object(f"user-{n}"), timeout=60, what=f"objection {n} accepted")
 
     url = f"{system.gateway_url}/metrics"
     scrapes = [scrape(url, timeout=10) for _ in range(10)]
