@@ -27,6 +27,18 @@ def rows(user: str, n: int, start: int = 0) -> list[dict]:
     ]
 
 
+def sleeper(stopping: asyncio.Event):  # type: ignore[no-untyped-def]
+    """The sink's `_sleep`: waits `seconds`, or less once `stopping` is set."""
+
+    async def sleep(seconds: float) -> None:
+        try:
+            await asyncio.wait_for(stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    return sleep
+
+
 def sample(name: str, labels: dict[str, str] | None = None) -> float:
     return REGISTRY.get_sample_value(name, labels or {}) or 0.0
 
@@ -43,12 +55,7 @@ async def test_compaction_and_vacuum_run_on_their_schedules_and_keep_purges_phys
     settings = SinkSettings(training_store_uri=uri, compact_interval_s=0.3, vacuum_interval_s=0.5, data_dir=tmp_path / "var")
     compacted_before, removed_before = sample("consentry_sink_compaction_files_removed_total"), sample("consentry_sink_vacuum_files_removed_total")
     stopping = asyncio.Event()
-
-    async def sleep(seconds: float) -> None:
-        try:
-            await asyncio.wait_for(stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
+    sleep = sleeper(stopping)
 
     housekeeping = asyncio.create_task(Housekeeping(settings, DeltaTrainingStore(uri), lambda: True, sleep, stopping).run())
     try:
@@ -156,12 +163,7 @@ async def test_each_replica_compacts_only_its_own_buckets_and_only_the_owner_vac
     assert bob != alice
     settings = SinkSettings(training_store_uri=uri, compact_interval_s=0.3, vacuum_interval_s=0.5, data_dir=tmp_path / "var")
     stopping = asyncio.Event()
-
-    async def sleep(seconds: float) -> None:
-        try:
-            await asyncio.wait_for(stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
+    sleep = sleeper(stopping)
 
     def files_in(bucket: int) -> int:
         actions = DeltaTable(uri).get_add_actions(flatten=True)
