@@ -37,7 +37,7 @@ def _one(bootstrap: str, data: Dataset, work: Path, run: int, with_audit: bool) 
         if result["accepted"] != data.expected_accepted:
             raise AssertionError(f"ingest forwarded {result['accepted']} posts, expected {data.expected_accepted}")
         if with_audit:
-            _caught_up(services)
+            _caught_up(services, written_at=time.monotonic())
             services.stop()  # the writer chains the drop counts it has summed as it stops
             result.update(_table_size(services, data, result))
         return result
@@ -45,14 +45,22 @@ def _one(bootstrap: str, data: Dataset, work: Path, run: int, with_audit: bool) 
         services.stop()
 
 
-def _caught_up(services: Services, timeout: float = 180) -> None:
-    """The audit writer has read every source record: its lag gauges exist and are all 0."""
+def _caught_up(services: Services, written_at: float, timeout: float = 180) -> None:
+    """The audit writer has read every source record: its lag gauges exist and are all 0, in a
+    sample refreshed after ingest's last records were written (`written_at`). The gauges are
+    refreshed at most every `Bounds.stats_seconds`: a 0 read sooner can predate ingest's last
+    drop counts (the bench once stopped the writer on such a stale 0 and missed 14,996 drops)."""
     import httpx
 
+    from consentry.kafka_worker import Bounds
     from consentry.scrape import parse_metrics
 
+    fresh_from = written_at + Bounds.stats_seconds + 1.0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if time.monotonic() < fresh_from:
+            time.sleep(0.5)
+            continue
         try:
             samples = parse_metrics(httpx.get(f"{services.url('audit-writer')}/metrics", timeout=5).text)
         except httpx.HTTPError:
