@@ -331,8 +331,8 @@ class SinkWorker(KafkaWorker):
             log.exception("the training store refused the purges of a batch of %d messages (%d purges): it is read again", len(values), len(plan.purges))
             raise  # offsets stay uncommitted: the batch is replayed after restart
         purge_seconds = time.monotonic() - started
-        metrics.STAGE_SECONDS.labels("purge").observe(purge_seconds)
         if plan.purges:
+            metrics.STAGE_SECONDS.labels("purge").observe(purge_seconds)
             failpoints.hit("sink.after_purge")
         await self._confirm_purges(plan, replayed, purged, started_ns)
         confirmed_seconds = time.monotonic() - started
