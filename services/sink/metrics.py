@@ -15,6 +15,11 @@ COMMIT_SECONDS = Histogram(
     "consentry_sink_commit_seconds", "Time to apply one batch to the store",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+STAGE_SECONDS = Histogram(
+    "consentry_sink_stage_seconds",
+    "Time of each stage of a flush: purge (the delete's commit), dedupe (the look-up of the batch's post_ids in the table), append",
+    ["stage"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 TABLE_VERSION = Gauge("consentry_sink_table_version", "Delta table version")
 INVALID = Counter("consentry_sink_invalid_total", "Unreadable training.posts messages skipped", ["reason"])
 ERRORS = Counter("consentry_sink_errors_total", "Errors, by stage", ["stage"])

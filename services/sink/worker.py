@@ -27,12 +27,12 @@ from consentry.timeutil import now_us
 from consentry.web import StatusServer
 from services.sink import metrics
 from consentry.domain.lineage import runs_that_read
-from consentry.domain.purge import plan_batch
+from consentry.domain.purge import Plan, plan_batch
 from services.sink.lineage import LineageFollower
 from services.sink.resume import Reason, Resume, resume_point
 from services.sink.settings import SinkSettings
-from services.sink.store import DeltaTrainingStore, TrainingStore
-from services.sink.writer import IdempotentWriter
+from services.sink.store import DeltaTrainingStore, Purged, TrainingStore
+from services.sink.writer import IdempotentWriter, purged_rows
 
 log = logging.getLogger(__name__)
 
@@ -321,59 +321,83 @@ class SinkWorker(KafkaWorker):
             metrics.INVALID.labels(invalid.code).inc()
         started = time.monotonic()
         started_ns = time.time_ns()
+        # The purges first, in their own commit, and confirmed at once: the batch's
+        # de-duplication look-up (it reads the files of the batch's buckets, so it grows with the
+        # table) and its append come after, and a purge must not wait for them (issue 16).
         try:
-            applied = await asyncio.to_thread(self.writer.apply, plan, positions)
+            purged = await asyncio.to_thread(self.writer.purge, plan, positions)
+        except Exception:
+            metrics.ERRORS.labels("store").inc()
+            log.exception("the training store refused the purges of a batch of %d messages (%d purges): it is read again", len(values), len(plan.purges))
+            raise  # offsets stay uncommitted: the batch is replayed after restart
+        purge_seconds = time.monotonic() - started
+        if plan.purges:
+            metrics.STAGE_SECONDS.labels("purge").observe(purge_seconds)
+            failpoints.hit("sink.after_purge")
+        await self._confirm_purges(plan, replayed, purged, started_ns)
+        confirmed_seconds = time.monotonic() - started
+        try:
+            applied = await asyncio.to_thread(self.writer.append, plan, positions, purged)
         except Exception:
             metrics.ERRORS.labels("store").inc()
             log.exception("the training store refused a batch of %d messages (%d purges): it is read again", len(values), len(plan.purges))
-            raise  # offsets stay uncommitted: the batch is replayed after restart
+            raise  # offsets stay uncommitted: the batch is replayed after restart (its purges re-confirmed)
         metrics.COMMIT_SECONDS.observe(time.monotonic() - started)
         metrics.COMMITS.inc()
         metrics.APPENDED.inc(applied.appended)
         metrics.DUPLICATES.inc(applied.duplicates)
+        for stage, seconds in applied.seconds.items():
+            metrics.STAGE_SECONDS.labels(stage).observe(seconds)
         failpoints.hit("sink.after_store")
         if plan.purges:
-            failpoints.hit("sink.after_purge")
-        # Purges a previous process committed but may not have confirmed: confirm them again
-        # (the consent table keeps the first stamp; how many rows they removed is not known).
-        confirm = [(purge, None) for purge in plan_batch([parse_training_message(v) for v in replayed]).purges.values()] if replayed else []
-        if replayed:
-            log.info("skipped %d messages already applied to the table; re-confirming %d purges", len(replayed), len(confirm))
-        confirm += [(purge, applied.purged_rows.get(purge.user_id, 0)) for purge in plan.purges.values()]
-        trained_on = await self._runs_that_read(applied) if applied.purge_version is not None else {}
-        if confirm:
-            spans: list[Any] = []
-            at = now_us()
-            if any(applied.purged_rows.values()):
-                metrics.LAST_PURGE.set(at / 1e6)
-            for purge, rows in confirm:
-                if rows is not None:
-                    metrics.PURGES.inc()
-                    metrics.ROWS_PURGED.inc(rows)
-                runs = trained_on.get(purge.user_id, ()) if rows is not None else None
-                version = applied.purge_version if rows else None  # this batch's delete held the user's rows
-                receipt = Receipt(PURGED, purge.user_id, purge.objection_ids, at, rows, purge.marked_at_us, runs, version)
-                partition = home_partition(purge.user_id, self.settings.partitions)
-                if runs:
-                    metrics.TRAINED_ON.inc()
-                for run_id in runs or ():  # GET /v1/admin/runs/{run_id}
-                    self.sender.append(
-                        self.topics.run_users, home_partition(run_id, self.settings.partitions), run_user_key(run_id, purge.user_id),
-                        encode_run_user(run_id, purge.user_id, purge.objection_ids, at, applied.purge_version or 0),
-                    )
-                headers = self._purge_traced(purge.user_id, purge.objection_ids, rows, partition, started_ns, spans)
-                self.sender.append(self.topics.receipts, partition, purge.user_id.encode(), encode_receipt(receipt), headers)
-            try:
-                await self.sender.flush()
-            finally:
-                for span in spans:
-                    span.end()
-            if plan.purges:
-                log.info("purged %d users (%d rows)", len(plan.purges), sum(applied.purged_rows.values()))
+            oldest = min(p.marked_at_us for p in plan.purges.values())
+            log.info("purged %d users (%d rows) from a batch of %d messages: delete %.2fs, confirmed after %.2fs, the oldest marker "
+                     "%.1fs after it was written; then de-duplication look-up %.2fs, append %.2fs", len(plan.purges),
+                     sum(applied.purged_rows.values()), len(values), purge_seconds, confirmed_seconds,
+                     (started_ns // 1000 - oldest) / 1e6 + confirmed_seconds, applied.seconds["dedupe"], applied.seconds["append"])
         metrics.TABLE_VERSION.set(await asyncio.to_thread(self.writer.store.version))
         return Flushed(offsets)  # committed at once: the store has it (failpoint sink.before_commit)
 
-    async def _runs_that_read(self, applied: Any) -> dict[str, tuple[str, ...]]:
+    async def _confirm_purges(self, plan: Plan, replayed: list[bytes], purged: Purged, started_ns: int) -> None:
+        """The purged receipts of the batch's purges (committed by `purged`), and of those a
+        previous process committed but may not have confirmed (`replayed`: the consent table keeps
+        the first stamp; how many rows they removed is not known)."""
+        confirm = [(purge, None) for purge in plan_batch([parse_training_message(v) for v in replayed]).purges.values()] if replayed else []
+        if replayed:
+            log.info("skipped %d messages already applied to the table; re-confirming %d purges", len(replayed), len(confirm))
+        removed = purged_rows(plan, purged)
+        confirm += [(purge, removed.get(purge.user_id, 0)) for purge in plan.purges.values()]
+        trained_on = await self._runs_that_read(purged) if purged.version is not None else {}
+        if not confirm:
+            return
+        spans: list[Any] = []
+        at = now_us()
+        if any(removed.values()):
+            metrics.LAST_PURGE.set(at / 1e6)
+        for purge, rows in confirm:
+            if rows is not None:
+                metrics.PURGES.inc()
+                metrics.ROWS_PURGED.inc(rows)
+            runs = trained_on.get(purge.user_id, ()) if rows is not None else None
+            version = purged.version if rows else None  # this batch's delete held the user's rows
+            receipt = Receipt(PURGED, purge.user_id, purge.objection_ids, at, rows, purge.marked_at_us, runs, version)
+            partition = home_partition(purge.user_id, self.settings.partitions)
+            if runs:
+                metrics.TRAINED_ON.inc()
+            for run_id in runs or ():  # GET /v1/admin/runs/{run_id}
+                self.sender.append(
+                    self.topics.run_users, home_partition(run_id, self.settings.partitions), run_user_key(run_id, purge.user_id),
+                    encode_run_user(run_id, purge.user_id, purge.objection_ids, at, purged.version or 0),
+                )
+            headers = self._purge_traced(purge.user_id, purge.objection_ids, rows, partition, started_ns, spans)
+            self.sender.append(self.topics.receipts, partition, purge.user_id.encode(), encode_receipt(receipt), headers)
+        try:
+            await self.sender.flush()
+        finally:
+            for span in spans:
+                span.end()
+
+    async def _runs_that_read(self, purged: Purged) -> dict[str, tuple[str, ...]]:
         """Per purged user, the training runs that read a version still holding their rows, from
         every lineage record published before the delete's commit (read now, after it)."""
         delay = 0.5
@@ -391,8 +415,8 @@ class SinkWorker(KafkaWorker):
         margin_us = int(self.settings.lineage_margin_s * 1_000_000)
         reads = self.lineage.reads
         return {
-            user: runs_that_read(reads, applied.purge_version, first, margin_us)
-            for user, first in applied.first_ingested_us.items()
+            user: runs_that_read(reads, purged.version, first, margin_us)
+            for user, first in purged.first_ingested_us.items()
         }
 
     def _purge_traced(self, user: str, objection_ids: tuple[str, ...], rows: int | None, partition: int, started_ns: int, spans: list[Any]) -> Any:

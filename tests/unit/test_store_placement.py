@@ -9,7 +9,7 @@ import re
 import pyarrow as pa
 
 from consentry.partitioning import bucket_of, cluster_of, user_hash
-from services.sink.store import placement_predicate, unclustered_buckets
+from services.sink.store import files_for_placement, placement, placement_predicate, unclustered_buckets
 
 
 def test_cluster_is_the_high_bits_of_the_hash_the_bucket_takes_the_low_ones_of() -> None:
@@ -45,3 +45,28 @@ def test_a_bucket_is_sorted_again_when_a_one_user_lookup_would_read_much_of_it()
     unknown = [(3, 1000, None, None)] * 4  # no statistics: read whatever the user
     assert unclustered_buckets(actions(sorted_files + flushes + few + unknown), file_bytes=10_000) == [1, 3]
     assert unclustered_buckets(actions([]), file_bytes=10_000) == []
+
+
+def test_the_de_duplication_look_up_reads_the_files_the_placement_predicate_would_select() -> None:
+    """files_for_placement: the files of the users' buckets whose cluster range holds one of them
+    (or that have no statistics); the same selection as placement_predicate's, made from the
+    log's metadata without delta-rs' per-file dataset construction (issue 16)."""
+    users = [f"user-{i}" for i in range(40)]
+    wanted = placement(users, 4)
+    assert wanted == {b: sorted({cluster_of(u) for u in users if bucket_of(u, 4) == b}) for b in range(4) if any(bucket_of(u, 4) == b for u in users)}
+    files = []  # (path, bucket, min, max)
+    for bucket in range(5):  # bucket 4 holds none of them
+        for i in range(16):
+            files.append((f"bucket={bucket}/sorted-{i}", bucket, i * 4096, i * 4096 + 4095))
+        files.append((f"bucket={bucket}/flush", bucket, 0, 65535))
+        files.append((f"bucket={bucket}/no-stats", bucket, None, None))
+    table = pa.table({"path": [f[0] for f in files], "partition.bucket": pa.array([str(f[1]) for f in files]),
+                      "min.cluster": pa.array([f[2] for f in files], pa.int32()), "max.cluster": pa.array([f[3] for f in files], pa.int32())})
+    chosen = files_for_placement(table, wanted)
+    expected = [path for path, bucket, lo, hi in files
+                if bucket in wanted and (lo is None or any(lo <= c <= hi for c in wanted[bucket]))]
+    assert chosen == expected
+    assert not any(p.startswith("bucket=4/") for p in chosen)
+    assert {f"bucket={b}/flush" for b in wanted} <= set(chosen) and {f"bucket={b}/no-stats" for b in wanted} <= set(chosen)
+    assert len(chosen) < len(files) - 18  # sorted files outside the users' clusters are skipped
+    assert files_for_placement(table, {}) == [] and files_for_placement(table.slice(0, 0), wanted) == []
