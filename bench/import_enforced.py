@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -209,6 +210,7 @@ def main() -> None:
         print(run(broker.bootstrap, work, args.imports), flush=True)
     finally:
         broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

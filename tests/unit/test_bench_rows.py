@@ -3,7 +3,7 @@ catch-up, the extrapolation to 1M and the rows (pure: records and results given)
 
 from __future__ import annotations
 
-from bench.failover import probes_per_partition, records_behind
+from bench.failover import STANDBY_BUFFER, probes_per_partition, records_behind, standby_caught_up
 from bench.import_enforced import Stamps, import_lines
 from bench.report import import_enforced_row, recovery_row, replay_rate
 from consentry.importer import ImportBatch, OBJECTIONS
@@ -41,6 +41,10 @@ def test_the_standby_is_caught_up_by_the_changelog_records_it_has_not_applied() 
     assert records_behind({0: 100, 1: 50}, ends) == 0
     assert records_behind({0: 90, 1: 50}, ends) == 10
     assert records_behind({0: 100}, ends) == 50, "a partition not held is behind by all of it"
+    big = {p: 10 * STANDBY_BUFFER for p in range(3)}
+    assert standby_caught_up({0: big[0], 1: big[1], 2: big[2] - STANDBY_BUFFER + 1}, big), "what faust holds in memory is left"
+    assert not standby_caught_up({0: big[0], 1: big[1], 2: big[2] - STANDBY_BUFFER}, big)
+    assert not standby_caught_up({0: 100, 1: 50}, ends), "a table smaller than one standby batch: no copy is seen, none assumed"
 
 
 def test_probes_cover_every_partition() -> None:
