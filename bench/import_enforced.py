@@ -1,7 +1,7 @@
 """11. Import to enforced: N historical objections imported with `consentry import`, the whole
 system running, until every one of them is `enforced` (and `purged`) in the consent table.
 
-    python -m bench.import_enforced [--imports 20000]
+    python -m bench.import_enforced [--imports 50000]
 
 Set-up, not timed: fresh topics; N users, each notified long ago (a notice on `notices` and
 the user's row on the consent changelog, the consent group's offsets at the end of its
@@ -195,7 +195,7 @@ def run(bootstrap: str, work: Path, imports: int, timeout: float | None = None) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--imports", type=int, default=20_000)
+    parser.add_argument("--imports", type=int, default=50_000)
     args = parser.parse_args()
     import signal
 
