@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-users", type=int, default=1_000_000)
     parser.add_argument("--consent-users", type=int, default=50_000, help="users of the consent rate step (1.3 events each)")
     parser.add_argument("--imports", type=int, default=50_000, help="objections of the import-to-enforced step (3 consent events each)")
-    parser.add_argument("--recovery-users", type=int, default=10_000, help="users of the recovery step's table (bench/failover.py)")
+    parser.add_argument("--recovery-users", type=int, default=30_000, help="users of the recovery step's table (bench/failover.py)")
     parser.add_argument("--profile", type=Path, help="record py-spy profiles of ingest and the gateway here")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
