@@ -20,7 +20,7 @@ from bench import report
 from bench.common import ROOT, free_port, make_dataset
 from consentry_cli.broker import EmbeddedBroker
 
-STEPS = ("limit", "peer", "ingest", "full", "sinks", "latency", "gateway", "purge", "memory", "consent", "import", "audit")
+STEPS = ("limit", "peer", "ingest", "full", "sinks", "latency", "gateway", "purge", "memory", "consent", "import", "import-enforced", "recovery", "audit")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--purge-users", type=int, default=1_000)
     parser.add_argument("--memory-users", type=int, default=1_000_000)
     parser.add_argument("--consent-users", type=int, default=50_000, help="users of the consent rate step (1.3 events each)")
+    parser.add_argument("--imports", type=int, default=50_000, help="objections of the import-to-enforced step (3 consent events each)")
+    parser.add_argument("--recovery-users", type=int, default=30_000, help="users of the recovery step's table (bench/failover.py)")
     parser.add_argument("--profile", type=Path, help="record py-spy profiles of ingest and the gateway here")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
@@ -139,6 +141,14 @@ def run_step(step: str, bootstrap: str, data, work: Path, args, results: dict) -
         return consent_rate.measure(bootstrap, work, args.consent_users, args.repeat)
     if step == "import":
         return import_bench(bootstrap, work)
+    if step == "import-enforced":
+        from bench import import_enforced
+
+        return import_enforced.run(bootstrap, work, args.imports)
+    if step == "recovery":
+        from bench import failover
+
+        return failover.run_failover(bootstrap, work, args.recovery_users)
     if step == "audit":
         from bench import audit
 
