@@ -207,6 +207,24 @@ def run_child(args: list[str], env: dict[str, str] | None = None, timeout: float
     return orjson.loads(lines[-1])
 
 
+def wait_ready(process: subprocess.Popen, url: str, name: str, deadline: float, log_tail=lambda: "") -> float:  # type: ignore[type-arg]
+    """Poll `url`/readyz until it answers 200 (returns the seconds waited); raises if the process
+    exits first (with `log_tail()`, the end of its log) or at `deadline` (time.monotonic())."""
+    import httpx
+
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}: {log_tail()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{name} not ready before the deadline: {log_tail()}")
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")

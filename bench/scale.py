@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from bench.common import ROOT, commit_to_end, emit, free_port, make_dataset, produce
+from bench.common import ROOT, commit_to_end, emit, free_port, make_dataset, produce, wait_ready
 from bench.system import SECRET
 from consentry.domain.model import ObjectionEvent
 from consentry.kafka import ensure_topics
@@ -82,17 +82,7 @@ class Fleet:
     def wait_ready(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         for service, process, port in self.members:
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{service} exited with {process.returncode} (logs in {self.root})")
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{service} not ready after {timeout}s (logs in {self.root})")
-                time.sleep(0.1)
+            wait_ready(process, f"http://127.0.0.1:{port}", service, deadline, lambda: f"(logs in {self.root})")
 
     def live(self) -> list[tuple[str, subprocess.Popen[bytes], int]]:
         return [m for m in self.members if m[1].poll() is None]

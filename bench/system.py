@@ -11,9 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 
-from bench.common import PARTITIONS, ROOT, free_port
+from bench.common import PARTITIONS, ROOT, free_port, wait_ready
 from consentry.kafka import ensure_topics
 from consentry.settings import CommonSettings
 
@@ -66,19 +65,8 @@ class Services:
                 self.wait_ready(name, timeout)
 
     def wait_ready(self, service: str, timeout: float = 120) -> float:
-        deadline = time.monotonic() + timeout
-        started = time.monotonic()
-        while time.monotonic() < deadline:
-            process = self.processes[service]
-            if process.poll() is not None:
-                raise RuntimeError(f"{service} exited with {process.returncode}: {self.log(service)[-3000:]}")
-            try:
-                if httpx.get(f"{self.url(service)}/readyz", timeout=2).status_code == 200:
-                    return time.monotonic() - started
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"{service} not ready after {timeout}s: {self.log(service)[-3000:]}")
+        return wait_ready(self.processes[service], self.url(service), service, time.monotonic() + timeout,
+                          lambda: self.log(service)[-3000:])
 
     def pid(self, service: str) -> int:
         return self.processes[service].pid

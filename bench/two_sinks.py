@@ -40,7 +40,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import PARTITIONS, ROOT, Dataset, commit_to_end, emit, free_port, make_dataset, produce
+from bench.common import PARTITIONS, ROOT, Dataset, commit_to_end, emit, free_port, make_dataset, produce, wait_ready
 from bench.system import SECRET
 from consentry.kafka import ensure_topics
 from consentry.settings import CommonSettings
@@ -121,17 +121,8 @@ class FullPath:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def wait_ready(self, member: Member, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if member.process.poll() is not None:
-                raise RuntimeError(f"{member.name} exited with {member.process.returncode}: {self.log(member)[-3000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{member.port}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"{member.name} not ready after {timeout}s: {self.log(member)[-3000:]}")
+        wait_ready(member.process, f"http://127.0.0.1:{member.port}", member.name, time.monotonic() + timeout,
+                   lambda: self.log(member)[-3000:])
 
     def sinks(self) -> list[Member]:
         return [m for m in self.members if m.service == "sink"]
