@@ -1,6 +1,6 @@
 """8. The consent service's rate against its limit: a faust agent doing nothing.
 
-    python -m bench.consent_rate [--users 100000] [--repeat 2]
+    python -m bench.consent_rate [--users 100000] [--repeat 2] [--partitions 8]
 
 One set of events, like production's mix (every user a notice; 10 % of them an objection
 and its two receipts, `enforced` and `purged`), keyed by user on the user's home partition,
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import produce, run, run_child
+from bench.common import PARTITIONS, produce, run, run_child
 from bench.system import Services
 
 NOTICE_AT = 1_700_000_000_000_000
@@ -54,17 +54,17 @@ def events(users: int) -> dict[str, list[tuple[bytes, bytes]]]:
     return out
 
 
-def measure(bootstrap: str, work: Path, users: int, repeat: int = 2) -> dict:
+def measure(bootstrap: str, work: Path, users: int, repeat: int = 2, partitions: int = PARTITIONS) -> dict:
     data = events(users)
     total = sum(len(v) for v in data.values())
     limit_runs, consent_runs = [], []
     for attempt in range(repeat):
         prefix = f"rate{attempt}-{uuid.uuid4().hex[:6]}-"
-        with Services(bootstrap, prefix, work / f"rate{attempt}") as services:
+        with Services(bootstrap, prefix, work / f"rate{attempt}", partitions=partitions) as services:
             services.create_topics()
             topics = services.topics
             for kind, messages in data.items():
-                run(produce(bootstrap, getattr(topics, kind), messages))
+                run(produce(bootstrap, getattr(topics, kind), messages, partitions=partitions))
             env = {k: v for k, v in services.env.items() if k.startswith(("CONSENTRY_", "KAFKA_"))}
             env["CONSENTRY_LOG_LEVEL"] = "WARNING"
             log = services.log_dir / "rate.log"
@@ -73,7 +73,7 @@ def measure(bootstrap: str, work: Path, users: int, repeat: int = 2) -> dict:
     limit = max(limit_runs, key=lambda r: r["rate"])
     consent = max(consent_runs, key=lambda r: r["rate"])
     return {
-        "events": total, "users": users,
+        "events": total, "users": users, "partitions": partitions,
         "limit_rate": limit["rate"], "limit_seconds": limit["seconds"], "limit_runs": [round(r["rate"]) for r in limit_runs],
         "rate": consent["rate"], "seconds": consent["seconds"], "runs": [round(r["rate"]) for r in consent_runs],
         "ratio": consent["rate"] / limit["rate"],
@@ -157,7 +157,9 @@ def worker(mode: str, expected: int) -> None:
     if profile_path:
         import cProfile
 
-        profiler = cProfile.Profile()
+        # BENCH_CPROFILE_CPU=1: the main thread's CPU time instead of wall-clock (the machine's
+        # other work then shows less; the consumer thread is not profiled either way).
+        profiler = cProfile.Profile(time.thread_time) if os.environ.get("BENCH_CPROFILE_CPU") else cProfile.Profile()
         profiler.enable()
 
     @app.task
@@ -182,6 +184,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=0)
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--partitions", type=int, default=PARTITIONS, help="of the three source topics and the changelog")
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.events)
@@ -195,7 +198,7 @@ def main() -> None:
     broker = EmbeddedBroker(free_port(), log_path=work / "broker.log")
     broker.start()
     try:
-        print(measure(broker.bootstrap, work, args.users, args.repeat), flush=True)
+        print(measure(broker.bootstrap, work, args.users, args.repeat, args.partitions), flush=True)
     finally:
         broker.stop()
 

@@ -20,7 +20,8 @@ SECRET = "bench-secret-not-for-production-0123456789"
 
 
 class Services:
-    def __init__(self, bootstrap: str, prefix: str, root: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, bootstrap: str, prefix: str, root: Path, extra_env: dict[str, str] | None = None,
+                 partitions: int = PARTITIONS) -> None:
         self.bootstrap = bootstrap
         self.prefix = prefix
         self.root = root
@@ -33,7 +34,7 @@ class Services:
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "CONSENTRY_BROKER_FLAVOR": "tansu",
             "CONSENTRY_TOPIC_PREFIX": prefix,
-            "CONSENTRY_PARTITIONS": str(PARTITIONS),
+            "CONSENTRY_PARTITIONS": str(partitions),
             "CONSENTRY_DATA_DIR": str(root / "var"),
             "CONSENTRY_CONSENT_PORT": str(self.ports["consent"]),
             "CONSENTRY_CONSENT_URL": f"http://127.0.0.1:{self.ports['consent']}",
@@ -44,7 +45,7 @@ class Services:
             "CONSENTRY_JWT_SECRET": SECRET,
             **(extra_env or {}),
         }
-        self.settings = CommonSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=PARTITIONS, broker_flavor="tansu")
+        self.settings = CommonSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=partitions, broker_flavor="tansu")
         self.topics = self.settings.topics
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
