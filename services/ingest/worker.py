@@ -56,6 +56,10 @@ LOAD_CHUNK_RECORDS = 2_000
 # How long after a revocation the consent state read so far is kept for the next assignment
 # (far below the changelog's delete.retention.ms: no tombstone can have been compacted away).
 KEEP_LOADED_FOR_S = 300.0
+# Users whose home partition is remembered in a plain dict (a look-up per post: a third of the
+# lru_cache's cost, which builds and hashes an (id, count) key each time); emptied beyond this
+# many, about 100 bytes each (the id strings are the posts').
+HOME_MEMO_USERS = 100_000
 
 
 class IngestWorker(KafkaWorker):
@@ -88,6 +92,7 @@ class IngestWorker(KafkaWorker):
         # (the audit trail's counts: aggregated here, never one record per post).
         self._drops: dict[tuple[int, str, str, str], int] = {}
         self._drops_sent_at = self._clock()
+        self._homes: dict[str, int] = {}  # user -> home partition (HOME_MEMO_USERS)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -366,6 +371,10 @@ class IngestWorker(KafkaWorker):
         schema_registry = self.posts_framing == SCHEMA_REGISTRY
         drops, day = self._drops, day_of(now)
         hold = self.deferred.hold
+        homes = self._homes
+        if len(homes) > HOME_MEMO_USERS:
+            homes.clear()
+        known_home = homes.get
         for tp, records in batch.items():
             from_posts = tp.topic == topics.posts
             metrics.POSTS_IN.labels("posts" if from_posts else "posts_by_user").inc(len(records))
@@ -399,7 +408,9 @@ class IngestWorker(KafkaWorker):
                         post.post_id, post.user_id, post.visibility, post.text, post.lang, post.country, post.author_is_minor
                     )
                     created_at, created_us = post.created_at_text or format_rfc3339(post.created_at_us), post.created_at_us
-                home = home_partition(user_id, n)
+                home = known_home(user_id)
+                if home is None:
+                    home = homes[user_id] = home_partition(user_id, n)
                 if home != in_place:
                     if from_posts or home not in owned:  # the latter cannot happen with range assignment; never decide blind
                         moved += 1
