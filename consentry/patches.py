@@ -333,6 +333,38 @@ def install_faust_started_producer_fast_path() -> None:
     _installed.add("install_faust_started_producer_fast_path")
 
 
+@written_for(FAUST, embedded_broker_only=False)
+def install_faust_changelog_livelock_fix() -> None:
+    """faust-streaming 0.15.3: the livelock detector logs ERROR for a table's own changelog
+    partitions, every few seconds, once a worker has written rows for `stream_processing_timeout`
+    (5 min). Unconditional: the defect is faust's, on Apache Kafka too (faust-streaming#166).
+
+    Defect: `AIOKafkaConsumerThread.verify_event_path` (faust/transport/drivers/aiokafka.py),
+    run for every assigned partition by `Consumer._commit_livelock_detector`, expects a stream
+    to read every partition behind its high watermark. An active table's changelog partitions
+    are assigned but paused after recovery, and the table's own writes move their high
+    watermark: "Stream has not started processing TP(topic='consentry.consent-state', ...)" at
+    ERROR, forever, on a healthy worker. An alert on error lines would page on it.
+
+    Patch: a table's changelog partitions get faust's fetch check only
+    (`verify_recovery_event_path`, as recovery's partitions do); the stream and commit checks
+    stay for every partition a stream reads.
+    """
+    if "install_faust_changelog_livelock_fix" in _installed:
+        return
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    verify_event_path = AIOKafkaConsumerThread.verify_event_path
+
+    def _verify_event_path(self: Any, now: float, tp: Any) -> None:
+        if tp.topic in self.consumer.app.tables.changelog_topics:
+            return self.verify_recovery_event_path(now, tp)
+        return verify_event_path(self, now, tp)
+
+    _replace(AIOKafkaConsumerThread, "verify_event_path", _verify_event_path)
+    _installed.add("install_faust_changelog_livelock_fix")
+
+
 # ------------------------------------------------------------------ the embedded broker (Tansu)
 
 
@@ -480,6 +512,7 @@ def install_faust_patches(settings: CommonSettings, on_send_failure: SendFailed 
     install_faust_spinner_fix()  # the root logger keeps its level: faust's debug calls stay cheap
     install_faust_persisted_offset_coalescing()  # one RocksDB put per partition and loop turn for the changelog offsets
     install_faust_started_producer_fast_path()  # no loop turn per record to get the started producer
+    install_faust_changelog_livelock_fix()  # no ERROR line every few seconds for the table's own changelog partitions
     if on_send_failure is not None:
         install_faust_send_failure_stop(on_send_failure)  # a record that cannot be sent stops the worker
     if settings.on_embedded_broker:

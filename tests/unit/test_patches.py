@@ -40,6 +40,7 @@ PATCHED = (
     (Worker, "on_setup_root_logger"),
     (Collection, "_on_changelog_sent"),
     (Topic, "_get_producer"),
+    (AIOKafkaConsumerThread, "verify_event_path"),
 )
 
 
@@ -485,3 +486,68 @@ def test_the_aiokafka_internals_the_group_fencing_wraps_are_there() -> None:
     assert callable(patches.unpatched(GroupCoordinator, "reset_generation"))
     assert callable(patches.unpatched(SendProduceReqHandler, "create_request"))
     assert OffsetCommitRequest.DEFAULT_GENERATION_ID == -1
+
+
+# ------------------------------------------------------------------ faust's livelock detector and the table's changelog
+
+CHANGELOG = TP("consentry.consent-state", 3)
+SOURCE = TP("objections", 3)
+
+
+class DetectorThread:
+    """faust's consumer thread as its livelock detector sees it: partitions assigned and fetched
+    (a fetch a second ago), 10 records behind their high watermark, no event streamed since the
+    worker started 10 minutes ago (stream_processing_timeout: 5 min). Its methods are faust's."""
+
+    _verify_aiokafka_event_path = AIOKafkaConsumerThread._verify_aiokafka_event_path
+    verify_recovery_event_path = AIOKafkaConsumerThread.verify_recovery_event_path
+    _log_slow_processing_stream = AIOKafkaConsumerThread._log_slow_processing_stream
+    _log_slow_processing_commit = AIOKafkaConsumerThread._log_slow_processing_commit
+    _log_slow_processing = AIOKafkaConsumerThread._log_slow_processing
+    _make_slow_processing_error = AIOKafkaConsumerThread._make_slow_processing_error
+
+    def __init__(self, now: float) -> None:
+        self.errors: list[str] = []
+        self.log = SimpleNamespace(error=lambda msg, *args: self.errors.append(msg % args))
+        self.time_started = now - 600
+        self.tp_stream_timeout_secs = self.tp_commit_timeout_secs = 300.0
+        self.tp_fetch_request_timeout_secs = 120.0
+        fetched = SimpleNamespace(timestamp=(now - 1) * 1000, highwater=110, position=100)
+        assignment = SimpleNamespace(active=True, state_value=lambda tp: fetched)
+        self._consumer = SimpleNamespace(_fetcher=SimpleNamespace(_subscriptions=SimpleNamespace(subscription=SimpleNamespace(assignment=assignment))))
+        app = SimpleNamespace(
+            monitor=SimpleNamespace(stream_inbound_time={}),
+            topics=SimpleNamespace(acks_enabled_for=lambda topic: True),
+            tables=SimpleNamespace(changelog_topics={CHANGELOG.topic}),
+            conf=SimpleNamespace(stream_processing_timeout=300.0, broker_commit_livelock_soft_timeout=300.0),
+        )
+        self.consumer = SimpleNamespace(app=app)
+
+    def _ensure_consumer(self):  # type: ignore[no-untyped-def]
+        return self._consumer
+
+    def verify(self, tp: TP) -> list[str]:
+        """What faust's detector (as installed now) logs at ERROR for `tp`."""
+        AIOKafkaConsumerThread.verify_event_path(self, self.time_started + 600, tp)
+        return self.errors
+
+
+def test_faust_calls_a_tables_own_changelog_a_stalled_stream() -> None:
+    """The defect: the changelog partitions of an active table are paused after recovery and
+    only written; faust logs them at ERROR every few seconds on a healthy worker."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(AIOKafkaConsumerThread, "verify_event_path", patches.unpatched(AIOKafkaConsumerThread, "verify_event_path"))
+        errors = DetectorThread(now=1_000_000.0).verify(CHANGELOG)
+    assert errors and errors[0].startswith("Stream has not started processing TP(topic='consentry.consent-state', partition=3)")
+
+
+def test_the_table_changelog_gets_the_fetch_check_and_a_source_still_gets_every_check(undo_patches: None) -> None:
+    patches.install_faust_patches(CommonSettings(kafka_bootstrap_servers="kafka:9092"))  # a consent worker's
+    assert DetectorThread(now=1_000_000.0).verify(CHANGELOG) == [], "the table's own changelog was called a stalled stream"
+    stalled = DetectorThread(now=1_000_000.0).verify(SOURCE)
+    assert stalled and stalled[0].startswith("Stream has not started processing TP(topic='objections', partition=3)"), (
+        "the detector no longer sees a source partition that no stream reads"
+    )
+    fetchless = DetectorThread(now=1_000_000.0)
+    fetchless._consumer._fetcher._subscriptions.subscription.assignment.state_value = lambda tp: SimpleNamespace(timestamp=None)
+    assert fetchless.verify(CHANGELOG) and "fetch" in fetchless.errors[0].lower(), "a changelog partition no longer fetched went unseen"
