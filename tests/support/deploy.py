@@ -76,6 +76,7 @@ METRICS: dict[str, str] = {
     "consentry_sink_purges_trained_on_total": "counter",
     "consentry_sink_batches_total": "counter",
     "consentry_sink_commit_seconds": "histogram",
+    "consentry_sink_stage_seconds": "histogram",
     "consentry_sink_table_version": "gauge",
     "consentry_sink_table_bytes": "gauge",
     "consentry_vacuum_runs_total": "counter",
