@@ -225,6 +225,27 @@ def wait_ready(process: subprocess.Popen, url: str, name: str, deadline: float, 
     raise TimeoutError(f"{name} not ready before the deadline: {log_tail()}")
 
 
+def on_embedded_broker(prefix: str, measure) -> None:  # type: ignore[no-untyped-def]
+    """A bench module run alone: `measure(bootstrap, work)` on its own embedded broker and
+    temporary directory, its result printed; both removed at the end, SIGTERM included
+    (`timeout`, kill), so the services it started stop too."""
+    import shutil
+    import signal
+    import tempfile
+
+    from consentry_cli.broker import EmbeddedBroker
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    broker = EmbeddedBroker(free_port(), log_path=work / "broker.log")
+    broker.start()
+    try:
+        print(measure(broker.bootstrap, work), flush=True)
+    finally:
+        broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")

@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -177,21 +175,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1_000_000)
     args = parser.parse_args()
-    import tempfile
+    from bench.common import on_embedded_broker
 
-    from bench.common import free_port
-    from consentry_cli.broker import EmbeddedBroker
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the workers and the broker on `timeout`/kill
-    work = Path(tempfile.mkdtemp(prefix="consentry-failover-"))
-    broker = EmbeddedBroker(free_port(), log_path=work / "broker.log")
-    broker.start()
-    try:
-        print(run_failover(broker.bootstrap, work, args.users), flush=True)
-    finally:
-        broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
-
+    on_embedded_broker("consentry-failover-", lambda bootstrap, work: run_failover(bootstrap, work, args.users))
 
 if __name__ == "__main__":
     main()

@@ -34,10 +34,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,21 +195,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--imports", type=int, default=50_000)
     args = parser.parse_args()
-    import signal
+    from bench.common import on_embedded_broker
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the services and the broker on `timeout`/kill
-    from bench.common import free_port
-    from consentry_cli.broker import EmbeddedBroker
-
-    work = Path(tempfile.mkdtemp(prefix="consentry-import-enforced-"))
-    broker = EmbeddedBroker(free_port(), log_path=work / "broker.log")
-    broker.start()
-    try:
-        print(run(broker.bootstrap, work, args.imports), flush=True)
-    finally:
-        broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
-
+    on_embedded_broker("consentry-import-enforced-", lambda bootstrap, work: run(bootstrap, work, args.imports))
 
 if __name__ == "__main__":
     main()
