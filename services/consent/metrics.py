@@ -1,3 +1,5 @@
+from functools import lru_cache
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from consentry.build import BUILD_INFO  # noqa: F401  (consentry_build_info, in every service)
@@ -11,6 +13,12 @@ NOTICES = Counter("consentry_consent_notices_total", "Notices recorded, by chann
 DUPLICATES_NOTICES = Counter("consentry_consent_notice_duplicates_total", "Re-delivered notice ids (state unchanged)")
 REPARTITIONED_NOTICES = Counter("consentry_consent_notices_repartitioned_total", "Notices that arrived off their user's home partition")
 RECEIPTS = Counter("consentry_consent_receipts_total", "Receipts applied, by kind", ["kind"])
+
+# One series per label value, looked up once: `labels()` takes a lock and checks its arguments
+# on every call, for every event (the values are a few enum members).
+objections_applied = lru_cache(maxsize=256)(OBJECTIONS.labels)
+notices_recorded = lru_cache(maxsize=64)(NOTICES.labels)
+receipts_applied = lru_cache(maxsize=16)(RECEIPTS.labels)
 DEAD_LETTERS = Counter(
     "consentry_consent_dead_letters_total",
     "Events the consent service could not apply, sent to the dead-letter topic, by source topic and reason",

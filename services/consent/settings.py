@@ -42,6 +42,27 @@ class ConsentSettings(CommonSettings):
         "at most this much; offsets are committed only after the records are acknowledged either way.",
     )
 
+    consent_batch_max: int = Field(
+        default=2000,
+        gt=0,
+        description="Most events the consent agent applies as one batch: their rows are written together (one "
+        "RocksDB write batch and one changelog record batch per partition, a user's row once), and acknowledged together.",
+    )
+
+    consent_batch_within_ms: int = Field(
+        default=50,
+        gt=0,
+        description="How long the consent agent waits to fill a batch before it applies what it has: the most an "
+        "event waits before it is applied, under light traffic.",
+    )
+
+    consent_record_batch_bytes: int = Field(
+        default=262_144,
+        gt=0,
+        description="Largest changelog record batch the consent worker sends (its producer's max_batch_size); "
+        "at most consent_max_record_bytes. A batch of rows past it is sent as several.",
+    )
+
     @property
     def app_id(self) -> str:
         return self.topics.group("consent")

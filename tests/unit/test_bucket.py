@@ -21,3 +21,14 @@ def test_a_users_bucket_is_in_range_and_follows_the_home_partition(user: str, pa
 def test_known_values_do_not_change_between_releases() -> None:
     """A table's rows stay in the bucket they were written to: the hash is fixed."""
     assert [bucket_of(u, 64) for u in ("alice", "bob", "u-42")] == [21, 14, 57]
+
+
+@given(st.binary(max_size=64))
+def test_the_projects_murmur2_is_kafkas(data: bytes) -> None:
+    """consentry.partitioning.murmur2 reads words with struct; aiokafka's (the Java client's
+    arithmetic, byte by byte) is the reference: producers outside Consentry partition with it."""
+    from aiokafka.partitioner import murmur2 as kafkas
+
+    from consentry.partitioning import murmur2
+
+    assert murmur2(data) == kafkas(data)

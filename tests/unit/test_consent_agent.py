@@ -1,4 +1,6 @@
-"""The consent agent under faust's test_context(): in memory, no broker."""
+"""The consent agent under faust's test_context(): in memory, no broker. The agent applies a
+batch of events at a time (services/consent/rows.py): a test waits for the rows it expects,
+inside the context, where the batch is written."""
 
 from __future__ import annotations
 
@@ -12,7 +14,13 @@ from consentry.domain.model import ObjectionEvent
 from consentry.wire import decode_consent_state, encode_objection
 from services.consent import agents
 from services.consent.app import create_app
+from services.consent.rows import StagedRows
 from services.consent.settings import ConsentSettings
+from tests.support.wait import eventually_async
+
+
+async def _true(value):  # type: ignore[no-untyped-def]
+    return bool(value)
 
 
 @pytest.fixture
@@ -27,12 +35,42 @@ def sent_records(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bytes | Non
     return records
 
 
+class RecordedChangelog:
+    """The changelog as a list (test_context() has no broker): each batch's rows, acknowledged at once."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[bytes, int, bytes]]] = []
+
+    async def write(self, rows: StagedRows) -> dict[int, int]:
+        self.batches.append([(key, row.partition, row.value) for key, row in rows.items()])
+        offset = sum(len(batch) for batch in self.batches) - 1
+        return {row.partition: offset for _key, row in rows.items()}
+
+    def records(self) -> list[tuple[bytes, int, bytes]]:
+        return [record for batch in self.batches for record in batch]
+
+
 @pytest.fixture
-def app(tmp_path: Path, sent_records):  # type: ignore[no-untyped-def]
+def changelog() -> RecordedChangelog:
+    return RecordedChangelog()
+
+
+@pytest.fixture
+def app(tmp_path: Path, sent_records, changelog):  # type: ignore[no-untyped-def]
     settings = ConsentSettings(consent_store="memory://", kafka_bootstrap_servers="127.0.0.1:1", partitions=1, data_dir=tmp_path)
-    app = create_app(settings)
+    app = create_app(settings, rows_changelog=changelog)
     app.finalize()
     return app
+
+
+async def row_of(table, key: bytes, probe=lambda state: True):  # type: ignore[no-untyped-def]
+    """The user's row once the agent has written one that `probe` accepts."""
+
+    async def written():  # type: ignore[no-untyped-def]
+        raw = table.data.data.get(key)
+        return raw is not None and probe(decode_consent_state(raw)) and decode_consent_state(raw)
+
+    return await eventually_async(written, timeout=10, interval=0.01, what=f"the row of {key!r}")
 
 
 async def test_objections_land_in_the_table_once(app, sent_records) -> None:  # type: ignore[no-untyped-def]
@@ -43,7 +81,8 @@ async def test_objections_land_in_the_table_once(app, sent_records) -> None:  # 
         await context.put(key=b"u-1", value=encode_objection(event))
         await context.put(key=b"u-1", value=encode_objection(event))  # re-delivered
         await context.put(key=b"u-1", value=b"{not json")  # a dead letter, never a crash
-    state = decode_consent_state(table[b"u-1"])
+        state = await row_of(table, b"u-1")
+        await eventually_async(lambda: _true(sent_records), timeout=10, interval=0.01, what="the dead letter")
     assert [e.objection_id for e in state.history] == ["o-1"]
     [(topic, key, value, _partition)] = sent_records
     letter = orjson.loads(value)
@@ -76,7 +115,41 @@ async def test_notices_land_in_the_table_once(app, sent_records) -> None:  # typ
         for _ in range(2):  # the second one is a re-delivery
             await context.put(key=b"u-2", value=encode_notice(sent))
         await context.put(key=b"u-2", value=b'{"notice_id": "n-2"}')  # a dead letter
-    state = decode_consent_state(table[b"u-2"])
+        state = await row_of(table, b"u-2")
+        await eventually_async(lambda: _true(sent_records), timeout=10, interval=0.01, what="the dead letter")
     assert [(orjson.loads(value)["topic"], orjson.loads(value)["reason_code"]) for _t, _k, value, _p in sent_records] == [("notices", "missing_field")]
     assert [(n.notice_id, n.notice_version, n.country) for n in state.notices] == [("n-1", "v1", "FR")]
     assert state.history == ()
+
+
+async def test_a_batch_writes_each_users_row_once_with_the_state_after_all_its_events(tmp_path: Path, sent_records) -> None:  # type: ignore[no-untyped-def]
+    """Three notices to one user in one batch: one row written, one changelog record, holding
+    all three (the batch is full at 3 events, so it does not depend on timing)."""
+    from consentry.domain.model import Notice
+    from consentry.wire import encode_notice
+    from faust.types import TP
+
+    changelog = RecordedChangelog()
+    settings = ConsentSettings(
+        consent_store="memory://", kafka_bootstrap_servers="127.0.0.1:1", partitions=1, data_dir=tmp_path,
+        consent_batch_max=3, consent_batch_within_ms=60_000,
+    )
+    app = create_app(settings, rows_changelog=changelog)
+    app.finalize()
+    agent = next(iter(app.agents.values()))
+    async with agent.test_context() as context:
+        to_message = context.to_message
+
+        def from_notices(*args, **kwargs):  # type: ignore[no-untyped-def]
+            message = to_message(*args, **kwargs)
+            message.topic, message.tp = "notices", TP("notices", message.partition)
+            return message
+
+        context.to_message = from_notices
+        for n in range(3):
+            await context.put(key=b"u-3", value=encode_notice(Notice(f"n-{n}", "u-3", "v1", "email", 1_700_000_000_000_000 + n, "FR")), wait=False)
+        await eventually_async(lambda: _true(changelog.batches), timeout=10, interval=0.01, what="the batch written")
+    [[(key, partition, value)]] = changelog.batches
+    assert (key, partition) == (b"u-3", 0)
+    assert [n.notice_id for n in decode_consent_state(value).notices] == ["n-0", "n-1", "n-2"]
+    assert app.tables["consent"].data.data[b"u-3"] == value
