@@ -175,7 +175,7 @@ def register_agents(app: faust.App, table: faust.Table, settings: ConsentSetting
                 first = events[0].message
                 failclosed.stop(
                     f"the changelog records of {len(staged)} consent rows (a batch of {len(events)} events from "
-                    f"{first.topic}[{first.partition}]@{first.offset}) cannot be written", exc)
+                    f"{first.topic}[{first.partition}]@{first.offset}) cannot be sent", exc)
             finally:
                 staged.clear()
 

@@ -45,7 +45,7 @@ def create_app(settings: ConsentSettings, rows_changelog: Changelog | None = Non
         producer_acks=-1,
         producer_max_request_size=settings.consent_max_record_bytes,
         producer_linger=settings.consent_producer_linger_ms / 1000,  # changelog records batched per request
-        producer_max_batch_size=settings.consent_record_batch_bytes,  # a changelog record batch (services/consent/rows.py)
+        producer_max_batch_size=min(settings.consent_record_batch_bytes, settings.consent_max_record_bytes),  # a changelog record batch (services/consent/rows.py)
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000,
@@ -69,7 +69,7 @@ def create_app(settings: ConsentSettings, rows_changelog: Changelog | None = Non
     table = app.Table("consent", partitions=settings.partitions, changelog_topic=changelog, key_type=bytes, value_type=bytes)
     watch = install_monitoring(app, table)
     if rows_changelog is None:
-        rows_changelog = KafkaChangelog(topics.consent_state, lambda: patches.faust_inner_producer(app))
+        rows_changelog = KafkaChangelog(topics.consent_state, lambda: patches.faust_inner_producer(app), settings.consent_max_record_bytes)
     register_agents(app, table, settings, watch, TableRows(table, rows_changelog, encode_consent_state))
     register_views(app, table, settings)
     return app

@@ -77,9 +77,12 @@ class KafkaChangelog:
     """The changelog topic through the worker's own producer (faust's, started by faust), one
     record batch per partition at a time (aiokafka `create_batch`/`send_batch`)."""
 
-    def __init__(self, topic: str, producer: Any) -> None:
+    def __init__(self, topic: str, producer: Any, max_record_bytes: int) -> None:
         self.topic = topic
         self._producer = producer  # () -> the started aiokafka producer
+        # A record batch takes its first record whatever its size; faust's send refused a record
+        # over the producer's max_request_size, and so does this (the worker then stops).
+        self._max_record_bytes = max_record_bytes
 
     async def write(self, rows: StagedRows) -> dict[int, int]:
         producer = self._producer()
@@ -91,6 +94,9 @@ class KafkaChangelog:
             sent.append((partition, builder.record_count(), future))
 
         for key, row in rows.items():
+            size = len(key) + len(row.value) + sum(len(k) + len(v) for k, v in row.headers or ())
+            if size > self._max_record_bytes:
+                raise ValueError(f"a consent row of {size} bytes is over CONSENTRY_CONSENT_MAX_RECORD_BYTES ({self._max_record_bytes})")
             builder = builders.get(row.partition)
             if builder is None:
                 builder = builders[row.partition] = producer.create_batch()

@@ -27,7 +27,7 @@ async def test_a_batch_of_rows_lands_in_order_with_headers_and_its_last_offsets(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=1024)
     await producer.start()
     try:
-        changelog = KafkaChangelog(topic, lambda: producer)
+        changelog = KafkaChangelog(topic, lambda: producer, 1_000_000)
         rows = StagedRows()
         for n in range(30):
             rows.put(f"user-{n}".encode(), n % 2, None, [("traceparent", f"00-{n:032x}-{n + 1:016x}-01".encode())] if n % 3 == 0 else None)
