@@ -93,19 +93,24 @@ class KafkaChangelog:
             future = await producer.send_batch(builder, self.topic, partition=partition)
             sent.append((partition, builder.record_count(), future))
 
+        async def append(partition: int, key: bytes, value: bytes, headers: Headers) -> None:
+            builder = builders.get(partition)
+            if builder is None:
+                builder = builders[partition] = producer.create_batch()
+            elif builder.append(key=key, value=value, timestamp=None, headers=headers) is not None:
+                return
+            else:  # full (the producer's max_batch_size): send it and start the next one
+                await submit(partition, builder)
+                builder = builders[partition] = producer.create_batch()
+            if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                raise ValueError(f"a consent row of {len(value)} bytes does not fit in a record batch")
+
         for key, row in rows.items():
-            size = len(key) + len(row.value) + sum(len(k) + len(v) for k, v in row.headers or ())
+            headers = row.headers or []
+            size = len(key) + len(row.value) + sum(len(k) + len(v) for k, v in headers)
             if size > self._max_record_bytes:
                 raise ValueError(f"a consent row of {size} bytes is over CONSENTRY_CONSENT_MAX_RECORD_BYTES ({self._max_record_bytes})")
-            builder = builders.get(row.partition)
-            if builder is None:
-                builder = builders[row.partition] = producer.create_batch()
-            if builder.append(key=key, value=row.value, timestamp=None, headers=row.headers or []) is None:
-                # Full (the producer's max_batch_size): send it and start the next one.
-                await submit(row.partition, builder)
-                builder = builders[row.partition] = producer.create_batch()
-                if builder.append(key=key, value=row.value, timestamp=None, headers=row.headers or []) is None:
-                    raise ValueError(f"a consent row of {len(row.value)} bytes does not fit in a record batch")
+            await append(row.partition, key, row.value, headers)
         for partition, builder in builders.items():
             if builder.record_count():
                 await submit(partition, builder)
@@ -143,14 +148,18 @@ class TableRows:
             store.set_persisted_offset(TP(topic, partition), offset)  # a memory store keeps none
 
     def _store(self, store: Any, rows: StagedRows) -> None:
+        dbs: dict[int, Any] = {}  # partition -> its RocksDB, or None for a memory store
         batches: dict[int, WriteBatch] = {}
         for key, row in rows.items():
-            if patches.store_partition_db(store, row.partition) is None:
-                patches.memory_store_put(store, key, row.partition, row.value)
+            partition = row.partition
+            if partition not in dbs:
+                dbs[partition] = patches.store_partition_db(store, partition)
+            if dbs[partition] is None:
+                patches.memory_store_put(store, key, partition, row.value)
                 continue
-            batch = batches.get(row.partition)
+            batch = batches.get(partition)
             if batch is None:
-                batch = batches[row.partition] = WriteBatch(raw_mode=True)
+                batch = batches[partition] = WriteBatch(raw_mode=True)
             batch.put(key, row.value)
         for partition, batch in batches.items():
-            patches.store_partition_db(store, partition).write(batch)
+            dbs[partition].write(batch)
