@@ -133,9 +133,6 @@ async def _observe(bootstrap: str, topic: str, starts: dict[TopicPartition, int]
             async for record in records_until(consumer, ends, remaining, "the consent changelog"):
                 stamps.see(record.key, record.value, record.timestamp)
                 read += 1
-            for tp, end in ends.items():  # records_until drops what it fetched past `ends`: read it next round
-                if await consumer.position(tp) > end:
-                    consumer.seek(tp, end)
             if not read:
                 await asyncio.sleep(0.2)  # nothing new: the next round after a pause, not a busy loop
     finally:

@@ -180,7 +180,10 @@ async def records_until(
     """Every record an assigned consumer reads from its positions up to `ends` (exclusive: the
     end offsets taken before reading, by `consentry.patches.true_end_offsets`): how a reader
     without a group reads a topic to the end it has now. Records appended meanwhile are left
-    out. TimeoutError, naming `what`, when not done within `timeout` seconds."""
+    for the next read: a fetch that brought them moves the position past them, so the position
+    is set back to the end (the sink's lineage reader calls this again and again on one
+    consumer; a record lost there is a training run missing from a purge receipt).
+    TimeoutError, naming `what`, when not done within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     pending = {tp for tp, end in ends.items() if await consumer.position(tp) < end}
     while pending:
@@ -188,9 +191,12 @@ async def records_until(
             raise TimeoutError(f"{what} not read to its end within {timeout:.0f}s (partitions {sorted(tp.partition for tp in pending)})")
         batch = await consumer.getmany(*pending, timeout_ms=200)
         for tp, records in batch.items():
+            end = ends[tp]
+            if records and records[-1].offset >= end:
+                records = [r for r in records if r.offset < end]
+                consumer.seek(tp, end)  # before yielding: however the caller stops, nothing past `end` is skipped
             for record in records:
-                if record.offset < ends[tp]:
-                    yield record
+                yield record
         pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
 
 
