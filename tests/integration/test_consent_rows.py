@@ -5,24 +5,15 @@ only once the broker has acknowledged them all."""
 
 from __future__ import annotations
 
-import uuid
-
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services.consent.rows import KafkaChangelog, StagedRows
-from tests.support.kafka import read_all
+from tests.support.kafka import create_topic, read_all
 
 
 async def test_a_batch_of_rows_lands_in_order_with_headers_and_its_last_offsets(broker: tuple[str, str]) -> None:
     bootstrap, _flavor = broker
-    topic = f"t{uuid.uuid4().hex[:10]}-consent-state"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-    finally:
-        await admin.close()
+    topic = await create_topic(bootstrap, "consent-state", partitions=2)
     # Batches of at most 1 KiB: 30 rows of ~200 bytes need several per partition.
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=1024)
     await producer.start()

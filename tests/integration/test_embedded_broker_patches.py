@@ -7,31 +7,23 @@ that need no broker are shown in tests/unit/test_patches.py.
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from consentry import patches
 from consentry.domain.model import ConsentState, HistoryEntry
 from consentry.wire import encode_consent_state
 from consentry.kafka import producer_options
 from consentry.settings import CommonSettings
+from tests.support.kafka import create_topic
 from tests.support.system import System
 from tests.support.wait import eventually
 
 
 async def make_topic(bootstrap: str) -> str:
-    name = f"patches-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, 1, 1)])
-    finally:
-        await admin.close()
-    return name
+    return await create_topic(bootstrap, "patches")
 
 
 async def send_one_batch(bootstrap: str, topic: str, values: list[bytes]) -> None:

@@ -9,23 +9,15 @@ run missing from a purge receipt)."""
 
 from __future__ import annotations
 
-import uuid
-
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from consentry.kafka import records_until
+from tests.support.kafka import create_topic
 
 
 async def test_records_fetched_past_the_end_are_read_the_next_time(broker: tuple[str, str]) -> None:
     bootstrap, _flavor = broker
-    topic = f"t{uuid.uuid4().hex[:10]}-lineage"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-    finally:
-        await admin.close()
+    topic = await create_topic(bootstrap, "lineage")
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:

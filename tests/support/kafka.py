@@ -1,13 +1,15 @@
-"""Small real-broker helpers for tests: produce, read a whole topic."""
+"""Small real-broker helpers for tests: create a topic, produce, read a whole topic."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 
 Connection = str | Mapping[str, Any]  # a PLAINTEXT bootstrap string, or consentry.kafka.client_options(settings)
@@ -15,6 +17,18 @@ Connection = str | Mapping[str, Any]  # a PLAINTEXT bootstrap string, or consent
 
 def connect(connection: Connection) -> dict[str, Any]:
     return {"bootstrap_servers": connection} if isinstance(connection, str) else dict(connection)
+
+
+async def create_topic(bootstrap: str, suffix: str, partitions: int = 1) -> str:
+    """A new topic of a unique name ending in `suffix`; returns the name."""
+    name = f"t{uuid.uuid4().hex[:10]}-{suffix}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    finally:
+        await admin.close()
+    return name
 
 
 async def produce(connection: Connection, topic: str, messages: Iterable[tuple[bytes | None, bytes]], partition: int | None = None) -> None:
