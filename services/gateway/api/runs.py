@@ -16,6 +16,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from consentry.domain.model import identifier_problem
 from consentry.kafka import client_options, records_until
@@ -23,6 +24,18 @@ from consentry.patches import true_end_offsets
 from services.gateway.deps import AddressLimit, AdminUser, SettingsDep
 from services.gateway.problems import FORBIDDEN, RATE_LIMITED, UNAUTHORIZED, problem
 from services.gateway.settings import GatewaySettings
+
+
+
+class AnyTextConvertor(PathConvertor):
+    """The rest of the path, line breaks included: Starlette's `path` (`.*`) stops at one, so
+    such an id matched no route and got an undocumented 404; here it reaches the handler, which
+    answers 422 naming the problem."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("anytext", AnyTextConvertor())
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AddressLimit])
 log = logging.getLogger(__name__)
@@ -76,7 +89,7 @@ async def run_users(settings: GatewaySettings, run_id: str) -> list[dict[str, An
 
 
 @router.get(
-    "/runs/{run_id:path}",  # any canonical id, slashes included
+    "/runs/{run_id:anytext}",  # any id reaches the handler, slashes included
     response_model=RunUsers,
     summary="The objected users a training run included",
     description=(
