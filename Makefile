@@ -37,7 +37,7 @@ test: $(STAMP)
 	./scripts/ensure-stunnel.sh
 	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
 
-## Measure throughput, latency, purge and memory; prints a table and writes docs/benchmarks.md (under 15 min).
+## Measure throughput, latency, purge and memory; prints a table and writes docs/benchmarks.md (16 to 19 min on the 2-core machine: docs/benchmarks.md).
 BENCH_STAMP := $(VENV)/.bench-installed
 PEER_VENV   := .venv-peer
 $(BENCH_STAMP): $(STAMP)
