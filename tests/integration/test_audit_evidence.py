@@ -115,3 +115,23 @@ def test_the_report_shows_in_chromium_the_figures_the_audit_table_holds(broker, 
     assert shown["unvacuumed"] == "1" and shown["runs"] == "1" and shown["chain"].startswith("chain intact")
     assert browser.evaluate("() => document.querySelectorAll('svg polyline').length") == 2  # both plots drawn
     browser.screenshot(OUTPUT / "compliance-report.png")
+
+
+def test_the_evidence_of_a_person_whose_id_holds_a_slash_is_found_and_a_non_canonical_id_is_a_422(start_gateway: StartGateway, tmp_path: Path) -> None:  # noqa: F811
+    """Canonical ids may hold slashes (contract, "Identifiers"). `/audit/{user_id}` matched one
+    path segment only, so an operator asking for `team/dana` got an undocumented 404, with or
+    without the slash percent-encoded; GET /v1/admin/runs/{run_id} takes any id the same way."""
+    head = ChainHead()
+    record, raw = head.link({"fact": "received", "user_id": "team/dana", "objection_id": "o-d", "kind": "object", "channel": "web",
+                             "at_us": D1, "partition": 2, "offset": 7})
+    AuditTable(str(tmp_path / "audit")).append([row_of(2, 0, record, raw)])
+    url, _ = start_gateway(audit_uri=str(tmp_path / "audit"))
+    headers = {"Authorization": f"Bearer {admin_token()}"}
+    for path in ("team/dana", "team%2Fdana"):
+        response = httpx.get(f"{url}/v1/admin/audit/{path}", headers=headers)
+        assert response.status_code == 200, (path, response.status_code, response.text)
+        assert response.json()["user_id"] == "team/dana" and [s["fact"] for s in response.json()["steps"]] == ["received"], path
+    for path in ("dana%0A", "%20dana", "team/%0Adana"):
+        response = httpx.get(f"{url}/v1/admin/audit/{path}", headers=headers)
+        assert response.status_code == 422, (path, response.status_code, response.text)
+        assert "user_id" in response.json()["detail"], (path, response.text)

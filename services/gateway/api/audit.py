@@ -11,8 +11,9 @@ from fastapi import APIRouter, HTTPException, status
 
 from consentry.audit import AuditTable, evidence
 from consentry.domain.audit import RUN_READ, TABLE_KEY
+from services.gateway.api.path_ids import require_canonical
 from services.gateway.deps import AddressLimit, AdminUser, SettingsDep
-from services.gateway.problems import FORBIDDEN, INVALID, RATE_LIMITED, UNAUTHORIZED, problem
+from services.gateway.problems import FORBIDDEN, RATE_LIMITED, UNAUTHORIZED, problem
 from services.gateway.settings import audit_table_uri
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AddressLimit])
@@ -43,18 +44,20 @@ EXAMPLE = {
 
 
 @router.get(
-    "/audit/{user_id}",
+    "/audit/{user_id:id}",  # any id reaches the handler, slashes included
     summary="One person's audit evidence",
     description="Every step of the person's audit chain in order (received, enforced, purged, drop counts), each with its "
     "time and proof (broker partition and offset, Delta version, the audit record's hash), and the training runs that "
     "read their posts. Needs `consentry:admin`.",
     responses={
         200: {"content": {"application/json": {"example": EXAMPLE}}},
-        401: UNAUTHORIZED, 403: FORBIDDEN, 422: INVALID, 429: RATE_LIMITED,
+        401: UNAUTHORIZED, 403: FORBIDDEN, 429: RATE_LIMITED,
+        422: problem("The user_id is not a canonical identifier (no person can have it).", "user_id contains a control character"),
         503: problem("The audit table is not there yet or could not be read.", "no audit table yet: is the audit writer running?"),
     },
 )
 async def audit_of(user_id: str, admin: AdminUser, settings: SettingsDep) -> dict[str, Any]:
+    require_canonical("user_id", user_id)
     try:
         found = await asyncio.to_thread(_read, audit_table_uri(settings), user_id)
     except LookupError as exc:

@@ -16,26 +16,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
-from starlette.convertors import PathConvertor, register_url_convertor
 
-from consentry.domain.model import identifier_problem
 from consentry.kafka import client_options, records_until
 from consentry.patches import true_end_offsets
+from services.gateway.api.path_ids import require_canonical
 from services.gateway.deps import AddressLimit, AdminUser, SettingsDep
 from services.gateway.problems import FORBIDDEN, RATE_LIMITED, UNAUTHORIZED, problem
 from services.gateway.settings import GatewaySettings
-
-
-
-class AnyTextConvertor(PathConvertor):
-    """The rest of the path, line breaks included: Starlette's `path` (`.*`) stops at one, so
-    such an id matched no route and got an undocumented 404; here it reaches the handler, which
-    answers 422 naming the problem."""
-
-    regex = "(?s:.*)"
-
-
-register_url_convertor("anytext", AnyTextConvertor())
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AddressLimit])
 log = logging.getLogger(__name__)
@@ -89,7 +76,7 @@ async def run_users(settings: GatewaySettings, run_id: str) -> list[dict[str, An
 
 
 @router.get(
-    "/runs/{run_id:anytext}",  # any id reaches the handler, slashes included
+    "/runs/{run_id:id}",  # any id reaches the handler, slashes included
     response_model=RunUsers,
     summary="The objected users a training run included",
     description=(
@@ -105,9 +92,7 @@ async def run_users(settings: GatewaySettings, run_id: str) -> list[dict[str, An
     },
 )
 async def get_run(run_id: str, admin: AdminUser, settings: SettingsDep) -> RunUsers:
-    reason = identifier_problem(run_id)
-    if reason is not None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"run_id {reason}")
+    require_canonical("run_id", run_id)  # before the look-up, whose failures are a 503
     try:
         users = await run_users(settings, run_id)
     except Exception as exc:
